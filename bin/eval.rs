@@ -1,0 +1,69 @@
+//! `eval`: evaluate a Hub model or a saved output directory on a task's split and print
+//! the metrics the GLUE benchmark reports for it.
+
+use std::path::PathBuf;
+
+use burnbert::{ModelArgs, run};
+use burnbert_data::{PaddingBatcher, Task};
+use burnbert_eval::Metrics;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Evaluate a BERT classifier on a GLUE split or a local file")]
+struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value = "mrpc")]
+    task: String,
+    /// The split of `nyu-mll/glue` to evaluate (validation, test, train, ...).
+    #[arg(long, default_value = "validation")]
+    split: String,
+    /// Evaluate this parquet/CSV/TSV/JSON-lines file (with the task's columns) instead.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    run(|| {
+        let args = Args::parse();
+        anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+        let task = Task::by_name(&args.task).map_err(anyhow::Error::msg)?;
+        let rows = task.load_split(&args.model.hub(), &args.split, args.file.as_deref())?;
+        let device = args.model.device()?;
+        let loaded = args.model.load(&device, None)?;
+        anyhow::ensure!(
+            loaded.config.label_count() == task.num_outputs(),
+            "the model has {} outputs but task {} needs {}; evaluate a model fine-tuned for it",
+            loaded.config.label_count(),
+            task.name,
+            task.num_outputs()
+        );
+        let (examples, _) = loaded.tokenizer.encode_all(&rows)?;
+        let references = burnbert_eval::references(&examples).ok_or_else(|| {
+            anyhow::anyhow!("split `{}` has unlabelled rows (label -1): nothing to score against", args.split)
+        })?;
+        let batcher = PaddingBatcher {
+            pad_id: loaded.tokenizer.pad_id(),
+            pad_to_multiple_of: 1,
+        };
+        let predictions = burnbert_eval::predict(&loaded.model, &examples, &batcher, args.batch_size, &device);
+        let mut metrics = Metrics::new(task.metrics, task.labels.len());
+        metrics.add_batch(&predictions.predicted, &references);
+        let results = metrics.compute();
+        if args.json {
+            let record = serde_json::json!({"task": task.name, "split": args.split, "examples": examples.len(), "metrics": results});
+            println!("{record}");
+        } else {
+            println!("{} {} ({} examples)", task.name, args.split, examples.len());
+            for (name, value) in &results {
+                println!("  {name:<22} {value:.4}");
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,88 @@
+//! `predict`: classify sentence pairs with a model from the Hub or a directory.
+//!
+//! Input: JSON lines with `sentence1` and (for pair tasks) `sentence2`, from a file or `-`
+//! for stdin. Output: one JSON line per input, in order, with `logits`, `probabilities`
+//! and `label` (the config's id2label name, else the class index).
+
+use std::io::{BufRead, BufReader, Write};
+
+use anyhow::Context;
+use burnbert::{ModelArgs, run};
+use burnbert_data::{Example, PaddingBatcher};
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(about = "Classify sentence pairs with a BERT model")]
+struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// JSON lines with `sentence1` and optionally `sentence2`; `-` reads stdin.
+    #[arg(long)]
+    input: String,
+    /// Examples per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+}
+
+fn read_inputs(input: &str) -> anyhow::Result<Vec<Example>> {
+    let reader: Box<dyn BufRead> = if input == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(BufReader::new(
+            std::fs::File::open(input).with_context(|| format!("cannot open --input {input}"))?,
+        ))
+    };
+    let mut examples = Vec::new();
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("{input}: line {}", n + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("{input}: line {}", n + 1);
+        let value: serde_json::Value = serde_json::from_str(&line).with_context(at)?;
+        let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
+        let text_a = text("sentence1")
+            .with_context(|| format!("{}: needs a string field `sentence1`", at()))?;
+        examples.push(Example {
+            text_a,
+            text_b: text("sentence2"),
+            label: None,
+        });
+    }
+    Ok(examples)
+}
+
+fn main() -> std::process::ExitCode {
+    run(|| {
+        let args = Args::parse();
+        anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
+        let device = args.model.device()?;
+        let loaded = args.model.load(&device, None)?;
+        let examples = read_inputs(&args.input)?;
+        let (encoded, _) = loaded.tokenizer.encode_all(&examples)?;
+        let batcher = PaddingBatcher {
+            pad_id: loaded.tokenizer.pad_id(),
+            pad_to_multiple_of: 1,
+        };
+        let predictions = burnbert_eval::predict(&loaded.model, &encoded, &batcher, args.batch_size, &device);
+        let mut out = std::io::stdout().lock();
+        for (logits, predicted) in predictions.logits.iter().zip(&predictions.predicted) {
+            let probabilities = if logits.len() == 1 {
+                logits.clone()
+            } else {
+                let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+                let sum: f32 = exp.iter().sum();
+                exp.iter().map(|e| e / sum).collect()
+            };
+            let label = if logits.len() == 1 {
+                serde_json::json!(predicted)
+            } else {
+                serde_json::json!(loaded.config.label_name(*predicted as usize))
+            };
+            let line = serde_json::json!({"logits": logits, "probabilities": probabilities, "label": label});
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    })
+}

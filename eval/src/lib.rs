@@ -1,0 +1,79 @@
+//! Evaluation: metrics like 🤗 Evaluate's, batched inference without autodiff, and
+//! pictures of a run.
+
+pub mod metrics;
+
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::module::Module;
+use burn::tensor::Device;
+use burnbert_data::{BatchPlan, Encoded, Label, PaddingBatcher};
+use burnbert_model::BertForSequenceClassification;
+
+pub use metrics::Metrics;
+
+/// Predictions for a split, in its order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    /// Logits per example.
+    pub logits: Vec<Vec<f32>>,
+    /// Predicted class (argmax), or the score for a one-output head.
+    pub predicted: Vec<f64>,
+}
+
+/// Runs `model` over `examples` in file order, `batch_size` at a time, in eval mode (no
+/// dropout, no autodiff graph). Every example is seen exactly once, the last batch
+/// being smaller when the split size is not a multiple of the batch size.
+pub fn predict(
+    model: &BertForSequenceClassification,
+    examples: &[Encoded],
+    batcher: &PaddingBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> Predictions {
+    // Inference builds no autodiff graph, whatever device the caller trains on.
+    let device = &device.clone().without_autodiff();
+    let model = model.valid();
+    let lengths: Vec<usize> = examples.iter().map(Encoded::len).collect();
+    let plan = BatchPlan {
+        batch_size,
+        shuffle: false,
+        drop_last: false,
+        group_by_length: false,
+        seed: 0,
+    };
+    let mut logits = Vec::with_capacity(examples.len());
+    for indices in plan.epoch(&lengths, 0) {
+        let items = indices.iter().map(|&i| examples[i].clone()).collect();
+        let batch = batcher.batch(items, device);
+        let output = model.forward(batch.input, None);
+        let [rows, cols] = output.logits.dims();
+        let values = output.logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+        logits.extend((0..rows).map(|r| values[r * cols..(r + 1) * cols].to_vec()));
+    }
+    let predicted = logits
+        .iter()
+        .map(|row| {
+            if row.len() == 1 {
+                row[0] as f64
+            } else {
+                row.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0.0, |(i, _)| i as f64)
+            }
+        })
+        .collect();
+    Predictions { logits, predicted }
+}
+
+/// The references of `examples` as metric inputs, or `None` when some are unlabelled.
+pub fn references(examples: &[Encoded]) -> Option<Vec<f64>> {
+    examples
+        .iter()
+        .map(|e| match e.label? {
+            Label::Class(c) => Some(c as f64),
+            Label::Score(s) => Some(s as f64),
+        })
+        .collect()
+}

@@ -1,0 +1,447 @@
+//! BERT as Burn modules, mirroring transformers' `modeling_bert.py` so that every
+//! checkpoint key has an obvious home: `embeddings`, `encoder.layer.N.attention.self`,
+//! `...attention.output`, `...intermediate`, `...output`, `pooler`, and for
+//! sequence classification `bert.*` plus `classifier`.
+//!
+//! Two names differ from the checkpoint because Rust forbids them: `attention.self`
+//! is `attention.self_attention`, and `LayerNorm` is `layer_norm`. `crate::checkpoint`
+//! maps them both ways.
+//!
+//! The modules carry no backend type: the `Device` a model is created on decides
+//! where it runs (ndarray, flex, wgpu or CUDA), and an autodiff device makes it trainable.
+
+use burn::config::Config;
+use burn::module::{Initializer, Module};
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
+use burn::nn::activation::ActivationConfig;
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Bool, Device, Int, Tensor};
+
+use crate::config::{Activation, BertConfig};
+
+/// One batch of tokenized text, as the tokenizer gives it.
+#[derive(Debug, Clone)]
+pub struct BertInput {
+    /// Token ids, `[batch, seq]`.
+    pub input_ids: Tensor<2, Int>,
+    /// 0 for the first sentence of a pair, 1 for the second, `[batch, seq]`.
+    pub token_type_ids: Tensor<2, Int>,
+    /// 1 for a real token, 0 for padding, `[batch, seq]`.
+    pub attention_mask: Tensor<2, Int>,
+}
+
+/// Targets for the classification head's loss.
+#[derive(Debug, Clone)]
+pub enum Labels {
+    /// Class indices, `[batch]`: cross-entropy loss.
+    Classes(Tensor<1, Int>),
+    /// Scores, `[batch]`, for a one-output head (STS-B): mean squared error.
+    Scores(Tensor<1>),
+}
+
+/// What `BertModel::forward` returns, like transformers' `BaseModelOutputWithPooling`.
+#[derive(Debug, Clone)]
+pub struct BertOutput {
+    /// `[batch, seq, hidden]`.
+    pub last_hidden_state: Tensor<3>,
+    /// `tanh(dense([CLS]))`, `[batch, hidden]`; `None` for a model without pooler.
+    pub pooler_output: Option<Tensor<2>>,
+}
+
+/// What `BertForSequenceClassification::forward` returns: `outputs.loss, outputs.logits`.
+#[derive(Debug, Clone)]
+pub struct SequenceClassifierOutput {
+    /// Mean loss over the batch, `[1]`, when labels were given.
+    pub loss: Option<Tensor<1>>,
+    /// `[batch, num_labels]`.
+    pub logits: Tensor<2>,
+}
+
+/// transformers initialises weights from N(0, initializer_range) and biases at zero.
+fn normal(config: &BertConfig) -> Initializer {
+    Initializer::Normal {
+        mean: 0.0,
+        std: config.initializer_range,
+    }
+}
+
+fn linear(config: &BertConfig, d_in: usize, d_out: usize, device: &Device) -> Linear {
+    LinearConfig::new(d_in, d_out)
+        .with_initializer(normal(config))
+        .init(device)
+        .zero_bias()
+}
+
+trait ZeroBias {
+    fn zero_bias(self) -> Self;
+}
+
+impl ZeroBias for Linear {
+    fn zero_bias(mut self) -> Self {
+        if let Some(bias) = self.bias.take() {
+            self.bias = Some(bias.map(|b| b.zeros_like()));
+        }
+        self
+    }
+}
+
+fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {
+    // BERT's epsilon is 1e-12, not Burn's default 1e-5.
+    LayerNormConfig::new(config.hidden_size)
+        .with_epsilon(config.layer_norm_eps)
+        .init(device)
+}
+
+fn dropout(p: f64) -> Dropout {
+    DropoutConfig::new(p).init()
+}
+
+/// Word, position and token-type embeddings, summed, normalised and dropped out.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    pub word_embeddings: Embedding,
+    pub position_embeddings: Embedding,
+    pub token_type_embeddings: Embedding,
+    pub layer_norm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+impl BertEmbeddings {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        let embedding = |n, d| {
+            EmbeddingConfig::new(n, d)
+                .with_initializer(normal(config))
+                .init(device)
+        };
+        Self {
+            word_embeddings: embedding(config.vocab_size, config.hidden_size),
+            position_embeddings: embedding(config.max_position_embeddings, config.hidden_size),
+            token_type_embeddings: embedding(config.type_vocab_size, config.hidden_size),
+            layer_norm: layer_norm(config, device),
+            dropout: dropout(config.hidden_dropout_prob),
+        }
+    }
+
+    pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [batch, seq] = input_ids.dims();
+        let device = input_ids.device();
+        // Absolute positions 0..seq, the same for every row (transformers' `position_ids`).
+        let positions = Tensor::<1, Int>::arange(0..seq as i64, &device)
+            .unsqueeze::<2>()
+            .expand([batch, seq]);
+        let x = self.word_embeddings.forward(input_ids)
+            + self.position_embeddings.forward(positions)
+            + self.token_type_embeddings.forward(token_type_ids);
+        self.dropout.forward(self.layer_norm.forward(x))
+    }
+}
+
+/// Multi-head scaled dot-product self-attention (transformers' `BertSelfAttention`).
+#[derive(Module, Debug)]
+pub struct BertSelfAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub dropout: Dropout,
+    num_heads: usize,
+    head_dim: usize,
+}
+
+impl BertSelfAttention {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        let h = config.hidden_size;
+        Self {
+            query: linear(config, h, h, device),
+            key: linear(config, h, h, device),
+            value: linear(config, h, h, device),
+            dropout: dropout(config.attention_probs_dropout_prob),
+            num_heads: config.num_attention_heads,
+            head_dim: config.head_dim(),
+        }
+    }
+
+    /// `padding` is true at padded key positions, `[batch, 1, 1, seq]`.
+    pub fn forward(&self, hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
+        let [batch, seq, hidden_size] = hidden.dims();
+        let heads = |x: Tensor<3>| {
+            x.reshape([batch, seq, self.num_heads, self.head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = heads(self.query.forward(hidden.clone()));
+        let k = heads(self.key.forward(hidden.clone()));
+        let v = heads(self.value.forward(hidden));
+
+        let scores = q
+            .matmul(k.transpose())
+            .div_scalar((self.head_dim as f64).sqrt());
+        // transformers adds the dtype's most negative finite value at padded keys, so
+        // their softmax weight is exactly 0; masking with it gives the same numbers.
+        let min = scores.dtype().finfo().map_or(f32::MIN as f64, |f| f.min);
+        let scores = scores.mask_fill(padding, min);
+        let probs = self.dropout.forward(softmax(scores, 3));
+
+        probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, hidden_size])
+    }
+}
+
+/// Dense + dropout + residual LayerNorm after attention (transformers' `BertSelfOutput`).
+#[derive(Module, Debug)]
+pub struct BertSelfOutput {
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+impl BertSelfOutput {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            dense: linear(config, config.hidden_size, config.hidden_size, device),
+            layer_norm: layer_norm(config, device),
+            dropout: dropout(config.hidden_dropout_prob),
+        }
+    }
+
+    pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        let x = self.dropout.forward(self.dense.forward(hidden));
+        self.layer_norm.forward(x + residual)
+    }
+}
+
+/// Self-attention and its output block.
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    /// `attention.self` in the checkpoint.
+    pub self_attention: BertSelfAttention,
+    pub output: BertSelfOutput,
+}
+
+impl BertAttention {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            self_attention: BertSelfAttention::new(config, device),
+            output: BertSelfOutput::new(config, device),
+        }
+    }
+
+    pub fn forward(&self, hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
+        let attended = self.self_attention.forward(hidden.clone(), padding);
+        self.output.forward(attended, hidden)
+    }
+}
+
+/// The feed-forward expansion with the configured activation.
+#[derive(Module, Debug)]
+pub struct BertIntermediate {
+    pub dense: Linear,
+    activation: burn::nn::activation::Activation,
+}
+
+impl BertIntermediate {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        let activation = match config.hidden_act {
+            Activation::Gelu => ActivationConfig::Gelu,
+            Activation::GeluNew | Activation::GeluPytorchTanh => ActivationConfig::GeluApproximate,
+            Activation::Relu => ActivationConfig::Relu,
+        };
+        Self {
+            dense: linear(config, config.hidden_size, config.intermediate_size, device),
+            activation: activation.init(device),
+        }
+    }
+
+    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.activation.forward(self.dense.forward(hidden))
+    }
+}
+
+/// Projection back to the hidden size + dropout + residual LayerNorm (transformers' `BertOutput`).
+#[derive(Module, Debug)]
+pub struct BertFeedForwardOutput {
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+    pub dropout: Dropout,
+}
+
+impl BertFeedForwardOutput {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            dense: linear(config, config.intermediate_size, config.hidden_size, device),
+            layer_norm: layer_norm(config, device),
+            dropout: dropout(config.hidden_dropout_prob),
+        }
+    }
+
+    pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        let x = self.dropout.forward(self.dense.forward(hidden));
+        self.layer_norm.forward(x + residual)
+    }
+}
+
+/// One transformer block: attention, then the feed-forward network.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub attention: BertAttention,
+    pub intermediate: BertIntermediate,
+    pub output: BertFeedForwardOutput,
+}
+
+impl BertLayer {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            attention: BertAttention::new(config, device),
+            intermediate: BertIntermediate::new(config, device),
+            output: BertFeedForwardOutput::new(config, device),
+        }
+    }
+
+    pub fn forward(&self, hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
+        let attended = self.attention.forward(hidden, padding);
+        self.output
+            .forward(self.intermediate.forward(attended.clone()), attended)
+    }
+}
+
+/// The stack of layers; `layer` is a list so checkpoint keys read `encoder.layer.N`.
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    pub layer: Vec<BertLayer>,
+}
+
+impl BertEncoder {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            layer: (0..config.num_hidden_layers)
+                .map(|_| BertLayer::new(config, device))
+                .collect(),
+        }
+    }
+
+    pub fn forward(&self, mut hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
+        for layer in &self.layer {
+            hidden = layer.forward(hidden, padding.clone());
+        }
+        hidden
+    }
+}
+
+/// `tanh(dense(hidden[:, 0]))`: the [CLS] summary the classifier reads.
+#[derive(Module, Debug)]
+pub struct BertPooler {
+    pub dense: Linear,
+}
+
+impl BertPooler {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            dense: linear(config, config.hidden_size, config.hidden_size, device),
+        }
+    }
+
+    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [batch, _, hidden_size] = hidden.dims();
+        let cls = hidden.narrow(1, 0, 1).reshape([batch, hidden_size]);
+        self.dense.forward(cls).tanh()
+    }
+}
+
+/// The bare encoder (transformers' `BertModel`).
+#[derive(Module, Debug)]
+pub struct BertModel {
+    pub embeddings: BertEmbeddings,
+    pub encoder: BertEncoder,
+    pub pooler: Option<BertPooler>,
+}
+
+impl BertModel {
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            embeddings: BertEmbeddings::new(config, device),
+            encoder: BertEncoder::new(config, device),
+            pooler: Some(BertPooler::new(config, device)),
+        }
+    }
+
+    pub fn forward(&self, input: BertInput) -> BertOutput {
+        let [batch, seq] = input.attention_mask.dims();
+        let padding = input
+            .attention_mask
+            .equal_elem(0)
+            .reshape([batch, 1, 1, seq]);
+        let embedded = self
+            .embeddings
+            .forward(input.input_ids, input.token_type_ids);
+        let last_hidden_state = self.encoder.forward(embedded, padding);
+        let pooler_output = self
+            .pooler
+            .as_ref()
+            .map(|p| p.forward(last_hidden_state.clone()));
+        BertOutput {
+            last_hidden_state,
+            pooler_output,
+        }
+    }
+}
+
+/// Configuration of the classification model's head: how many outputs and how much dropout.
+#[derive(Config, Debug)]
+pub struct ClassifierHeadConfig {
+    /// Outputs of the head; 1 means regression (MSE loss).
+    pub num_labels: usize,
+    /// Dropout on the pooled output before the head.
+    pub dropout: f64,
+}
+
+/// BERT with dropout and a linear head on the pooled output
+/// (transformers' `BertForSequenceClassification`).
+#[derive(Module, Debug)]
+pub struct BertForSequenceClassification {
+    pub bert: BertModel,
+    pub dropout: Dropout,
+    pub classifier: Linear,
+}
+
+impl BertForSequenceClassification {
+    /// A randomly initialised model; `crate::checkpoint` loads pretrained weights into it.
+    pub fn new(config: &BertConfig, device: &Device) -> Self {
+        let head = ClassifierHeadConfig::new(
+            config.label_count(),
+            config.classifier_dropout.unwrap_or(config.hidden_dropout_prob),
+        );
+        Self {
+            bert: BertModel::new(config, device),
+            dropout: dropout(head.dropout),
+            classifier: linear(config, config.hidden_size, head.num_labels, device),
+        }
+    }
+
+    /// Logits for a batch, and the mean loss when labels are given.
+    pub fn forward(&self, input: BertInput, labels: Option<Labels>) -> SequenceClassifierOutput {
+        let output = self.bert.forward(input);
+        let pooled = output
+            .pooler_output
+            .expect("BertForSequenceClassification always has a pooler");
+        let logits = self.classifier.forward(self.dropout.forward(pooled));
+        let loss = labels.map(|labels| loss(logits.clone(), labels));
+        SequenceClassifierOutput { loss, logits }
+    }
+}
+
+/// Mean cross-entropy over classes, or mean squared error for a one-output head.
+pub fn loss(logits: Tensor<2>, labels: Labels) -> Tensor<1> {
+    match labels {
+        Labels::Classes(classes) => {
+            let picked = log_softmax(logits, 1).gather(1, classes.unsqueeze_dim(1));
+            picked.mean().neg()
+        }
+        Labels::Scores(scores) => {
+            let [batch, _] = logits.dims();
+            (logits.reshape([batch]) - scores).square().mean()
+        }
+    }
+}

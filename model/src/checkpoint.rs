@@ -1,0 +1,235 @@
+//! Loading Hugging Face checkpoints into `BertForSequenceClassification`, and saving
+//! it back in their layout.
+//!
+//! The tensor files are read by burn-store: `SafetensorsStore` for `model.safetensors`,
+//! `PytorchStore` for `pytorch_model.bin`. The latter parses the pickle itself and never
+//! executes pickled code. Their PyTorch adapters transpose `Linear` weights and map
+//! LayerNorm's `weight`/`bias` to Burn's `gamma`/`beta`; this file only adds the key
+//! renames BERT needs and a transformers-style load report.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::store::{
+    ApplyError, ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    PytorchStore, SafetensorsStore,
+};
+use burn::tensor::Device;
+
+use crate::{BertConfig, BertForSequenceClassification, ModelError};
+
+/// Checkpoint key → module path, applied in order. Real checkpoints come with or without the
+/// `bert.` prefix (a fine-tuned `BertForSequenceClassification` or a bare `BertModel`), and
+/// older ones name LayerNorm's parameters `gamma`/`beta`, which Burn's `LayerNorm` uses too.
+const LOAD_RENAMES: [(&str, &str); 3] = [
+    (r"^(embeddings|encoder|pooler)\.", "bert.$1."),
+    (r"\.LayerNorm\.", ".layer_norm."),
+    (r"\.attention\.self\.", ".attention.self_attention."),
+];
+
+/// Module path → checkpoint key, for saving in transformers' naming.
+const SAVE_RENAMES: [(&str, &str); 2] = [
+    (r"\.layer_norm\.", ".LayerNorm."),
+    (r"\.self_attention\.", ".self."),
+];
+
+/// What happened to each weight, like the warning transformers prints after `from_pretrained`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// How many tensors came from the checkpoint.
+    pub loaded: usize,
+    /// Weights the checkpoint lacked, freshly initialised (the classification head of a
+    /// pretrained encoder), in checkpoint naming.
+    pub newly_initialized: Vec<String>,
+    /// Checkpoint tensors the model has no place for (`cls.predictions.*`, buffers such as
+    /// `embeddings.position_ids`), as named in the file.
+    pub unused: Vec<String>,
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "loaded {} tensors", self.loaded)?;
+        if !self.newly_initialized.is_empty() {
+            write!(
+                f,
+                "; newly initialised (train them before use): {}",
+                self.newly_initialized.join(", ")
+            )?;
+        }
+        if !self.unused.is_empty() {
+            write!(f, "; unused from the checkpoint: {}", self.unused.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The name a module path has in a transformers checkpoint.
+pub fn checkpoint_name(module_path: &str) -> String {
+    let mut name = module_path
+        .replace(".layer_norm.", ".LayerNorm.")
+        .replace(".self_attention.", ".self.");
+    if name.contains(".LayerNorm.") {
+        name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
+    }
+    name
+}
+
+/// Modules a pretrained encoder checkpoint may lack: transformers initialises them and warns.
+fn may_be_missing(module_path: &str) -> bool {
+    module_path.starts_with("classifier.") || module_path.starts_with("bert.pooler.")
+}
+
+impl BertForSequenceClassification {
+    /// Builds the model for `config` on `device` and loads `weights` into it
+    /// (`*.safetensors`, or a PyTorch `*.bin`/`*.pt`/`*.pth` state dict).
+    pub fn from_pretrained(
+        config: &BertConfig,
+        weights: &Path,
+        device: &Device,
+    ) -> Result<(Self, LoadReport), ModelError> {
+        let mut model = Self::new(config, device);
+        let error = |message: String| ModelError::Weights {
+            path: weights.to_path_buf(),
+            message,
+        };
+        if !weights.is_file() {
+            return Err(error(
+                "no such file; a model directory needs model.safetensors or pytorch_model.bin"
+                    .into(),
+            ));
+        }
+        let result = if is_pytorch_file(weights) {
+            let mut store = PytorchStore::from_file(weights)
+                .validate(false)
+                .allow_partial(true);
+            for (from, to) in LOAD_RENAMES {
+                store = store.with_key_remapping(from, to);
+            }
+            model.load_from(&mut store).map_err(|e| {
+                error(format!(
+                    "not a readable PyTorch state dict ({e}); re-download it, or convert it to \
+                     model.safetensors"
+                ))
+            })?
+        } else {
+            let mut store = SafetensorsStore::from_file(weights)
+                .with_from_adapter(PyTorchToBurnAdapter)
+                .validate(false)
+                .allow_partial(true);
+            for (from, to) in LOAD_RENAMES {
+                store = store.with_key_remapping(from, to);
+            }
+            model.load_from(&mut store).map_err(|e| {
+                error(format!(
+                    "not a readable safetensors file ({e}); it may be truncated: re-download it"
+                ))
+            })?
+        };
+        let report = check_applied(config, result).map_err(error)?;
+        Ok((model, report))
+    }
+
+    /// Writes `model.safetensors` and `config.json` into `dir` with transformers' key names,
+    /// so that transformers' `from_pretrained` and burnbert both load the directory.
+    pub fn save_pretrained(&self, config: &BertConfig, dir: &Path) -> Result<(), ModelError> {
+        let io = |path: PathBuf| move |source| ModelError::Io { path, source };
+        std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
+        let weights = dir.join("model.safetensors");
+        let mut store = SafetensorsStore::from_file(&weights)
+            .with_to_adapter(BurnToPyTorchAdapter)
+            .clear_metadata()
+            // transformers refuses safetensors files without this marker.
+            .metadata("format", "pt")
+            .overwrite(true);
+        for (from, to) in SAVE_RENAMES {
+            store = store.with_key_remapping(from, to);
+        }
+        self.clone()
+            .valid()
+            .save_into(&mut store)
+            .map_err(|e| ModelError::Weights {
+                path: weights.clone(),
+                message: format!("cannot write: {e}"),
+            })?;
+        let config_path = dir.join("config.json");
+        std::fs::write(&config_path, config.to_json()).map_err(io(config_path))
+    }
+}
+
+fn is_pytorch_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("bin" | "pt" | "pth")
+    )
+}
+
+/// Turns burn-store's result into a report, or an error that names the tensor at fault.
+fn check_applied(config: &BertConfig, result: ApplyResult) -> Result<LoadReport, String> {
+    if let Some(error) = result.errors.first() {
+        return Err(match error {
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } if path == "bert.embeddings.word_embeddings.weight" => format!(
+                "config.json says vocab_size {} but the checkpoint's word embeddings have shape \
+                 {:?}; the config and weights come from different models",
+                config.vocab_size, found.as_slice()
+            ),
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => format!(
+                "tensor `{}` has shape {:?} in the checkpoint but config.json implies {:?}; \
+                 the config and weights come from different models",
+                checkpoint_name(path),
+                found.as_slice(),
+                expected.as_slice()
+            ),
+            other => format!("{other}"),
+        });
+    }
+    let (optional, required): (Vec<_>, Vec<_>) = result
+        .missing
+        .iter()
+        .map(|(path, _)| path.as_str())
+        .partition(|path| may_be_missing(path));
+    if !required.is_empty() {
+        let names: Vec<String> = required.iter().map(|p| checkpoint_name(p)).collect();
+        let shown = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        return Err(format!(
+            "{} weights of the model are missing from the checkpoint (e.g. {shown}); \
+             is it a BERT checkpoint with this config.json's shape?",
+            names.len()
+        ));
+    }
+    let unused: BTreeSet<String> = result.unused.iter().map(|p| checkpoint_name(p)).collect();
+    Ok(LoadReport {
+        loaded: result.applied.len(),
+        newly_initialized: optional.iter().map(|p| checkpoint_name(p)).collect(),
+        unused: unused.into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_paths_map_to_transformers_names() {
+        assert_eq!(
+            checkpoint_name("bert.encoder.layer.3.attention.self_attention.query.weight"),
+            "bert.encoder.layer.3.attention.self.query.weight"
+        );
+        assert_eq!(
+            checkpoint_name("bert.embeddings.layer_norm.gamma"),
+            "bert.embeddings.LayerNorm.weight"
+        );
+        assert_eq!(
+            checkpoint_name("bert.encoder.layer.0.output.layer_norm.beta"),
+            "bert.encoder.layer.0.output.LayerNorm.bias"
+        );
+    }
+}

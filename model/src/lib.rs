@@ -1,0 +1,39 @@
+//! BERT for sequence classification as Burn modules, written once for every backend,
+//! with Hugging Face `config.json` parsing and checkpoint loading and saving.
+//!
+//! ```no_run
+//! use burnbert_model::{BertConfig, BertForSequenceClassification, parse_device};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = parse_device("cpu")?;
+//! let config = BertConfig::from_file("model/config.json".as_ref())?;
+//! let (model, report) =
+//!     BertForSequenceClassification::from_pretrained(&config, "model/model.safetensors".as_ref(), &device)?;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+
+mod bert;
+mod checkpoint;
+mod config;
+mod device;
+
+use std::path::PathBuf;
+
+pub use bert::*;
+pub use checkpoint::{LoadReport, checkpoint_name};
+pub use config::{Activation, BertConfig};
+pub use device::{available_devices, parse_device};
+
+/// What can go wrong reading a model; every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Weights { path: PathBuf, message: String },
+}

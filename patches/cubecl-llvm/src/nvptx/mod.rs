@@ -1,0 +1,3 @@
+//! NVPTX target.
+
+pub mod ptx_version;

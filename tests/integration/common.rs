@@ -1,0 +1,76 @@
+//! Helpers shared by the integration tests: fixture paths, JSON arrays, model inputs.
+
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burnbert_model::BertInput;
+use serde_json::Value;
+
+/// `assets/fixtures/...`, written by `assets/fixtures/make_fixtures.py`.
+pub fn fixture(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/fixtures").join(path)
+}
+
+pub fn json(path: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// A nested JSON array of numbers, flattened row-major.
+pub fn floats(value: &Value) -> Vec<f32> {
+    match value {
+        Value::Array(items) => items.iter().flat_map(floats).collect(),
+        Value::Number(n) => vec![n.as_f64().unwrap() as f32],
+        other => panic!("not a number array: {other}"),
+    }
+}
+
+pub fn ints(value: &Value) -> Vec<i64> {
+    floats(value).into_iter().map(|f| f as i64).collect()
+}
+
+/// `[rows, cols]` of a 2-D JSON array.
+pub fn dims2(value: &Value) -> [usize; 2] {
+    let rows = value.as_array().unwrap();
+    [rows.len(), rows[0].as_array().unwrap().len()]
+}
+
+pub fn int_tensor(value: &Value, device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(ints(value), dims2(value)), device)
+}
+
+/// The model inputs stored in a reference file.
+pub fn input(reference: &Value, device: &Device) -> BertInput {
+    BertInput {
+        input_ids: int_tensor(&reference["input_ids"], device),
+        token_type_ids: int_tensor(&reference["token_type_ids"], device),
+        attention_mask: int_tensor(&reference["attention_mask"], device),
+    }
+}
+
+pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().try_to_vec::<f32>().unwrap()
+}
+
+/// Largest absolute difference, asserted below `tolerance`.
+pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: length");
+    let worst = actual
+        .iter()
+        .zip(expected)
+        .map(|(a, e)| (a - e).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= tolerance, "{what}: max abs difference {worst} > {tolerance}");
+}
+
+/// The offline Hugging Face cache that `scripts/test` lays out (`HF_HOME`).
+pub fn require_hf_home() {
+    let home = std::env::var("HF_HOME").expect(
+        "HF_HOME is not set: run the tests through scripts/test, which lays out the offline cache",
+    );
+    assert!(
+        PathBuf::from(&home).join("hub/models--sentence-transformers--all-MiniLM-L6-v2").is_dir(),
+        "{home} has no all-MiniLM-L6-v2: run ../shared/seed-hf-home.sh {home}"
+    );
+}

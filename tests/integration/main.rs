@@ -1,0 +1,5 @@
+//! burnbert's integration tests, in one binary so that Burn is linked once.
+
+mod common;
+mod parity;
+mod tokenization;
