@@ -24,6 +24,9 @@ pub struct LoopState {
     pub epoch: usize,
     /// Optimizer steps already taken in `epoch`.
     pub step_in_epoch: usize,
+    /// Sum of the step losses in `epoch` so far, and how many steps it has.
+    pub epoch_loss: f64,
+    pub epoch_loss_steps: usize,
     /// Non-finite losses skipped so far (`--skip-nonfinite`).
     pub skipped_nonfinite: usize,
     /// Validation results of finished epochs.

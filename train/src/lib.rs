@@ -206,6 +206,34 @@ pub struct Trained {
     pub seconds: f64,
 }
 
+/// Forward and backward over one optimizer step's micro-batches (`group`, lists of
+/// example indices): returns the summed gradients, the group's mean loss and its size.
+///
+/// Each micro-batch's mean loss is weighted by its share of the group's examples, so the
+/// accumulated gradient is that of the mean loss over the whole group, as one batch of
+/// all its examples would give, also for a last, smaller group.
+pub fn accumulate_gradients(
+    model: &BertForSequenceClassification,
+    group: &[Vec<usize>],
+    train: &[Encoded],
+    batcher: &PaddingBatcher,
+    device: &Device,
+) -> (GradientsParams, f32, usize) {
+    let group_examples: usize = group.iter().map(Vec::len).sum();
+    let mut accumulated = GradientsAccumulator::new();
+    let mut group_loss = 0.0;
+    for indices in group {
+        let items = indices.iter().map(|&i| train[i].clone()).collect();
+        let batch = batcher.batch(items, device);
+        let output = model.forward(batch.input, batch.labels);
+        let loss = output.loss.expect("training examples have labels")
+            * (batch.size as f64 / group_examples as f64);
+        group_loss += loss.clone().into_scalar::<f32>();
+        accumulated.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+    }
+    (accumulated.grads(), group_loss, group_examples)
+}
+
 /// Fine-tunes `model` on `train`, evaluating on `validation` after each epoch: the course's
 /// loop. `device` is a plain device; the loop trains on its autodiff counterpart.
 #[allow(clippy::too_many_arguments)]
@@ -228,6 +256,8 @@ pub fn train(
         step: 0,
         epoch: 0,
         step_in_epoch: 0,
+        epoch_loss: 0.0,
+        epoch_loss_steps: 0,
         skipped_nonfinite: 0,
         epochs: Vec::new(),
     };
@@ -245,25 +275,10 @@ pub fn train(
     while state.epoch < options.epochs {
         let batches = plan.epoch(&lengths, state.epoch);
         let groups: Vec<&[Vec<usize>]> = batches.chunks(options.gradient_accumulation_steps).collect();
-        let mut epoch_loss = 0.0;
-        let mut epoch_steps = 0;
         for group in &groups[state.step_in_epoch..] {
             // Dropout masks depend on the step alone, so a resumed run draws the same ones.
             device.seed(options.seed.wrapping_mul(1_000_003).wrapping_add(state.step as u64));
-            let group_examples: usize = group.iter().map(Vec::len).sum();
-            let mut accumulated = GradientsAccumulator::new();
-            let mut step_loss = 0.0;
-            for indices in group.iter() {
-                let items = indices.iter().map(|&i| train[i].clone()).collect();
-                let batch = batcher.batch(items, &device);
-                let output = model.forward(batch.input, batch.labels);
-                // Weighted so that the accumulated gradient is the gradient of the mean loss
-                // over the whole group, as one batch of `group_examples` would give.
-                let loss = output.loss.expect("training examples have labels")
-                    * (batch.size as f64 / group_examples as f64);
-                step_loss += loss.clone().into_scalar::<f32>();
-                accumulated.accumulate(&model, GradientsParams::from_grads(loss.backward(), &model));
-            }
+            let (mut grads, step_loss, group_examples) = accumulate_gradients(&model, group, train, batcher, &device);
             let lr = schedule.lr(state.step);
             if !step_loss.is_finite() {
                 if !options.skip_nonfinite {
@@ -271,13 +286,12 @@ pub fn train(
                 }
                 state.skipped_nonfinite += 1;
             } else {
-                let mut grads = accumulated.grads();
                 if let Some(max_norm) = options.max_grad_norm {
                     grads = optim::clip_grad_norm(&model, grads, max_norm).0;
                 }
                 model = optimizer.step(lr, model, grads);
-                epoch_loss += step_loss as f64;
-                epoch_steps += 1;
+                state.epoch_loss += step_loss as f64;
+                state.epoch_loss_steps += 1;
             }
             state.step += 1;
             state.step_in_epoch += 1;
@@ -313,13 +327,15 @@ pub fn train(
         let result = EpochResult {
             epoch: state.epoch + 1,
             metrics: metrics.compute(),
-            train_loss: epoch_loss / epoch_steps.max(1) as f64,
+            train_loss: state.epoch_loss / state.epoch_loss_steps.max(1) as f64,
             padding_ratio: padding_ratio(&batches, &lengths, batcher),
         };
         progress.epoch_end(&result);
         state.epochs.push(result);
         state.epoch += 1;
         state.step_in_epoch = 0;
+        state.epoch_loss = 0.0;
+        state.epoch_loss_steps = 0;
         if options.checkpoint_epochs
             && let Some(dir) = &dirs.save_to
         {

@@ -78,3 +78,67 @@ pub fn clip_grad_norm<M: Module>(model: &M, grads: GradientsParams, max_norm: f6
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+    use serde_json::Value;
+
+    /// A weight (decayed) and a bias (not decayed), like the two groups of the reference.
+    #[derive(Module, Debug)]
+    struct TwoGroups {
+        weight: Param<Tensor<1>>,
+        bias: Param<Tensor<1>>,
+    }
+
+    fn floats(value: &Value) -> Vec<f32> {
+        value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+    }
+
+    fn tensor(values: Vec<f32>, device: &Device) -> Tensor<1> {
+        let n = values.len();
+        Tensor::from_data(TensorData::new(values, [n]), device)
+    }
+
+    fn values(tensor: Tensor<1>) -> Vec<f32> {
+        tensor.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
+        for (a, e) in actual.iter().zip(expected) {
+            assert!((a - e).abs() <= 1e-6 + 1e-5 * e.abs(), "{what}: {actual:?} vs {expected:?}");
+        }
+    }
+
+    /// Three AdamW steps against `torch.optim.AdamW` with two parameter groups, without and
+    /// with `clip_grad_norm_(max_norm=1.0)`.
+    #[test]
+    fn matches_torch_adamw_and_clip_grad_norm() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/fixtures/adamw_reference.json");
+        let reference: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let device = Device::default().autodiff();
+        for (case, clip) in [("no_clip", None), ("clip_1.0", Some(1.0))] {
+            let mut model = TwoGroups {
+                weight: Param::from_tensor(tensor(floats(&reference["init_a"]), &device)),
+                bias: Param::from_tensor(tensor(floats(&reference["init_b"]), &device)),
+            };
+            let mut optimizer = adamw(0.01);
+            for (step, expected) in reference[case].as_array().unwrap().iter().enumerate() {
+                let mut grads = GradientsParams::new();
+                grads.register(model.weight.id, tensor(floats(&reference["grads_a"][step]), &device));
+                grads.register(model.bias.id, tensor(floats(&reference["grads_b"][step]), &device));
+                if let Some(max_norm) = clip {
+                    let (clipped, norm) = clip_grad_norm(&model, grads, max_norm);
+                    let want = expected["total_norm_before_clip"].as_f64().unwrap();
+                    assert!((norm - want).abs() < 1e-5, "norm {norm} vs {want}");
+                    assert_close(&values(clipped.get::<1>(model.weight.id).unwrap()), &floats(&expected["grad_a_after_clip"]), "clipped a");
+                    grads = clipped;
+                }
+                model = optimizer.step(1e-3, model, grads);
+                assert_close(&values(model.weight.val()), &floats(&expected["a"]), &format!("{case} step {step} a"));
+                assert_close(&values(model.bias.val()), &floats(&expected["b"]), &format!("{case} step {step} b"));
+            }
+        }
+    }
+}

@@ -45,3 +45,37 @@ impl Schedule {
         self.peak * factor
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// transformers' `get_scheduler` values, from `assets/fixtures/make_fixtures.py`.
+    #[test]
+    fn matches_transformers_get_scheduler() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/fixtures/schedule_reference.json");
+        let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for (case, kind) in [
+            ("linear_1377", ScheduleKind::Linear),
+            ("linear_warmup10_50", ScheduleKind::Linear),
+            ("cosine_warmup10_50", ScheduleKind::Cosine),
+            ("constant_with_warmup5_20", ScheduleKind::Constant),
+        ] {
+            let case = &reference[case];
+            let schedule = Schedule {
+                kind,
+                peak: case["base_lr"].as_f64().unwrap(),
+                warmup_steps: case["num_warmup_steps"].as_u64().unwrap() as usize,
+                total_steps: case["num_training_steps"].as_u64().unwrap() as usize,
+            };
+            let steps = case["k"].as_array().unwrap();
+            let rates = case["lr"].as_array().unwrap();
+            assert!(!steps.is_empty());
+            for (k, lr) in steps.iter().zip(rates) {
+                let (k, lr) = (k.as_u64().unwrap() as usize, lr.as_f64().unwrap());
+                let ours = schedule.lr(k);
+                assert!((ours - lr).abs() <= 1e-12 * lr.abs().max(1e-5), "{kind:?} step {k}: {ours} vs {lr}");
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The training loop on the tiny fixture model: gradient accumulation against one large
+//! batch, seeded determinism, and resuming from a checkpoint.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use burnbert_data::{Encoded, Label, MetricKind, PaddingBatcher};
+use burnbert_model::{BertConfig, BertForSequenceClassification};
+use burnbert_train::{CheckpointDirs, Progress, TrainOptions, Validation, accumulate_gradients};
+use rand::{Rng, SeedableRng};
+
+use crate::common::*;
+
+fn tiny(dropout: bool, device: &Device) -> BertForSequenceClassification {
+    let mut config = BertConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
+    if !dropout {
+        config.hidden_dropout_prob = 0.0;
+        config.attention_probs_dropout_prob = 0.0;
+    }
+    BertForSequenceClassification::from_pretrained(&config, &fixture("tiny-bert/model.safetensors"), device)
+        .unwrap()
+        .0
+}
+
+/// Sentence pairs of 5 to 20 tokens in the tiny vocabulary (2 = [CLS], 3 = [SEP]); the
+/// label says whether the pair's first word is even, so there is something to learn.
+pub fn synthetic(n: usize, seed: u64) -> Vec<Encoded> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            let (a, b) = (rng.random_range(1..9), rng.random_range(1..9));
+            let mut ids = vec![2];
+            ids.extend((0..a).map(|_| rng.random_range(4..99u32)));
+            ids.push(3);
+            ids.extend((0..b).map(|_| rng.random_range(4..99u32)));
+            ids.push(3);
+            let types = (0..ids.len()).map(|i| u32::from(i > a + 1)).collect();
+            let label = Label::Class((ids[1] % 2) as usize);
+            Encoded { input_ids: ids, token_type_ids: types, label: Some(label) }
+        })
+        .collect()
+}
+
+/// Every float parameter, flattened in module order.
+pub fn parameters(model: &BertForSequenceClassification) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().try_to_vec::<f32>().unwrap());
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    collect.0
+}
+
+fn batcher() -> PaddingBatcher {
+    PaddingBatcher { pad_id: 0, pad_to_multiple_of: 1 }
+}
+
+#[test]
+fn accumulated_micro_batches_give_the_large_batch_gradient() {
+    let device = Device::default().autodiff();
+    let model = tiny(false, &device);
+    let data = synthetic(12, 7);
+    let all: Vec<usize> = (0..12).collect();
+    let (large, large_loss, n) = accumulate_gradients(&model, &[all.clone()], &data, &batcher(), &device);
+    // Three micro-batches of unequal size (5, 4, 3), as a last partial group has.
+    let micro = vec![all[..5].to_vec(), all[5..9].to_vec(), all[9..].to_vec()];
+    let (small, small_loss, m) = accumulate_gradients(&model, &micro, &data, &batcher(), &device);
+    assert_eq!((n, m), (12, 12));
+    assert!((large_loss - small_loss).abs() < 1e-5, "{large_loss} vs {small_loss}");
+
+    struct Compare<'a>(&'a burn::optim::GradientsParams, &'a burn::optim::GradientsParams, usize);
+    impl ModuleVisitor for Compare<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let a = self.0.get::<D>(param.id).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            let b = self.1.get::<D>(param.id).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            // Float noise of a different summation order: relative to the tensor's scale,
+            // with a floor for tensors whose gradient is almost zero.
+            let scale = a.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+            assert_close(&a, &b, 1e-7 + 1e-4 * scale, "accumulated gradient");
+            self.2 += 1;
+        }
+    }
+    let mut compare = Compare(&large, &small, 0);
+    model.visit(&mut compare);
+    assert_eq!(compare.2, 41, "every parameter has a gradient");
+}
+
+fn options(epochs: usize) -> TrainOptions {
+    TrainOptions {
+        epochs,
+        batch_size: 4,
+        learning_rate: 1e-3,
+        eval_batch_size: 5,
+        ..TrainOptions::default()
+    }
+}
+
+/// Burn's CPU backends draw dropout masks from one process-wide generator, so runs that
+/// must be reproducible take turns (the test harness runs tests in parallel threads).
+static SEEDED_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run(options: &TrainOptions, dirs: &CheckpointDirs) -> (Vec<f32>, burnbert_train::LoopState) {
+    let _turn = SEEDED_RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    let device = Device::default();
+    device.seed(options.seed);
+    let model = tiny(true, &device);
+    let train = synthetic(18, 1);
+    let validation = synthetic(7, 2);
+    let validation = Validation { examples: &validation, metrics: &[MetricKind::Accuracy, MetricKind::F1], num_classes: 2 };
+    let mut progress = Progress::new(None, true).unwrap();
+    let trained = burnbert_train::train(model, &train, &validation, options, &batcher(), &device, dirs, &mut progress)
+        .unwrap();
+    (parameters(&trained.model), trained.state)
+}
+
+#[test]
+fn same_seed_same_run_other_seed_other_run() {
+    let (first, state) = run(&options(1), &CheckpointDirs::default());
+    let (again, state_again) = run(&options(1), &CheckpointDirs::default());
+    assert_eq!(state.step, 5, "18 examples in batches of 4: 5 steps, the last one partial");
+    assert!(first == again, "same seed, different weights");
+    assert_eq!(state.epochs, state_again.epochs);
+    let (other, _) = run(&TrainOptions { seed: 43, ..options(1) }, &CheckpointDirs::default());
+    assert!(first != other, "another seed, the same weights");
+}
+
+#[test]
+fn resuming_a_checkpoint_gives_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let save = |name: &str| CheckpointDirs { save_to: Some(dir.path().join(name)), resume_from: None };
+    let every_3 = TrainOptions { checkpoint_steps: Some(3), ..options(2) };
+    let (uninterrupted, state) = run(&every_3, &save("a"));
+    assert_eq!(state.step, 10);
+    let saved = burnbert_train::checkpoint::list(&dir.path().join("a"));
+    assert_eq!(saved.len(), 2, "the last two checkpoints are kept: {saved:?}");
+    assert!(saved[0].ends_with("step-00000006"), "{saved:?}");
+
+    // Continue from step 6 (mid-epoch 2: epoch 1 has 5 steps) as a new process would.
+    let resumed_dirs = CheckpointDirs { save_to: Some(dir.path().join("b")), resume_from: Some(saved[0].clone()) };
+    let (resumed, resumed_state) = run(&options(2), &resumed_dirs);
+    assert_eq!(resumed_state.step, 10);
+    assert_eq!(resumed_state.epochs, state.epochs, "same losses and metrics");
+    assert_close(&resumed, &uninterrupted, 1e-6, "final weights");
+}
