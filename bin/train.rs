@@ -200,7 +200,11 @@ fn main() -> std::process::ExitCode {
         if let Some(dir) = &output_dir {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
         }
-        let mut progress = Progress::new(output_dir.as_ref().map(|d| d.join("metrics.jsonl")).as_deref(), args.quiet)?;
+        let mut progress = Progress::new(
+            output_dir.as_ref().map(|d| d.join("metrics.jsonl")).as_deref(),
+            dirs.resume_from.is_some(),
+            args.quiet,
+        )?;
         let validation_set = Validation {
             examples: &validation,
             metrics: task.metrics,

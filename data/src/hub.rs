@@ -121,9 +121,12 @@ impl Hub {
         let tokenizer = self.file(model, RepoType::Model, "tokenizer.json")?;
         let weights = self
             .file(model, RepoType::Model, "model.safetensors")
-            .or_else(|first| {
-                self.file(model, RepoType::Model, "pytorch_model.bin")
-                    .map_err(|_| first)
+            .or_else(|_| self.file(model, RepoType::Model, "pytorch_model.bin"))
+            .map_err(|e| match e {
+                DataError::NotFound(_) if Path::new(model).is_dir() => DataError::NotFound(format!(
+                    "{model} has neither model.safetensors nor pytorch_model.bin"
+                )),
+                other => other,
             })?;
         Ok(ModelFiles {
             config,

@@ -215,3 +215,94 @@ fn ranks(values: &[f64]) -> Vec<f64> {
     }
     ranks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    /// scikit-learn's and SciPy's values, from `assets/fixtures/make_fixtures.py`.
+    fn reference() -> Value {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/fixtures/metrics_reference.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn classes(value: &Value) -> Vec<usize> {
+        value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
+    }
+
+    fn reals(value: &Value) -> Vec<f64> {
+        value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    }
+
+    fn matrix(value: &Value) -> Vec<Vec<usize>> {
+        value.as_array().unwrap().iter().map(classes).collect()
+    }
+
+    fn close(ours: f64, theirs: &Value, what: &str) {
+        let theirs = theirs.as_f64().unwrap();
+        assert!(!ours.is_nan(), "{what}: NaN");
+        assert!((ours - theirs).abs() < 1e-12, "{what}: {ours} vs scikit-learn {theirs}");
+    }
+
+    fn check_binary(case: &Value, what: &str) {
+        let (p, r) = (classes(&case["predictions"]), classes(&case["labels"]));
+        let scores = binary_scores(&p, &r, 1);
+        close(accuracy(&p, &r), &case["accuracy"], &format!("{what} accuracy"));
+        close(scores.precision, &case["precision"], &format!("{what} precision"));
+        close(scores.recall, &case["recall"], &format!("{what} recall"));
+        close(scores.f1, &case["f1"], &format!("{what} f1"));
+        let cm = confusion_matrix(&p, &r, 2);
+        close(matthews(&cm), &case["matthews_corrcoef"], &format!("{what} mcc"));
+        assert_eq!(cm, matrix(&case["confusion_matrix"]), "{what} confusion matrix");
+
+        let mut streamed = Metrics::new(&[MetricKind::Accuracy, MetricKind::F1, MetricKind::Matthews], 2);
+        let (pf, rf): (Vec<f64>, Vec<f64>) = (p.iter().map(|&x| x as f64).collect(), r.iter().map(|&x| x as f64).collect());
+        for (pc, rc) in pf.chunks(7).zip(rf.chunks(7)) {
+            streamed.add_batch(pc, rc);
+        }
+        let computed = streamed.compute();
+        close(computed["accuracy"], &case["accuracy"], &format!("{what} streamed accuracy"));
+        close(computed["f1"], &case["f1"], &format!("{what} streamed f1"));
+        close(computed["matthews_correlation"], &case["matthews_corrcoef"], &format!("{what} streamed mcc"));
+    }
+
+    #[test]
+    fn binary_metrics_match_scikit_learn() {
+        check_binary(&reference()["binary"], "binary");
+    }
+
+    #[test]
+    fn degenerate_cases_follow_scikit_learn_without_nan() {
+        let reference = reference();
+        for case in ["all_pred_zero", "all_one_both", "all_zero_both"] {
+            check_binary(&reference["edge_cases"][case], case);
+        }
+    }
+
+    #[test]
+    fn multiclass_metrics_match_scikit_learn() {
+        let case = &reference()["multiclass"];
+        let (p, r) = (classes(&case["predictions"]), classes(&case["labels"]));
+        let macro_ = macro_scores(&p, &r);
+        close(accuracy(&p, &r), &case["accuracy"], "accuracy");
+        close(macro_.f1, &case["f1_macro"], "macro f1");
+        close(macro_.precision, &case["precision_macro"], "macro precision");
+        close(macro_.recall, &case["recall_macro"], "macro recall");
+        close(micro_f1(&p, &r), &case["f1_micro"], "micro f1");
+        let cm = confusion_matrix(&p, &r, 3);
+        assert_eq!(cm, matrix(&case["confusion_matrix"]));
+        close(matthews(&cm), &case["matthews_corrcoef"], "multiclass mcc");
+    }
+
+    #[test]
+    fn correlations_match_scipy_with_and_without_ties() {
+        let reference = reference();
+        for case in ["random", "ties"] {
+            let case = &reference["regression"][case];
+            let (p, r) = (reals(&case["predictions"]), reals(&case["references"]));
+            close(pearson(&p, &r), &case["pearson"], "pearson");
+            close(spearman(&p, &r), &case["spearman"], "spearman");
+        }
+    }
+}

@@ -109,7 +109,7 @@ fn run(options: &TrainOptions, dirs: &CheckpointDirs) -> (Vec<f32>, burnbert_tra
     let train = synthetic(18, 1);
     let validation = synthetic(7, 2);
     let validation = Validation { examples: &validation, metrics: &[MetricKind::Accuracy, MetricKind::F1], num_classes: 2 };
-    let mut progress = Progress::new(None, true).unwrap();
+    let mut progress = Progress::new(None, false, true).unwrap();
     let trained = burnbert_train::train(model, &train, &validation, options, &batcher(), &device, dirs, &mut progress)
         .unwrap();
     (parameters(&trained.model), trained.state)

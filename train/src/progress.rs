@@ -17,8 +17,8 @@ use crate::EpochResult;
 pub struct Progress {
     bar: Option<ProgressBar>,
     log: Option<File>,
-    /// Plain lines every this many steps when there is no bar.
-    every: usize,
+    /// Plain lines every this many steps when there is no bar; `None` when quiet.
+    every: Option<usize>,
     running_loss: f64,
     started: Instant,
     examples: usize,
@@ -26,14 +26,24 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `log` receives one JSON object per step and per epoch; `quiet` shows nothing.
-    pub fn new(log: Option<&Path>, quiet: bool) -> std::io::Result<Self> {
-        let log = log.map(File::create).transpose()?;
+    /// `log` receives one JSON object per step and per epoch, appended to what is there
+    /// when `resuming`; `quiet` shows nothing.
+    pub fn new(log: Option<&Path>, resuming: bool, quiet: bool) -> std::io::Result<Self> {
+        let log = log
+            .map(|path| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .append(resuming)
+                    .truncate(!resuming)
+                    .open(path)
+            })
+            .transpose()?;
         let bar = (!quiet && std::io::stdout().is_terminal()).then(ProgressBar::hidden);
         Ok(Self {
             bar,
             log,
-            every: if quiet { usize::MAX } else { 50 },
+            every: (!quiet).then_some(50),
             running_loss: f64::NAN,
             started: Instant::now(),
             examples: 0,
@@ -76,7 +86,10 @@ impl Progress {
                 bar.set_message(msg);
                 bar.set_position(step as u64);
             }
-            None if step % self.every == 0 || step == self.total_steps => {
+            None if self
+                .every
+                .is_some_and(|every| step % every == 0 || step == self.total_steps) =>
+            {
                 println!("epoch {epoch} step {step}/{} {msg}", self.total_steps);
             }
             None => {}
@@ -103,7 +116,7 @@ impl Progress {
     pub fn note(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None if self.every != usize::MAX => println!("{text}"),
+            None if self.every.is_some() => println!("{text}"),
             None => {}
         }
     }

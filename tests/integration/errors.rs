@@ -1,0 +1,181 @@
+//! Bad models, tokenizers and training runs: each gets one clear error that says what and
+//! where, never a panic. (Data-file errors are tested in `burnbert-data`, flags in `programs`.)
+
+use std::path::Path;
+use std::process::Command;
+
+use burn::tensor::Device;
+use burnbert::ModelArgs;
+
+use crate::common::*;
+
+/// A copy of the tiny fixture model (config, tokenizer, weights) that a test may break.
+fn tiny_model_dir(dir: &Path) {
+    for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(fixture(&format!("tiny-bert/{file}")), dir.join(file)).unwrap();
+    }
+}
+
+fn load_error(dir: &Path) -> String {
+    let args = ModelArgs {
+        model: dir.to_str().unwrap().into(),
+        revision: "main".into(),
+        offline: true,
+        max_length: None,
+        device: "cpu".into(),
+    };
+    match args.load(&Device::default(), None) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+fn edit_config(dir: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let path = dir.join("config.json");
+    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(path, config.to_string()).unwrap();
+}
+
+#[test]
+fn broken_model_directories_are_named_and_explained() {
+    let check = |break_it: &dyn Fn(&Path), expected: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        tiny_model_dir(dir.path());
+        break_it(dir.path());
+        let err = load_error(dir.path());
+        for part in expected {
+            assert!(err.contains(part), "expected {part:?} in: {err}");
+        }
+    };
+    check(&|d| std::fs::remove_file(d.join("config.json")).unwrap(), &["has no config.json"]);
+    check(&|d| std::fs::write(d.join("config.json"), "{ not json").unwrap(), &["config.json", "not valid JSON"]);
+    check(
+        &|d| edit_config(d, |c| drop(c.as_object_mut().unwrap().remove("hidden_size"))),
+        &["config.json", "missing field `hidden_size`"],
+    );
+    check(&|d| edit_config(d, |c| c["hidden_act"] = "mish".into()), &["config.json", "unknown variant `mish`"]);
+    check(
+        &|d| std::fs::remove_file(d.join("model.safetensors")).unwrap(),
+        &["neither model.safetensors nor pytorch_model.bin"],
+    );
+    check(
+        &|d| {
+            let bytes = std::fs::read(d.join("model.safetensors")).unwrap();
+            std::fs::write(d.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+        },
+        &["model.safetensors", "not a readable safetensors file"],
+    );
+    check(
+        &|d| std::fs::write(d.join("model.safetensors"), b"PK\x03\x04 this is a zip, not safetensors").unwrap(),
+        &["model.safetensors", "not a readable safetensors file"],
+    );
+    check(
+        &|d| edit_config(d, |c| c["intermediate_size"] = 40.into()),
+        &["tensor `bert.encoder.layer.0.intermediate.dense.weight`", "different models"],
+    );
+    check(
+        &|d| edit_config(d, |c| c["vocab_size"] = 120.into()),
+        &["vocab_size 120", "word embeddings have shape [99, 32]"],
+    );
+    check(&|d| std::fs::write(d.join("tokenizer.json"), "{}").unwrap(), &["tokenizer.json", "not a readable tokenizer.json"]);
+    check(
+        &|d| edit_config(d, |c| c["vocab_size"] = 50.into()),
+        &["the tokenizer has 99 tokens but config.json's vocab_size is 50"],
+    );
+}
+
+fn train(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_train")).args(args).env("HF_HUB_OFFLINE", "1").output().unwrap()
+}
+
+/// A small local MRPC-like training file in the tiny vocabulary's words.
+fn tiny_data(dir: &Path) -> (String, String) {
+    let rows: Vec<String> = (0..24)
+        .map(|i| {
+            serde_json::json!({
+                "sentence1": format!("the company said it would {}", ["rise", "fall", "be"][i % 3]),
+                "sentence2": format!("shares of the company {}", ["rose", "fell", "were"][i % 2]),
+                "label": i % 2,
+            })
+            .to_string()
+        })
+        .collect();
+    let (train_file, validation_file) = (dir.join("train.jsonl"), dir.join("validation.jsonl"));
+    std::fs::write(&train_file, rows.join("\n")).unwrap();
+    std::fs::write(&validation_file, rows[..6].join("\n")).unwrap();
+    (train_file.to_str().unwrap().into(), validation_file.to_str().unwrap().into())
+}
+
+#[test]
+fn a_diverging_loss_stops_with_the_step_or_is_skipped_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train_file, validation_file) = tiny_data(dir.path());
+    let model = fixture("tiny-bert");
+    let args = [
+        "--model", model.to_str().unwrap(), "--train-file", &train_file, "--validation-file", &validation_file,
+        "--batch-size", "4", "--num-epochs", "1", "--learning-rate", "1e30", "--quiet",
+    ];
+    let stopped = train(&args);
+    let err = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(1), "{err}");
+    assert!(err.contains("the loss is NaN at optimizer step 2") || err.contains("the loss is inf at optimizer step 2"), "{err}");
+    assert!(err.contains("lower --learning-rate") && err.contains("--skip-nonfinite"), "{err}");
+
+    let out = dir.path().join("skipped");
+    let mut skipping = args.to_vec();
+    skipping.extend(["--skip-nonfinite", "--output-dir", out.to_str().unwrap()]);
+    let finished = train(&skipping);
+    assert!(finished.status.success(), "{}", String::from_utf8_lossy(&finished.stderr));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("all_results.json")).unwrap()).unwrap();
+    assert_eq!(results["skipped_nonfinite_steps"], 5, "steps 2..=6 of 6 diverge: {results}");
+}
+
+/// Kill -9 a run after its first checkpoint, resume it, and end where an uninterrupted
+/// run ends: same weights, same metrics.
+#[test]
+fn resuming_after_sigkill_reaches_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train_file, validation_file) = tiny_data(dir.path());
+    let model = fixture("tiny-bert");
+    let run = |out: &Path| -> Vec<String> {
+        [
+            "--model", model.to_str().unwrap(), "--train-file", &train_file, "--validation-file", &validation_file,
+            "--batch-size", "2", "--num-epochs", "3", "--learning-rate", "1e-3", "--checkpointing-steps", "1",
+            "--quiet", "--output-dir", out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let whole = dir.path().join("whole");
+    let uninterrupted = train(&run(&whole).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(uninterrupted.status.success(), "{}", String::from_utf8_lossy(&uninterrupted.stderr));
+
+    let killed = dir.path().join("killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_train")).args(run(&killed)).spawn().unwrap();
+    let checkpoints = killed.join("checkpoints");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while burnbert_train::checkpoint::list(&checkpoints).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint within 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no handler runs, whatever was being written stays half-written
+    child.wait().unwrap();
+    assert!(!killed.join("model.safetensors").exists(), "the run was killed before finishing");
+
+    let mut resume = run(&killed);
+    resume.extend(["--resume-from-checkpoint".into(), checkpoints.to_str().unwrap().into()]);
+    let resumed = train(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+
+    let results = |d: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join("all_results.json")).unwrap()).unwrap()
+    };
+    assert_eq!(results(&whole)["epochs"], results(&killed)["epochs"], "same losses and metrics per epoch");
+    assert_eq!(
+        std::fs::read(whole.join("model.safetensors")).unwrap(),
+        std::fs::read(killed.join("model.safetensors")).unwrap(),
+        "bit-identical final weights"
+    );
+}
