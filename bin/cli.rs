@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use burnbert_data::{Hub, ModelFiles, PairTokenizer};
 use burn::tensor::Device;
+use burnbert_data::{Hub, ModelFiles, PairTokenizer};
 use burnbert_model::{BertConfig, BertForSequenceClassification, LoadReport};
 
 /// Flags every program takes to find a model.
@@ -75,8 +75,9 @@ impl ModelArgs {
                 config.vocab_size
             );
         }
-        let (model, report) = BertForSequenceClassification::from_pretrained(&config, &files.weights, device)
-            .with_context(|| format!("loading model `{}`", self.model))?;
+        let (model, report) =
+            BertForSequenceClassification::from_pretrained(&config, &files.weights, device)
+                .with_context(|| format!("loading model `{}`", self.model))?;
         Ok(LoadedModel {
             model,
             config,

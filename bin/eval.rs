@@ -26,6 +26,9 @@ struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also draw the confusion matrix (classification tasks) into this PNG file.
+    #[arg(long)]
+    confusion_matrix: Option<PathBuf>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +36,11 @@ fn main() -> std::process::ExitCode {
         let args = Args::parse();
         anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
         let task = Task::by_name(&args.task).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            args.confusion_matrix.is_none() || !task.is_regression(),
+            "--confusion-matrix needs a classification task; {} is a regression",
+            task.name
+        );
         let rows = task.load_split(&args.model.hub(), &args.split, args.file.as_deref())?;
         let device = args.model.device()?;
         let loaded = args.model.load(&device, None)?;
@@ -45,16 +53,27 @@ fn main() -> std::process::ExitCode {
         );
         let (examples, _) = loaded.tokenizer.encode_all(&rows)?;
         let references = burnbert_eval::references(&examples).ok_or_else(|| {
-            anyhow::anyhow!("split `{}` has unlabelled rows (label -1): nothing to score against", args.split)
+            anyhow::anyhow!(
+                "split `{}` has unlabelled rows (label -1): nothing to score against",
+                args.split
+            )
         })?;
         let batcher = PaddingBatcher {
             pad_id: loaded.tokenizer.pad_id(),
             pad_to_multiple_of: 1,
         };
-        let predictions = burnbert_eval::predict(&loaded.model, &examples, &batcher, args.batch_size, &device);
+        let predictions =
+            burnbert_eval::predict(&loaded.model, &examples, &batcher, args.batch_size, &device);
         let mut metrics = Metrics::new(task.metrics, task.labels.len());
         metrics.add_batch(&predictions.predicted, &references);
         let results = metrics.compute();
+        if let Some(path) = &args.confusion_matrix {
+            burnbert_eval::plot::plot_confusion_matrix(
+                &metrics.confusion_matrix(),
+                &task.label_names(),
+                path,
+            )?;
+        }
         if args.json {
             let record = serde_json::json!({"task": task.name, "split": args.split, "examples": examples.len(), "metrics": results});
             println!("{record}");

@@ -64,7 +64,8 @@ fn main() -> std::process::ExitCode {
             pad_id: loaded.tokenizer.pad_id(),
             pad_to_multiple_of: 1,
         };
-        let predictions = burnbert_eval::predict(&loaded.model, &encoded, &batcher, args.batch_size, &device);
+        let predictions =
+            burnbert_eval::predict(&loaded.model, &encoded, &batcher, args.batch_size, &device);
         let mut out = std::io::stdout().lock();
         for (logits, predicted) in predictions.logits.iter().zip(&predictions.predicted) {
             let probabilities = if logits.len() == 1 {

@@ -6,12 +6,16 @@ use std::path::PathBuf;
 use anyhow::Context;
 use burn::data::dataloader::batcher::Batcher;
 use burnbert::{ModelArgs, run};
-use burnbert_data::{BatchPlan, Columns, Encoded, PaddingBatcher, Task, padding_ratio, read_examples};
+use burnbert_data::{
+    BatchPlan, Columns, Encoded, PaddingBatcher, Task, padding_ratio, read_examples,
+};
 use burnbert_train::{CheckpointDirs, Progress, ScheduleKind, TrainOptions, Validation};
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Fine-tune BERT for sequence classification (the Hugging Face course's MRPC recipe by default)")]
+#[command(
+    about = "Fine-tune BERT for sequence classification (the Hugging Face course's MRPC recipe by default)"
+)]
 struct Args {
     #[command(flatten)]
     model: ModelArgs,
@@ -92,7 +96,9 @@ impl Args {
             Some("epoch") => (None, true),
             Some(n) => (
                 Some(n.parse().map_err(|_| {
-                    anyhow::anyhow!("--checkpointing-steps takes a number of steps or `epoch`, not `{n}`")
+                    anyhow::anyhow!(
+                        "--checkpointing-steps takes a number of steps or `epoch`, not `{n}`"
+                    )
                 })?),
                 false,
             ),
@@ -119,8 +125,12 @@ impl Args {
             anyhow::bail!("--pad-to-multiple-of must be at least 1");
         }
         if let Some(ratio) = self.warmup_ratio {
-            anyhow::ensure!((0.0..=1.0).contains(&ratio), "--warmup-ratio must be between 0 and 1, not {ratio}");
-            options.warmup_steps = (ratio * options.total_steps(train_examples) as f64).ceil() as usize;
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&ratio),
+                "--warmup-ratio must be between 0 and 1, not {ratio}"
+            );
+            options.warmup_steps =
+                (ratio * options.total_steps(train_examples) as f64).ceil() as usize;
         }
         options.validate(train_examples)?;
         Ok(options)
@@ -154,8 +164,12 @@ fn main() -> std::process::ExitCode {
         // Data first: a bad file fails in a second, not after the model has loaded.
         let columns = args.columns(task)?;
         let load = |split: &str, file: &Option<PathBuf>| match file {
-            Some(path) => read_examples(path, &columns, task.label_space()).map_err(anyhow::Error::from),
-            None => task.load_split(&hub, split, None).map_err(anyhow::Error::from),
+            Some(path) => {
+                read_examples(path, &columns, task.label_space()).map_err(anyhow::Error::from)
+            }
+            None => task
+                .load_split(&hub, split, None)
+                .map_err(anyhow::Error::from),
         };
         let train_rows = load("train", &args.train_file)?;
         let validation_rows = load(task.validation_splits[0], &args.validation_file)?;
@@ -194,14 +208,19 @@ fn main() -> std::process::ExitCode {
             resume_from: args.resume_from_checkpoint.clone(),
         };
         anyhow::ensure!(
-            dirs.save_to.is_some() || (options.checkpoint_steps.is_none() && !options.checkpoint_epochs),
+            dirs.save_to.is_some()
+                || (options.checkpoint_steps.is_none() && !options.checkpoint_epochs),
             "--checkpointing-steps needs --output-dir to write the checkpoints to"
         );
         if let Some(dir) = &output_dir {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
         }
         let mut progress = Progress::new(
-            output_dir.as_ref().map(|d| d.join("metrics.jsonl")).as_deref(),
+            output_dir
+                .as_ref()
+                .map(|d| d.join("metrics.jsonl"))
+                .as_deref(),
             dirs.resume_from.is_some(),
             args.quiet,
         )?;
@@ -220,7 +239,12 @@ fn main() -> std::process::ExitCode {
             &dirs,
             &mut progress,
         )?;
-        let last = trained.state.epochs.last().map(|e| e.metrics.clone()).unwrap_or_default();
+        let last = trained
+            .state
+            .epochs
+            .last()
+            .map(|e| e.metrics.clone())
+            .unwrap_or_default();
         println!(
             "trained {} steps in {:.1} s; validation {}",
             trained.state.step,
@@ -239,7 +263,10 @@ fn main() -> std::process::ExitCode {
                 "skipped_nonfinite_steps": trained.state.skipped_nonfinite,
                 "options": options,
             });
-            std::fs::write(dir.join("all_results.json"), serde_json::to_string_pretty(&results)?)?;
+            std::fs::write(
+                dir.join("all_results.json"),
+                serde_json::to_string_pretty(&results)?,
+            )?;
             println!("saved the model and results to {}", dir.display());
         }
         Ok(())
@@ -264,7 +291,11 @@ fn dry_run(
     let batches = plan.epoch(&lengths, 0);
     let first: Vec<Encoded> = batches[0].iter().map(|&i| train[i].clone()).collect();
     let batch = batcher.batch(first, device);
-    println!("splits: train {} examples, validation {}", train.len(), validation.len());
+    println!(
+        "splits: train {} examples, validation {}",
+        train.len(),
+        validation.len()
+    );
     println!(
         "first batch: input_ids {:?}, token_type_ids {:?}, attention_mask {:?}, labels [{}]",
         batch.input.input_ids.dims(),

@@ -141,7 +141,10 @@ impl BatchPlan {
             batches.extend(last);
             batches
         } else {
-            order.chunks(self.batch_size).map(<[usize]>::to_vec).collect()
+            order
+                .chunks(self.batch_size)
+                .map(<[usize]>::to_vec)
+                .collect()
         };
         if self.drop_last && batches.last().is_some_and(|b| b.len() < self.batch_size) {
             batches.pop();
@@ -194,9 +197,19 @@ mod tests {
         };
         let batch = batcher.batch(vec![encoded(3, 1), encoded(5, 0)], &device);
         assert_eq!(batch.input.input_ids.dims(), [2, 5]);
-        let ids = batch.input.input_ids.into_data().try_to_vec::<i64>().unwrap();
+        let ids = batch
+            .input
+            .input_ids
+            .into_data()
+            .try_to_vec::<i64>()
+            .unwrap();
         assert_eq!(ids, [1, 2, 3, 0, 0, 1, 2, 3, 4, 5]);
-        let mask = batch.input.attention_mask.into_data().try_to_vec::<i64>().unwrap();
+        let mask = batch
+            .input
+            .attention_mask
+            .into_data()
+            .try_to_vec::<i64>()
+            .unwrap();
         assert_eq!(mask, [1, 1, 1, 0, 0, 1, 1, 1, 1, 1]);
         match batch.labels {
             Some(Labels::Classes(c)) => {
@@ -209,7 +222,14 @@ mod tests {
             pad_id: 0,
             pad_to_multiple_of: 8,
         };
-        assert_eq!(batcher.batch(vec![encoded(9, 0)], &device).input.input_ids.dims(), [1, 16]);
+        assert_eq!(
+            batcher
+                .batch(vec![encoded(9, 0)], &device)
+                .input
+                .input_ids
+                .dims(),
+            [1, 16]
+        );
     }
 
     #[test]
@@ -231,7 +251,10 @@ mod tests {
         assert_eq!(seen, (0..21).collect::<Vec<_>>());
         assert_eq!(plan.batches_per_epoch(21), 3);
 
-        let dropped = BatchPlan { drop_last: true, ..plan.clone() };
+        let dropped = BatchPlan {
+            drop_last: true,
+            ..plan.clone()
+        };
         assert_eq!(dropped.epoch(&lengths, 0).len(), 2);
         assert_eq!(dropped.batches_per_epoch(21), 2);
     }
@@ -250,7 +273,10 @@ mod tests {
             group_by_length: false,
             seed: 1,
         };
-        let grouped = BatchPlan { group_by_length: true, ..plan.clone() };
+        let grouped = BatchPlan {
+            group_by_length: true,
+            ..plan.clone()
+        };
         let random = padding_ratio(&plan.epoch(&lengths, 0), &lengths, &batcher);
         let sorted = padding_ratio(&grouped.epoch(&lengths, 0), &lengths, &batcher);
         assert!(sorted < random / 4.0, "grouped {sorted} vs random {random}");

@@ -51,7 +51,10 @@ impl LabelSpace {
         }
         if self.num_classes == 0 {
             if !value.is_finite() {
-                return Err(DataError::Invalid(format!("{}: label {value} is not a number", at())));
+                return Err(DataError::Invalid(format!(
+                    "{}: label {value} is not a number",
+                    at()
+                )));
             }
             return Ok(Some(Label::Score(value as f32)));
         }
@@ -102,9 +105,16 @@ fn open(path: &Path) -> Result<File, DataError> {
     File::open(path).map_err(|e| DataError::Io(format!("cannot open {}: {e}", path.display())))
 }
 
-fn read_parquet(path: &Path, columns: &Columns, labels: LabelSpace) -> Result<Vec<Example>, DataError> {
+fn read_parquet(
+    path: &Path,
+    columns: &Columns,
+    labels: LabelSpace,
+) -> Result<Vec<Example>, DataError> {
     let unreadable = |e: &dyn std::fmt::Display| {
-        DataError::Invalid(format!("{}: not a readable parquet file: {e}", path.display()))
+        DataError::Invalid(format!(
+            "{}: not a readable parquet file: {e}",
+            path.display()
+        ))
     };
     let reader = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
         .map_err(|e| unreadable(&e))?
@@ -132,18 +142,36 @@ fn read_parquet(path: &Path, columns: &Columns, labels: LabelSpace) -> Result<Ve
     Ok(examples)
 }
 
-fn column_of<'a>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a dyn Array, DataError> {
-    batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| {
-        let names: Vec<_> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
-        DataError::Invalid(format!(
-            "{}: no column `{name}`; its columns are: {}",
-            path.display(),
-            names.join(", ")
-        ))
-    })
+fn column_of<'a>(
+    path: &Path,
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a dyn Array, DataError> {
+    batch
+        .column_by_name(name)
+        .map(|c| c.as_ref())
+        .ok_or_else(|| {
+            let names: Vec<_> = batch
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            DataError::Invalid(format!(
+                "{}: no column `{name}`; its columns are: {}",
+                path.display(),
+                names.join(", ")
+            ))
+        })
 }
 
-fn text_at(path: &Path, name: &str, column: &dyn Array, i: usize, row: usize) -> Result<String, DataError> {
+fn text_at(
+    path: &Path,
+    name: &str,
+    column: &dyn Array,
+    i: usize,
+    row: usize,
+) -> Result<String, DataError> {
     if column.is_null(i) {
         return Err(DataError::Invalid(format!(
             "{}: column `{name}`, row {row}: the text is null",
@@ -204,7 +232,9 @@ fn read_delimited(
         .from_reader(open(path)?);
     let headers = reader
         .headers()
-        .map_err(|e| DataError::Invalid(format!("{}: cannot read the header: {e}", path.display())))?
+        .map_err(|e| {
+            DataError::Invalid(format!("{}: cannot read the header: {e}", path.display()))
+        })?
         .clone();
     let index = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| {
@@ -226,7 +256,10 @@ fn read_delimited(
         let at = |name: &str| format!("{}: column `{name}`, row {row}", path.display());
         let label_text = field(l).trim();
         let value: f64 = label_text.parse().map_err(|_| {
-            DataError::Invalid(format!("{}: label {label_text:?} is not a number", at(&columns.label)))
+            DataError::Invalid(format!(
+                "{}: label {label_text:?} is not a number",
+                at(&columns.label)
+            ))
         })?;
         examples.push(Example {
             text_a: field(a).to_string(),
@@ -237,23 +270,35 @@ fn read_delimited(
     Ok(examples)
 }
 
-fn read_json_lines(path: &Path, columns: &Columns, labels: LabelSpace) -> Result<Vec<Example>, DataError> {
+fn read_json_lines(
+    path: &Path,
+    columns: &Columns,
+    labels: LabelSpace,
+) -> Result<Vec<Example>, DataError> {
     let mut examples = Vec::new();
     for (row, line) in BufReader::new(open(path)?).lines().enumerate() {
-        let line = line.map_err(|e| DataError::Io(format!("{}: line {}: {e}", path.display(), row + 1)))?;
+        let line =
+            line.map_err(|e| DataError::Io(format!("{}: line {}: {e}", path.display(), row + 1)))?;
         if line.trim().is_empty() {
             continue;
         }
         let at = |name: &str| format!("{}: line {}, field `{name}`", path.display(), row + 1);
         let object: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
-            DataError::Invalid(format!("{}: line {}: not JSON: {e}", path.display(), row + 1))
+            DataError::Invalid(format!(
+                "{}: line {}: not JSON: {e}",
+                path.display(),
+                row + 1
+            ))
         })?;
         let text = |name: &str| match object.get(name) {
             Some(serde_json::Value::String(s)) => Ok(s.clone()),
             Some(serde_json::Value::Null) | None => {
                 Err(DataError::Invalid(format!("{}: missing or null", at(name))))
             }
-            Some(other) => Err(DataError::Invalid(format!("{}: {other} is not text", at(name)))),
+            Some(other) => Err(DataError::Invalid(format!(
+                "{}: {other} is not text",
+                at(name)
+            ))),
         };
         let value = match object.get(&columns.label) {
             Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
@@ -263,7 +308,12 @@ fn read_json_lines(path: &Path, columns: &Columns, labels: LabelSpace) -> Result
                     at(&columns.label)
                 )));
             }
-            None => return Err(DataError::Invalid(format!("{}: missing", at(&columns.label)))),
+            None => {
+                return Err(DataError::Invalid(format!(
+                    "{}: missing",
+                    at(&columns.label)
+                )));
+            }
         };
         examples.push(Example {
             text_a: text(&columns.text_a)?,
@@ -294,7 +344,8 @@ mod tests {
 
     fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
         let batch = RecordBatch::try_from_iter(columns).unwrap();
-        let mut writer = ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
+        let mut writer =
+            ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
     }
@@ -306,8 +357,14 @@ mod tests {
         write_parquet(
             &path,
             vec![
-                ("sentence1", Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef),
-                ("sentence2", Arc::new(StringArray::from(vec!["c", "d"])) as ArrayRef),
+                (
+                    "sentence1",
+                    Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
+                ),
+                (
+                    "sentence2",
+                    Arc::new(StringArray::from(vec!["c", "d"])) as ArrayRef,
+                ),
                 ("label", Arc::new(Int64Array::from(vec![1, -1])) as ArrayRef),
             ],
         );
@@ -324,42 +381,75 @@ mod tests {
         write_parquet(
             &path,
             vec![
-                ("sentence1", Arc::new(StringArray::from(vec![Some("a"), None])) as ArrayRef),
-                ("sentence2", Arc::new(StringArray::from(vec!["c", "d"])) as ArrayRef),
+                (
+                    "sentence1",
+                    Arc::new(StringArray::from(vec![Some("a"), None])) as ArrayRef,
+                ),
+                (
+                    "sentence2",
+                    Arc::new(StringArray::from(vec!["c", "d"])) as ArrayRef,
+                ),
                 ("label", Arc::new(Int64Array::from(vec![1, 0])) as ArrayRef),
             ],
         );
-        let err = read_examples(&path, &pair_columns(), TWO).unwrap_err().to_string();
-        assert!(err.contains("bad.parquet: column `sentence1`, row 1: the text is null"), "{err}");
+        let err = read_examples(&path, &pair_columns(), TWO)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad.parquet: column `sentence1`, row 1: the text is null"),
+            "{err}"
+        );
 
         write_parquet(
             &path,
             vec![
-                ("sentence1", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
-                ("sentence2", Arc::new(StringArray::from(vec!["c"])) as ArrayRef),
+                (
+                    "sentence1",
+                    Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+                ),
+                (
+                    "sentence2",
+                    Arc::new(StringArray::from(vec!["c"])) as ArrayRef,
+                ),
                 ("label", Arc::new(Int64Array::from(vec![2])) as ArrayRef),
             ],
         );
-        let err = read_examples(&path, &pair_columns(), TWO).unwrap_err().to_string();
-        assert!(err.contains("row 0: label 2 is outside the task's classes 0..=1"), "{err}");
+        let err = read_examples(&path, &pair_columns(), TWO)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("row 0: label 2 is outside the task's classes 0..=1"),
+            "{err}"
+        );
 
         write_parquet(
             &path,
             vec![
                 ("sentence1", Arc::new(Int64Array::from(vec![3])) as ArrayRef),
-                ("sentence2", Arc::new(StringArray::from(vec!["c"])) as ArrayRef),
+                (
+                    "sentence2",
+                    Arc::new(StringArray::from(vec!["c"])) as ArrayRef,
+                ),
                 ("label", Arc::new(Int64Array::from(vec![0])) as ArrayRef),
             ],
         );
-        let err = read_examples(&path, &pair_columns(), TWO).unwrap_err().to_string();
-        assert!(err.contains("column `sentence1` holds Int64, not text"), "{err}");
+        let err = read_examples(&path, &pair_columns(), TWO)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("column `sentence1` holds Int64, not text"),
+            "{err}"
+        );
         let single = Columns {
             text_b: None,
             label: "y".into(),
             ..pair_columns()
         };
         let err = read_examples(&path, &single, TWO).unwrap_err().to_string();
-        assert!(err.contains("no column `y`; its columns are: sentence1, sentence2, label"), "{err}");
+        assert!(
+            err.contains("no column `y`; its columns are: sentence1, sentence2, label"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -369,8 +459,14 @@ mod tests {
         write_parquet(
             &path,
             vec![
-                ("sentence1", Arc::new(StringArray::from(vec!["a"])) as ArrayRef),
-                ("sentence2", Arc::new(StringArray::from(vec!["b"])) as ArrayRef),
+                (
+                    "sentence1",
+                    Arc::new(StringArray::from(vec!["a"])) as ArrayRef,
+                ),
+                (
+                    "sentence2",
+                    Arc::new(StringArray::from(vec!["b"])) as ArrayRef,
+                ),
                 ("label", Arc::new(Float64Array::from(vec![3.8])) as ArrayRef),
             ],
         );
@@ -388,21 +484,40 @@ mod tests {
 
         let tsv_path = dir.path().join("d.tsv");
         std::fs::write(&tsv_path, "sentence1\tsentence2\tlabel\na\tc\tx\n").unwrap();
-        let err = read_examples(&tsv_path, &pair_columns(), TWO).unwrap_err().to_string();
-        assert!(err.contains("column `label`, row 0: label \"x\" is not a number"), "{err}");
+        let err = read_examples(&tsv_path, &pair_columns(), TWO)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("column `label`, row 0: label \"x\" is not a number"),
+            "{err}"
+        );
 
         let json_path = dir.path().join("d.jsonl");
-        std::fs::write(&json_path, "{\"sentence1\": \"a\", \"sentence2\": null, \"label\": 0}\n").unwrap();
-        let err = read_examples(&json_path, &pair_columns(), TWO).unwrap_err().to_string();
-        assert!(err.contains("line 1, field `sentence2`: missing or null"), "{err}");
+        std::fs::write(
+            &json_path,
+            "{\"sentence1\": \"a\", \"sentence2\": null, \"label\": 0}\n",
+        )
+        .unwrap();
+        let err = read_examples(&json_path, &pair_columns(), TWO)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 1, field `sentence2`: missing or null"),
+            "{err}"
+        );
 
         std::fs::write(&json_path, "").unwrap();
-        let err = read_examples(&json_path, &pair_columns(), TWO).unwrap_err().to_string();
+        let err = read_examples(&json_path, &pair_columns(), TWO)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("the split is empty"), "{err}");
 
         let err = read_examples(&dir.path().join("none.csv"), &pair_columns(), TWO)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("cannot open") && err.contains("none.csv"), "{err}");
+        assert!(
+            err.contains("cannot open") && err.contains("none.csv"),
+            "{err}"
+        );
     }
 }

@@ -81,7 +81,11 @@ impl Hub {
                  point HF_HOME at a cache that has it, or pass a local directory",
                 self.revision,
                 self.cache.path().display(),
-                if kind_name == "dataset" { "--repo-type dataset " } else { "" },
+                if kind_name == "dataset" {
+                    "--repo-type dataset "
+                } else {
+                    ""
+                },
             )));
         }
         let api = ApiBuilder::from_cache(self.cache.clone())
@@ -104,7 +108,8 @@ impl Hub {
         if let Some(path) = self.cache.repo(repo.clone()).get(filename) {
             return Some(path);
         }
-        let is_commit = self.revision.len() == 40 && self.revision.bytes().all(|b| b.is_ascii_hexdigit());
+        let is_commit =
+            self.revision.len() == 40 && self.revision.bytes().all(|b| b.is_ascii_hexdigit());
         let path = self
             .cache
             .path()
@@ -123,9 +128,9 @@ impl Hub {
             .file(model, RepoType::Model, "model.safetensors")
             .or_else(|_| self.file(model, RepoType::Model, "pytorch_model.bin"))
             .map_err(|e| match e {
-                DataError::NotFound(_) if Path::new(model).is_dir() => DataError::NotFound(format!(
-                    "{model} has neither model.safetensors nor pytorch_model.bin"
-                )),
+                DataError::NotFound(_) if Path::new(model).is_dir() => DataError::NotFound(
+                    format!("{model} has neither model.safetensors nor pytorch_model.bin"),
+                ),
                 other => other,
             })?;
         Ok(ModelFiles {
@@ -161,17 +166,28 @@ mod tests {
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::create_dir_all(repo.join("snapshots").join(commit)).unwrap();
         std::fs::write(repo.join("refs/main"), commit).unwrap();
-        std::fs::write(repo.join("snapshots").join(commit).join("config.json"), "{}").unwrap();
+        std::fs::write(
+            repo.join("snapshots").join(commit).join("config.json"),
+            "{}",
+        )
+        .unwrap();
 
         let hub = hub_at(dir.path(), true);
-        let path = hub.file("org/name", RepoType::Model, "config.json").unwrap();
+        let path = hub
+            .file("org/name", RepoType::Model, "config.json")
+            .unwrap();
         assert!(path.ends_with(format!("snapshots/{commit}/config.json")));
 
         let pinned = Hub {
             revision: commit.into(),
             ..hub.clone()
         };
-        assert_eq!(pinned.file("org/name", RepoType::Model, "config.json").unwrap(), path);
+        assert_eq!(
+            pinned
+                .file("org/name", RepoType::Model, "config.json")
+                .unwrap(),
+            path
+        );
     }
 
     #[test]
@@ -183,7 +199,10 @@ mod tests {
             .to_string();
         assert!(err.contains("dataset `nyu-mll/glue`"), "{err}");
         assert!(err.contains("mrpc/test-00000-of-00001.parquet"), "{err}");
-        assert!(err.contains("huggingface-cli download --repo-type dataset"), "{err}");
+        assert!(
+            err.contains("huggingface-cli download --repo-type dataset"),
+            "{err}"
+        );
     }
 
     #[test]

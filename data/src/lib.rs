@@ -49,7 +49,12 @@ impl Task {
     }
 
     /// Reads `split` of this task: from `file` when given, else from the Hub's `nyu-mll/glue`.
-    pub fn load_split(&self, hub: &Hub, split: &str, file: Option<&Path>) -> Result<Vec<Example>, DataError> {
+    pub fn load_split(
+        &self,
+        hub: &Hub,
+        split: &str,
+        file: Option<&Path>,
+    ) -> Result<Vec<Example>, DataError> {
         let path = match file {
             Some(path) => path.to_path_buf(),
             None => hub.dataset_file(GLUE_DATASET, &self.hub_file(split))?,

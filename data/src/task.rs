@@ -170,6 +170,9 @@ mod tests {
     #[test]
     fn unknown_task_lists_known_ones() {
         let err = Task::by_name("squad").unwrap_err();
-        assert!(err.contains("unknown task `squad`") && err.contains("mrpc"), "{err}");
+        assert!(
+            err.contains("unknown task `squad`") && err.contains("mrpc"),
+            "{err}"
+        );
     }
 }

@@ -43,13 +43,23 @@ impl PairTokenizer {
     /// (all-MiniLM-L6-v2's pads everything to 128) with no padding and longest-first
     /// truncation to `max_length`.
     pub fn from_file(path: &Path, max_length: usize) -> Result<Self, DataError> {
-        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| {
+        let unreadable = |why: String| {
             DataError::Invalid(format!(
-                "{}: not a readable tokenizer.json ({e}); re-download it or pass a model \
+                "{}: not a readable tokenizer.json ({why}); re-download it or pass a model \
                  directory with a valid one",
                 path.display()
             ))
-        })?;
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| DataError::Io(format!("cannot read {}: {e}", path.display())))?;
+        // tokenizers 0.23 panics on some malformed files instead of returning an error (its
+        // decoder deserializer unwraps a nested parse), which the fuzz tests found: check the
+        // JSON syntax first, and turn a remaining panic into an error.
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| unreadable(format!("not JSON: {e}")))?;
+        let mut tokenizer = std::panic::catch_unwind(|| text.parse::<Tokenizer>())
+            .map_err(|_| unreadable("the tokenizers library could not parse it".into()))?
+            .map_err(|e| unreadable(e.to_string()))?;
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {

@@ -2,7 +2,7 @@
 //! pictures of a run.
 
 pub mod metrics;
-
+pub mod plot;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
@@ -48,7 +48,11 @@ pub fn predict(
         let batch = batcher.batch(items, device);
         let output = model.forward(batch.input, None);
         let [rows, cols] = output.logits.dims();
-        let values = output.logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+        let values = output
+            .logits
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 logits");
         logits.extend((0..rows).map(|r| values[r * cols..(r + 1) * cols].to_vec()));
     }
     let predicted = logits

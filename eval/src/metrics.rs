@@ -30,7 +30,11 @@ impl Metrics {
 
     /// Adds predicted classes (or scores) and their references.
     pub fn add_batch(&mut self, predictions: &[f64], references: &[f64]) {
-        assert_eq!(predictions.len(), references.len(), "one reference per prediction");
+        assert_eq!(
+            predictions.len(),
+            references.len(),
+            "one reference per prediction"
+        );
         self.predictions.extend_from_slice(predictions);
         self.references.extend_from_slice(references);
     }
@@ -87,12 +91,20 @@ impl Metrics {
 
 /// Fraction of predictions equal to their reference.
 pub fn accuracy(predictions: &[usize], references: &[usize]) -> f64 {
-    let right = predictions.iter().zip(references).filter(|(p, r)| p == r).count();
+    let right = predictions
+        .iter()
+        .zip(references)
+        .filter(|(p, r)| p == r)
+        .count();
     right as f64 / predictions.len().max(1) as f64
 }
 
 /// `matrix[reference][prediction]` counts.
-pub fn confusion_matrix(predictions: &[usize], references: &[usize], num_classes: usize) -> Vec<Vec<usize>> {
+pub fn confusion_matrix(
+    predictions: &[usize],
+    references: &[usize],
+    num_classes: usize,
+) -> Vec<Vec<usize>> {
     let n = predictions
         .iter()
         .chain(references)
@@ -116,7 +128,11 @@ pub struct ClassScores {
 }
 
 fn ratio(num: usize, den: usize) -> f64 {
-    if den == 0 { 0.0 } else { num as f64 / den as f64 }
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
 }
 
 /// Scores of class `positive` against all others (scikit-learn's `average="binary"`).
@@ -147,7 +163,9 @@ pub fn macro_scores(predictions: &[usize], references: &[usize]) -> ClassScores 
         .iter()
         .map(|&c| binary_scores(predictions, references, c))
         .collect();
-    let mean = |f: fn(&ClassScores) -> f64| per_class.iter().map(f).sum::<f64>() / per_class.len().max(1) as f64;
+    let mean = |f: fn(&ClassScores) -> f64| {
+        per_class.iter().map(f).sum::<f64>() / per_class.len().max(1) as f64
+    };
     ClassScores {
         precision: mean(|s| s.precision),
         recall: mean(|s| s.recall),
@@ -164,8 +182,12 @@ pub fn micro_f1(predictions: &[usize], references: &[usize]) -> f64 {
 /// scikit-learn uses); 0 when the denominator is 0.
 pub fn matthews(matrix: &[Vec<usize>]) -> f64 {
     let n = matrix.len();
-    let t: Vec<f64> = (0..n).map(|k| matrix[k].iter().sum::<usize>() as f64).collect();
-    let p: Vec<f64> = (0..n).map(|k| matrix.iter().map(|row| row[k]).sum::<usize>() as f64).collect();
+    let t: Vec<f64> = (0..n)
+        .map(|k| matrix[k].iter().sum::<usize>() as f64)
+        .collect();
+    let p: Vec<f64> = (0..n)
+        .map(|k| matrix.iter().map(|row| row[k]).sum::<usize>() as f64)
+        .collect();
     let c: f64 = (0..n).map(|k| matrix[k][k] as f64).sum();
     let s: f64 = t.iter().sum();
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
@@ -223,16 +245,29 @@ mod tests {
 
     /// scikit-learn's and SciPy's values, from `assets/fixtures/make_fixtures.py`.
     fn reference() -> Value {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/fixtures/metrics_reference.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../assets/fixtures/metrics_reference.json"
+        );
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
     fn classes(value: &Value) -> Vec<usize> {
-        value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect()
     }
 
     fn reals(value: &Value) -> Vec<f64> {
-        value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
     }
 
     fn matrix(value: &Value) -> Vec<Vec<usize>> {
@@ -242,29 +277,62 @@ mod tests {
     fn close(ours: f64, theirs: &Value, what: &str) {
         let theirs = theirs.as_f64().unwrap();
         assert!(!ours.is_nan(), "{what}: NaN");
-        assert!((ours - theirs).abs() < 1e-12, "{what}: {ours} vs scikit-learn {theirs}");
+        assert!(
+            (ours - theirs).abs() < 1e-12,
+            "{what}: {ours} vs scikit-learn {theirs}"
+        );
     }
 
     fn check_binary(case: &Value, what: &str) {
         let (p, r) = (classes(&case["predictions"]), classes(&case["labels"]));
         let scores = binary_scores(&p, &r, 1);
-        close(accuracy(&p, &r), &case["accuracy"], &format!("{what} accuracy"));
-        close(scores.precision, &case["precision"], &format!("{what} precision"));
+        close(
+            accuracy(&p, &r),
+            &case["accuracy"],
+            &format!("{what} accuracy"),
+        );
+        close(
+            scores.precision,
+            &case["precision"],
+            &format!("{what} precision"),
+        );
         close(scores.recall, &case["recall"], &format!("{what} recall"));
         close(scores.f1, &case["f1"], &format!("{what} f1"));
         let cm = confusion_matrix(&p, &r, 2);
-        close(matthews(&cm), &case["matthews_corrcoef"], &format!("{what} mcc"));
-        assert_eq!(cm, matrix(&case["confusion_matrix"]), "{what} confusion matrix");
+        close(
+            matthews(&cm),
+            &case["matthews_corrcoef"],
+            &format!("{what} mcc"),
+        );
+        assert_eq!(
+            cm,
+            matrix(&case["confusion_matrix"]),
+            "{what} confusion matrix"
+        );
 
-        let mut streamed = Metrics::new(&[MetricKind::Accuracy, MetricKind::F1, MetricKind::Matthews], 2);
-        let (pf, rf): (Vec<f64>, Vec<f64>) = (p.iter().map(|&x| x as f64).collect(), r.iter().map(|&x| x as f64).collect());
+        let mut streamed = Metrics::new(
+            &[MetricKind::Accuracy, MetricKind::F1, MetricKind::Matthews],
+            2,
+        );
+        let (pf, rf): (Vec<f64>, Vec<f64>) = (
+            p.iter().map(|&x| x as f64).collect(),
+            r.iter().map(|&x| x as f64).collect(),
+        );
         for (pc, rc) in pf.chunks(7).zip(rf.chunks(7)) {
             streamed.add_batch(pc, rc);
         }
         let computed = streamed.compute();
-        close(computed["accuracy"], &case["accuracy"], &format!("{what} streamed accuracy"));
+        close(
+            computed["accuracy"],
+            &case["accuracy"],
+            &format!("{what} streamed accuracy"),
+        );
         close(computed["f1"], &case["f1"], &format!("{what} streamed f1"));
-        close(computed["matthews_correlation"], &case["matthews_corrcoef"], &format!("{what} streamed mcc"));
+        close(
+            computed["matthews_correlation"],
+            &case["matthews_corrcoef"],
+            &format!("{what} streamed mcc"),
+        );
     }
 
     #[test]
@@ -287,7 +355,11 @@ mod tests {
         let macro_ = macro_scores(&p, &r);
         close(accuracy(&p, &r), &case["accuracy"], "accuracy");
         close(macro_.f1, &case["f1_macro"], "macro f1");
-        close(macro_.precision, &case["precision_macro"], "macro precision");
+        close(
+            macro_.precision,
+            &case["precision_macro"],
+            "macro precision",
+        );
         close(macro_.recall, &case["recall_macro"], "macro recall");
         close(micro_f1(&p, &r), &case["f1_micro"], "micro f1");
         let cm = confusion_matrix(&p, &r, 3);

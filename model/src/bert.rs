@@ -12,11 +12,11 @@
 
 use burn::config::Config;
 use burn::module::{Initializer, Module};
+use burn::nn::activation::ActivationConfig;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
     LinearConfig,
 };
-use burn::nn::activation::ActivationConfig;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor};
 
@@ -411,7 +411,9 @@ impl BertForSequenceClassification {
     pub fn new(config: &BertConfig, device: &Device) -> Self {
         let head = ClassifierHeadConfig::new(
             config.label_count(),
-            config.classifier_dropout.unwrap_or(config.hidden_dropout_prob),
+            config
+                .classifier_dropout
+                .unwrap_or(config.hidden_dropout_prob),
         );
         Self {
             bert: BertModel::new(config, device),

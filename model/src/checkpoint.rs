@@ -58,7 +58,11 @@ impl std::fmt::Display for LoadReport {
             )?;
         }
         if !self.unused.is_empty() {
-            write!(f, "; unused from the checkpoint: {}", self.unused.join(", "))?;
+            write!(
+                f,
+                "; unused from the checkpoint: {}",
+                self.unused.join(", ")
+            )?;
         }
         Ok(())
     }
@@ -133,7 +137,7 @@ impl BertForSequenceClassification {
     /// Writes `model.safetensors` and `config.json` into `dir` with transformers' key names,
     /// so that transformers' `from_pretrained` and burnbert both load the directory.
     pub fn save_pretrained(&self, config: &BertConfig, dir: &Path) -> Result<(), ModelError> {
-        let io = |path: PathBuf| move |source| ModelError::Io { path, source };
+        let io = |path: PathBuf| move |error| ModelError::Io { path, error };
         std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
         let weights = dir.join("model.safetensors");
         let mut store = SafetensorsStore::from_file(&weights)
@@ -175,7 +179,8 @@ fn check_applied(config: &BertConfig, result: ApplyResult) -> Result<LoadReport,
             } if path == "bert.embeddings.word_embeddings.weight" => format!(
                 "config.json says vocab_size {} but the checkpoint's word embeddings have shape \
                  {:?}; the config and weights come from different models",
-                config.vocab_size, found.as_slice()
+                config.vocab_size,
+                found.as_slice()
             ),
             ApplyError::ShapeMismatch {
                 path,

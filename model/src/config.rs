@@ -92,9 +92,9 @@ mod defaults {
 impl BertConfig {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Self::from_json(&text).map_err(|message| ModelError::Config {
             path: path.to_path_buf(),
@@ -105,9 +105,9 @@ impl BertConfig {
     /// Parses and checks the text of a `config.json`; the error says what is wrong.
     pub fn from_json(text: &str) -> Result<Self, String> {
         let config: Self = serde_json::from_str(text).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => format!(
-                "{e} (hidden_act may be one of gelu, gelu_new, gelu_pytorch_tanh, relu)"
-            ),
+            serde_json::error::Category::Data => {
+                format!("{e} (hidden_act may be one of gelu, gelu_new, gelu_pytorch_tanh, relu)")
+            }
             _ => format!("not valid JSON: {e}"),
         })?;
         config.validate()?;
@@ -136,13 +136,18 @@ impl BertConfig {
         }
         for (name, p) in [
             ("hidden_dropout_prob", Some(self.hidden_dropout_prob)),
-            ("attention_probs_dropout_prob", Some(self.attention_probs_dropout_prob)),
+            (
+                "attention_probs_dropout_prob",
+                Some(self.attention_probs_dropout_prob),
+            ),
             ("classifier_dropout", self.classifier_dropout),
         ] {
             if let Some(p) = p
                 && !(0.0..1.0).contains(&p)
             {
-                return Err(format!("`{name}` is {p}; a dropout probability is in [0, 1)"));
+                return Err(format!(
+                    "`{name}` is {p}; a dropout probability is in [0, 1)"
+                ));
             }
         }
         if let Some(labels) = &self.id2label {
@@ -262,5 +267,30 @@ mod tests {
         assert!(!config.is_regression());
         config.set_labels(&["score".into()]);
         assert!(config.is_regression());
+    }
+
+    /// The benchmark's model-shape presets (`assets/presets/`) parse into the shapes they name:
+    /// (vocab, hidden, layers, heads, intermediate, positions).
+    #[test]
+    fn benchmark_presets_have_their_shapes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/presets");
+        for (name, shape) in [
+            ("bert-base-uncased", (30522, 768, 12, 12, 3072, 512)),
+            ("minilm-l6", (30522, 384, 6, 12, 1536, 512)),
+            ("tiny", (99, 32, 2, 4, 37, 64)),
+        ] {
+            let c = BertConfig::from_file(&dir.join(format!("{name}.json"))).unwrap();
+            let got = (
+                c.vocab_size,
+                c.hidden_size,
+                c.num_hidden_layers,
+                c.num_attention_heads,
+                c.intermediate_size,
+                c.max_position_embeddings,
+            );
+            assert_eq!(got, shape, "{name}");
+            assert_eq!(c.hidden_act, Activation::Gelu, "{name}");
+            assert_eq!((c.type_vocab_size, c.layer_norm_eps), (2, 1e-12), "{name}");
+        }
     }
 }

@@ -49,7 +49,8 @@ pub fn parse_device(spec: &str) -> Result<Device, String> {
         "auto" | "cpu" => cpu_device().ok_or_else(|| unavailable("ndarray")),
         "ndarray" => {
             #[cfg(feature = "ndarray")]
-            #[allow(deprecated)] // still the unit tests' backend, as the project intends
+            #[allow(deprecated)]
+            // still the unit tests' backend, as the project intends
             return Ok(Device::ndarray());
             #[allow(unreachable_code)]
             Err(unavailable("ndarray"))
@@ -72,7 +73,9 @@ pub fn parse_device(spec: &str) -> Result<Device, String> {
         "cuda" => {
             #[cfg(feature = "cuda")]
             {
-                let found = Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec().len();
+                let found = Device::enumerate(burn::tensor::DeviceType::Cuda)
+                    .into_vec()
+                    .len();
                 let index = index.unwrap_or(0);
                 if index >= found {
                     return Err(format!(
@@ -110,7 +113,10 @@ mod tests {
     #[test]
     fn unknown_names_list_what_is_available() {
         let err = parse_device("tpu").unwrap_err();
-        assert!(err.contains("unknown device `tpu`") && err.contains("cpu"), "{err}");
+        assert!(
+            err.contains("unknown device `tpu`") && err.contains("cpu"),
+            "{err}"
+        );
         let err = parse_device("cuda:x").unwrap_err();
         assert!(err.contains("not a device number"), "{err}");
     }

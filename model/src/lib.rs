@@ -27,10 +27,10 @@ pub use device::{available_devices, parse_device};
 /// What can go wrong reading a model; every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },

@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: fixture paths, JSON arrays, model inputs.
 
-
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -9,7 +8,9 @@ use serde_json::Value;
 
 /// `assets/fixtures/...`, written by `assets/fixtures/make_fixtures.py`.
 pub fn fixture(path: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/fixtures").join(path)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/fixtures")
+        .join(path)
 }
 
 pub fn json(path: &str) -> Value {
@@ -61,7 +62,10 @@ pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str
         .zip(expected)
         .map(|(a, e)| (a - e).abs())
         .fold(0.0f32, f32::max);
-    assert!(worst <= tolerance, "{what}: max abs difference {worst} > {tolerance}");
+    assert!(
+        worst <= tolerance,
+        "{what}: max abs difference {worst} > {tolerance}"
+    );
 }
 
 /// The offline Hugging Face cache that `scripts/test` lays out (`HF_HOME`).
@@ -70,7 +74,9 @@ pub fn require_hf_home() {
         "HF_HOME is not set: run the tests through scripts/test, which lays out the offline cache",
     );
     assert!(
-        PathBuf::from(&home).join("hub/models--sentence-transformers--all-MiniLM-L6-v2").is_dir(),
+        PathBuf::from(&home)
+            .join("hub/models--sentence-transformers--all-MiniLM-L6-v2")
+            .is_dir(),
         "{home} has no all-MiniLM-L6-v2: run ../shared/seed-hf-home.sh {home}"
     );
 }

@@ -2,7 +2,8 @@
 
 mod common;
 mod errors;
+mod fuzz;
 mod parity;
-mod tokenization;
 mod programs;
+mod tokenization;
 mod training;

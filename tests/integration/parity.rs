@@ -2,12 +2,10 @@
 //! for both checkpoint formats, legacy key names, a bare encoder, and a real pretrained
 //! checkpoint (all-MiniLM-L6-v2) from the offline Hugging Face cache.
 
-
-
+use crate::common::*;
 use burn::tensor::{Device, Tensor, TensorData};
 use burnbert_data::Hub;
 use burnbert_model::{BertConfig, BertForSequenceClassification, BertInput, Labels};
-use crate::common::*;
 
 /// f32 against f32 through the same arithmetic in another order.
 const TOLERANCE: f32 = 1e-4;
@@ -15,8 +13,12 @@ const TOLERANCE: f32 = 1e-4;
 fn load(dir: &str, weights: &str) -> (BertForSequenceClassification, burnbert_model::LoadReport) {
     let device = Device::default();
     let config = BertConfig::from_file(&fixture(&format!("{dir}/config.json"))).unwrap();
-    BertForSequenceClassification::from_pretrained(&config, &fixture(&format!("{dir}/{weights}")), &device)
-        .unwrap()
+    BertForSequenceClassification::from_pretrained(
+        &config,
+        &fixture(&format!("{dir}/{weights}")),
+        &device,
+    )
+    .unwrap()
 }
 
 fn check_tiny(model: &BertForSequenceClassification, reference: &serde_json::Value, what: &str) {
@@ -40,15 +42,26 @@ fn check_tiny(model: &BertForSequenceClassification, reference: &serde_json::Val
         &device,
     ));
     let output = model.forward(input, Some(labels));
-    assert_close(&values(output.logits), &floats(&reference["logits"]), TOLERANCE, &format!("{what}: logits"));
+    assert_close(
+        &values(output.logits),
+        &floats(&reference["logits"]),
+        TOLERANCE,
+        &format!("{what}: logits"),
+    );
     let loss = values(output.loss.unwrap())[0];
-    assert!((loss - reference["loss"].as_f64().unwrap() as f32).abs() < TOLERANCE, "{what}: loss {loss}");
+    assert!(
+        (loss - reference["loss"].as_f64().unwrap() as f32).abs() < TOLERANCE,
+        "{what}: loss {loss}"
+    );
 }
 
 #[test]
 fn tiny_safetensors_matches_transformers() {
     let (model, report) = load("tiny-bert", "model.safetensors");
-    assert!(report.newly_initialized.is_empty() && report.unused.is_empty(), "{report}");
+    assert!(
+        report.newly_initialized.is_empty() && report.unused.is_empty(),
+        "{report}"
+    );
     assert_eq!(report.loaded, 41);
     check_tiny(&model, &json("tiny-bert/reference.json"), "safetensors");
 }
@@ -56,7 +69,11 @@ fn tiny_safetensors_matches_transformers() {
 #[test]
 fn tiny_pytorch_bin_matches_transformers() {
     let (model, _) = load("tiny-bert", "pytorch_model.bin");
-    check_tiny(&model, &json("tiny-bert/reference.json"), "pytorch_model.bin");
+    check_tiny(
+        &model,
+        &json("tiny-bert/reference.json"),
+        "pytorch_model.bin",
+    );
 }
 
 #[test]
@@ -88,11 +105,22 @@ fn regression_head_uses_mse() {
     let (model, _) = load("tiny-bert-regression", "model.safetensors");
     let reference = json("tiny-bert-regression/reference.json");
     let device = Device::default();
-    let labels = Labels::Scores(Tensor::from_data(TensorData::new(floats(&reference["labels"]), [3]), &device));
+    let labels = Labels::Scores(Tensor::from_data(
+        TensorData::new(floats(&reference["labels"]), [3]),
+        &device,
+    ));
     let output = model.forward(input(&reference, &device), Some(labels));
-    assert_close(&values(output.logits), &floats(&reference["logits"]), TOLERANCE, "regression logits");
+    assert_close(
+        &values(output.logits),
+        &floats(&reference["logits"]),
+        TOLERANCE,
+        "regression logits",
+    );
     let loss = values(output.loss.unwrap())[0];
-    assert!((loss - reference["loss"].as_f64().unwrap() as f32).abs() < TOLERANCE, "mse {loss}");
+    assert!(
+        (loss - reference["loss"].as_f64().unwrap() as f32).abs() < TOLERANCE,
+        "mse {loss}"
+    );
 }
 
 #[test]
@@ -108,7 +136,12 @@ fn padding_does_not_change_real_tokens() {
         attention_mask: Tensor::from_data(TensorData::new(row("attention_mask"), [1, 5]), &device),
     };
     let unpadded = values(model.bert.forward(alone).last_hidden_state);
-    let padded = values(model.bert.forward(input(&reference, &device)).last_hidden_state);
+    let padded = values(
+        model
+            .bert
+            .forward(input(&reference, &device))
+            .last_hidden_state,
+    );
     let hidden = 32;
     let padded_row2 = &padded[2 * 12 * hidden..2 * 12 * hidden + 5 * hidden];
     assert_close(&unpadded, padded_row2, 1e-5, "row 2 padded vs alone");
@@ -123,8 +156,14 @@ fn all_minilm_l6_v2_from_the_offline_cache_matches_transformers() {
         .unwrap();
     let config = BertConfig::from_file(&files.config).unwrap();
     let device = Device::default();
-    let (model, report) = BertForSequenceClassification::from_pretrained(&config, &files.weights, &device).unwrap();
-    assert!(report.unused.contains(&"bert.embeddings.position_ids".to_string()), "{report}");
+    let (model, report) =
+        BertForSequenceClassification::from_pretrained(&config, &files.weights, &device).unwrap();
+    assert!(
+        report
+            .unused
+            .contains(&"bert.embeddings.position_ids".to_string()),
+        "{report}"
+    );
     let output = model.bert.forward(input(&reference, &device));
     let [batch, seq] = dims2(&reference["input_ids"]);
     assert_close(
@@ -135,11 +174,30 @@ fn all_minilm_l6_v2_from_the_offline_cache_matches_transformers() {
     );
     let hidden = output.last_hidden_state;
     let cls = hidden.clone().narrow(1, 0, 1).reshape([batch, 384]);
-    assert_close(&values(cls), &floats(&reference["last_hidden_state_cls"]), TOLERANCE, "MiniLM [CLS]");
+    assert_close(
+        &values(cls),
+        &floats(&reference["last_hidden_state_cls"]),
+        TOLERANCE,
+        "MiniLM [CLS]",
+    );
     let first_pair = floats(&reference["last_hidden_state_first_pair"]);
     let real = first_pair.len() / 384;
-    let pair0 = hidden.clone().narrow(0, 0, 1).narrow(1, 0, real).reshape([real * 384]);
-    assert_close(&values(pair0), &first_pair, TOLERANCE, "MiniLM pair 0 hidden states");
+    let pair0 = hidden
+        .clone()
+        .narrow(0, 0, 1)
+        .narrow(1, 0, real)
+        .reshape([real * 384]);
+    assert_close(
+        &values(pair0),
+        &first_pair,
+        TOLERANCE,
+        "MiniLM pair 0 hidden states",
+    );
     let sums = hidden.sum_dim(2).reshape([batch * seq]);
-    assert_close(&values(sums), &floats(&reference["last_hidden_state_token_sum"]), 1e-3, "MiniLM token sums");
+    assert_close(
+        &values(sums),
+        &floats(&reference["last_hidden_state_token_sum"]),
+        1e-3,
+        "MiniLM token sums",
+    );
 }

@@ -1,7 +1,7 @@
 //! The programs end to end, as a user runs them: `train` on a small local split of MRPC
 //! with the real all-MiniLM-L6-v2, then `predict` and `eval` on the directory it saved.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::common::*;
@@ -13,7 +13,11 @@ fn program(name: &str, args: &[&str]) -> Output {
         "predict" => env!("CARGO_BIN_EXE_predict"),
         other => panic!("no program {other}"),
     };
-    Command::new(path).args(args).env("HF_HUB_OFFLINE", "1").output().unwrap()
+    Command::new(path)
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -27,7 +31,13 @@ fn stderr(output: &Output) -> String {
 /// The first `n` rows of the cached MRPC validation split as JSON lines.
 fn mrpc_rows(n: usize, skip: usize, path: &Path) {
     let task = burnbert_data::Task::by_name("mrpc").unwrap();
-    let rows = task.load_split(&burnbert_data::Hub::from_env("main", true), "validation", None).unwrap();
+    let rows = task
+        .load_split(
+            &burnbert_data::Hub::from_env("main", true),
+            "validation",
+            None,
+        )
+        .unwrap();
     let lines: Vec<String> = rows[skip..skip + n]
         .iter()
         .map(|r| {
@@ -35,7 +45,8 @@ fn mrpc_rows(n: usize, skip: usize, path: &Path) {
                 Some(burnbert_data::Label::Class(c)) => c,
                 _ => unreachable!(),
             };
-            serde_json::json!({"sentence1": r.text_a, "sentence2": r.text_b, "label": label}).to_string()
+            serde_json::json!({"sentence1": r.text_a, "sentence2": r.text_b, "label": label})
+                .to_string()
         })
         .collect();
     std::fs::write(path, lines.join("\n")).unwrap();
@@ -45,54 +56,129 @@ fn mrpc_rows(n: usize, skip: usize, path: &Path) {
 fn train_then_predict_and_eval_the_saved_model() {
     require_hf_home();
     let dir = tempfile::tempdir().unwrap();
-    let (train_file, validation_file, out) =
-        (dir.path().join("train.jsonl"), dir.path().join("validation.jsonl"), dir.path().join("run"));
+    let (train_file, validation_file, out) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("validation.jsonl"),
+        dir.path().join("run"),
+    );
     mrpc_rows(16, 0, &train_file);
     mrpc_rows(10, 100, &validation_file);
     let out_str = out.to_str().unwrap();
     let trained = program(
         "train",
         &[
-            "--model", "sentence-transformers/all-MiniLM-L6-v2", "--train-file", train_file.to_str().unwrap(),
-            "--validation-file", validation_file.to_str().unwrap(), "--num-epochs", "1", "--batch-size", "8",
-            "--output-dir", out_str, "--quiet",
+            "--model",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "--train-file",
+            train_file.to_str().unwrap(),
+            "--validation-file",
+            validation_file.to_str().unwrap(),
+            "--num-epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--output-dir",
+            out_str,
+            "--quiet",
         ],
     );
-    assert!(trained.status.success(), "train failed: {}", stderr(&trained));
-    for file in ["config.json", "model.safetensors", "tokenizer.json", "all_results.json", "metrics.jsonl"] {
-        assert!(out.join(file).is_file(), "{file} missing from the output directory");
+    assert!(
+        trained.status.success(),
+        "train failed: {}",
+        stderr(&trained)
+    );
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "all_results.json",
+        "metrics.jsonl",
+    ] {
+        assert!(
+            out.join(file).is_file(),
+            "{file} missing from the output directory"
+        );
     }
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["id2label"]["1"], "equivalent");
     let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("all_results.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("all_results.json")).unwrap())
+            .unwrap();
     assert_eq!(results["steps"], 2);
 
     // eval on the same split reproduces what train printed for the final model.
-    let evaluated = program("eval", &["--model", out_str, "--file", validation_file.to_str().unwrap(), "--json"]);
-    assert!(evaluated.status.success(), "eval failed: {}", stderr(&evaluated));
+    let matrix = dir.path().join("confusion.png");
+    let evaluated = program(
+        "eval",
+        &[
+            "--model",
+            out_str,
+            "--file",
+            validation_file.to_str().unwrap(),
+            "--json",
+            "--confusion-matrix",
+            matrix.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        evaluated.status.success(),
+        "eval failed: {}",
+        stderr(&evaluated)
+    );
     let evaluated: serde_json::Value = serde_json::from_str(stdout(&evaluated).trim()).unwrap();
     assert_eq!(evaluated["examples"], 10);
+    assert!(
+        std::fs::read(&matrix).unwrap().starts_with(b"\x89PNG"),
+        "the confusion matrix is a PNG"
+    );
+    for picture in ["loss.png", "learning_rate.png", "eval.png"] {
+        assert!(out.join(picture).is_file(), "train drew no {picture}");
+    }
     for metric in ["accuracy", "f1"] {
-        let (a, b) = (evaluated["metrics"][metric].as_f64().unwrap(), results["eval"][metric].as_f64().unwrap());
+        let (a, b) = (
+            evaluated["metrics"][metric].as_f64().unwrap(),
+            results["eval"][metric].as_f64().unwrap(),
+        );
         assert!((a - b).abs() < 1e-9, "{metric}: eval {a} vs train {b}");
     }
 
     // predict reads JSON lines and answers one line per input, in order.
-    let predicted = program("predict", &["--model", out_str, "--input", validation_file.to_str().unwrap()]);
-    assert!(predicted.status.success(), "predict failed: {}", stderr(&predicted));
-    let lines: Vec<serde_json::Value> = stdout(&predicted).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let predicted = program(
+        "predict",
+        &[
+            "--model",
+            out_str,
+            "--input",
+            validation_file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        predicted.status.success(),
+        "predict failed: {}",
+        stderr(&predicted)
+    );
+    let lines: Vec<serde_json::Value> = stdout(&predicted)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 10);
     let correct = lines
         .iter()
         .zip(std::fs::read_to_string(&validation_file).unwrap().lines())
         .filter(|(p, row)| {
             let row: serde_json::Value = serde_json::from_str(row).unwrap();
-            let name = if row["label"] == 1 { "equivalent" } else { "not_equivalent" };
+            let name = if row["label"] == 1 {
+                "equivalent"
+            } else {
+                "not_equivalent"
+            };
             p["label"] == name
         })
         .count();
-    assert!((correct as f64 / 10.0 - evaluated["metrics"]["accuracy"].as_f64().unwrap()).abs() < 1e-9);
+    assert!(
+        (correct as f64 / 10.0 - evaluated["metrics"]["accuracy"].as_f64().unwrap()).abs() < 1e-9
+    );
     let probabilities = floats(&lines[0]["probabilities"]);
     assert!((probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
 }
@@ -103,12 +189,26 @@ fn predict_reads_pairs_and_single_sentences_from_a_hub_model() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"sentence1\": \"A cat sat.\", \"sentence2\": \"A cat was sitting.\"}\n{\"sentence1\": \"Only one.\"}\n").unwrap();
-    let output = program("predict", &["--model", "sentence-transformers/all-MiniLM-L6-v2", "--input", input.to_str().unwrap()]);
+    let output = program(
+        "predict",
+        &[
+            "--model",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "--input",
+            input.to_str().unwrap(),
+        ],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
-    let lines: Vec<serde_json::Value> = stdout(&output).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     // all-MiniLM-L6-v2 has no id2label: labels are class indices.
-    assert!(lines.iter().all(|l| l["label"] == "0" || l["label"] == "1"), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l["label"] == "0" || l["label"] == "1"),
+        "{lines:?}"
+    );
     assert_eq!(floats(&lines[1]["logits"]).len(), 2);
 }
 
@@ -117,21 +217,138 @@ fn bad_input_gets_one_clear_line_and_exit_code_1() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nowhere");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--model", missing.to_str().unwrap(), "--dry-run"], "not in the Hugging Face cache"),
-        (vec!["--model", "x", "--task", "squad"], "unknown task `squad`"),
-        (vec!["--model", "x", "--device", "tpu"], "unknown device `tpu`"),
-        (vec!["--model", "x", "--batch-size", "0"], "--batch-size must be at least 1"),
-        (vec!["--model", "x", "--learning-rate", "-1"], "--learning-rate must be a positive number"),
-        (vec!["--model", "x", "--learning-rate", "NaN"], "--learning-rate must be a positive number"),
-        (vec!["--model", "x", "--gradient-accumulation-steps", "0"], "--gradient-accumulation-steps must be at least 1"),
-        (vec!["--model", "x", "--num-warmup-steps", "100000"], "longer than the whole run"),
-        (vec!["--model", "x", "--checkpointing-steps", "often"], "--checkpointing-steps takes a number"),
+        (
+            vec!["--model", missing.to_str().unwrap(), "--dry-run"],
+            "not in the Hugging Face cache",
+        ),
+        (
+            vec!["--model", "x", "--task", "squad"],
+            "unknown task `squad`",
+        ),
+        (
+            vec!["--model", "x", "--device", "tpu"],
+            "unknown device `tpu`",
+        ),
+        (
+            vec!["--model", "x", "--batch-size", "0"],
+            "--batch-size must be at least 1",
+        ),
+        (
+            vec!["--model", "x", "--learning-rate", "-1"],
+            "--learning-rate must be a positive number",
+        ),
+        (
+            vec!["--model", "x", "--learning-rate", "NaN"],
+            "--learning-rate must be a positive number",
+        ),
+        (
+            vec!["--model", "x", "--gradient-accumulation-steps", "0"],
+            "--gradient-accumulation-steps must be at least 1",
+        ),
+        (
+            vec!["--model", "x", "--num-warmup-steps", "100000"],
+            "longer than the whole run",
+        ),
+        (
+            vec!["--model", "x", "--checkpointing-steps", "often"],
+            "--checkpointing-steps takes a number",
+        ),
     ];
     for (args, expected) in cases {
         let output = program("train", &args);
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
-        assert!(err.starts_with("error: ") && err.contains(expected), "{args:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.contains(expected),
+            "{args:?}: {err}"
+        );
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
+}
+
+#[test]
+fn dry_run_shows_splits_a_batch_padding_and_steps() {
+    require_hf_home();
+    let output = program(
+        "train",
+        &[
+            "--model",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "--dry-run",
+            "--gradient-accumulation-steps",
+            "2",
+        ],
+    );
+    let text = stdout(&output);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        text.contains("splits: train 3668 examples, validation 408"),
+        "{text}"
+    );
+    // The course's batch: input_ids [8, L] with L the longest pair of the batch.
+    let shape = text
+        .lines()
+        .find(|l| l.starts_with("first batch: input_ids [8, "))
+        .expect(&text);
+    let longest: usize = shape["first batch: input_ids [8, ".len()..]
+        .split(']')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((20..=103).contains(&longest), "{shape}");
+    assert!(text.contains("padding ratio (epoch 1): "), "{text}");
+    // 3668 examples / 8 = 459 batches; 2 per step = 230 steps per epoch, the last one partial.
+    assert!(
+        text.contains("optimizer steps: 230 per epoch × 3 epochs = 690 (batch 8 × accumulation 2)"),
+        "{text}"
+    );
+}
+
+/// A split that is not in the default cache (`test`) is read when the cache has it.
+#[test]
+fn eval_reads_any_split_the_cache_has() {
+    require_hf_home();
+    let home = tempfile::tempdir().unwrap();
+    let source =
+        PathBuf::from(std::env::var("HF_HOME").unwrap()).join("hub/datasets--nyu-mll--glue");
+    let target = home.path().join("hub/datasets--nyu-mll--glue");
+    let commit = std::fs::read_to_string(source.join("refs/main")).unwrap();
+    let snapshot = target.join("snapshots").join(commit.trim()).join("mrpc");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(target.join("refs")).unwrap();
+    std::fs::copy(source.join("refs/main"), target.join("refs/main")).unwrap();
+    let validation = source
+        .join("snapshots")
+        .join(commit.trim())
+        .join("mrpc/validation-00000-of-00001.parquet");
+    std::fs::copy(&validation, snapshot.join("test-00000-of-00001.parquet")).unwrap();
+    let model = fixture("tiny-bert");
+    let run = |split: &str| {
+        Command::new(env!("CARGO_BIN_EXE_eval"))
+            .args([
+                "--model",
+                model.to_str().unwrap(),
+                "--split",
+                split,
+                "--json",
+            ])
+            .env("HF_HOME", home.path())
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap()
+    };
+    let test = run("test");
+    assert!(test.status.success(), "{}", stderr(&test));
+    let result: serde_json::Value = serde_json::from_str(stdout(&test).trim()).unwrap();
+    assert_eq!(result["examples"], 408);
+    assert_eq!(result["split"], "test");
+    let missing = run("train");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing)
+            .contains("mrpc/train-00000-of-00001.parquet is not in the Hugging Face cache"),
+        "{}",
+        stderr(&missing)
+    );
 }

@@ -12,7 +12,9 @@ fn mrpc_validation_ids_match_transformers() {
     let task = Task::by_name("mrpc").unwrap();
     let rows = task.load_split(&hub, "validation", None).unwrap();
     assert_eq!(rows.len(), 408);
-    let files = hub.model_files("sentence-transformers/all-MiniLM-L6-v2").unwrap();
+    let files = hub
+        .model_files("sentence-transformers/all-MiniLM-L6-v2")
+        .unwrap();
     let reference = json("mrpc_validation_token_ids.json");
 
     // all-MiniLM-L6-v2's tokenizer.json pads to 128; the override gives unpadded ids.
@@ -21,8 +23,16 @@ fn mrpc_validation_ids_match_transformers() {
     for (i, e) in encoded.iter().enumerate() {
         let ids: Vec<i64> = e.input_ids.iter().map(|&t| t as i64).collect();
         let types: Vec<i64> = e.token_type_ids.iter().map(|&t| t as i64).collect();
-        assert_eq!(ids, ints(&reference["input_ids"][i]), "input_ids of pair {i}");
-        assert_eq!(types, ints(&reference["token_type_ids"][i]), "token_type_ids of pair {i}");
+        assert_eq!(
+            ids,
+            ints(&reference["input_ids"][i]),
+            "input_ids of pair {i}"
+        );
+        assert_eq!(
+            types,
+            ints(&reference["token_type_ids"][i]),
+            "token_type_ids of pair {i}"
+        );
     }
     let labels: Vec<i64> = rows
         .iter()
@@ -41,6 +51,10 @@ fn mrpc_validation_ids_match_transformers() {
         let ids: Vec<i64> = e.input_ids.iter().map(|&t| t as i64).collect();
         assert_eq!(ids, ints(&expected["input_ids"][i]), "truncated pair {i}");
         let types: Vec<i64> = e.token_type_ids.iter().map(|&t| t as i64).collect();
-        assert_eq!(types, ints(&expected["token_type_ids"][i]), "truncated types {i}");
+        assert_eq!(
+            types,
+            ints(&expected["token_type_ids"][i]),
+            "truncated types {i}"
+        );
     }
 }

@@ -16,9 +16,13 @@ fn tiny(dropout: bool, device: &Device) -> BertForSequenceClassification {
         config.hidden_dropout_prob = 0.0;
         config.attention_probs_dropout_prob = 0.0;
     }
-    BertForSequenceClassification::from_pretrained(&config, &fixture("tiny-bert/model.safetensors"), device)
-        .unwrap()
-        .0
+    BertForSequenceClassification::from_pretrained(
+        &config,
+        &fixture("tiny-bert/model.safetensors"),
+        device,
+    )
+    .unwrap()
+    .0
 }
 
 /// Sentence pairs of 5 to 20 tokens in the tiny vocabulary (2 = [CLS], 3 = [SEP]); the
@@ -35,7 +39,11 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<Encoded> {
             ids.push(3);
             let types = (0..ids.len()).map(|i| u32::from(i > a + 1)).collect();
             let label = Label::Class((ids[1] % 2) as usize);
-            Encoded { input_ids: ids, token_type_ids: types, label: Some(label) }
+            Encoded {
+                input_ids: ids,
+                token_type_ids: types,
+                label: Some(label),
+            }
         })
         .collect()
 }
@@ -45,7 +53,8 @@ pub fn parameters(model: &BertForSequenceClassification) -> Vec<f32> {
     struct Collect(Vec<f32>);
     impl ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0.extend(param.val().into_data().try_to_vec::<f32>().unwrap());
+            self.0
+                .extend(param.val().into_data().try_to_vec::<f32>().unwrap());
         }
     }
     let mut collect = Collect(Vec::new());
@@ -54,7 +63,10 @@ pub fn parameters(model: &BertForSequenceClassification) -> Vec<f32> {
 }
 
 fn batcher() -> PaddingBatcher {
-    PaddingBatcher { pad_id: 0, pad_to_multiple_of: 1 }
+    PaddingBatcher {
+        pad_id: 0,
+        pad_to_multiple_of: 1,
+    }
 }
 
 #[test]
@@ -63,18 +75,38 @@ fn accumulated_micro_batches_give_the_large_batch_gradient() {
     let model = tiny(false, &device);
     let data = synthetic(12, 7);
     let all: Vec<usize> = (0..12).collect();
-    let (large, large_loss, n) = accumulate_gradients(&model, &[all.clone()], &data, &batcher(), &device);
+    let (large, large_loss, n) =
+        accumulate_gradients(&model, &[all.clone()], &data, &batcher(), &device);
     // Three micro-batches of unequal size (5, 4, 3), as a last partial group has.
     let micro = vec![all[..5].to_vec(), all[5..9].to_vec(), all[9..].to_vec()];
     let (small, small_loss, m) = accumulate_gradients(&model, &micro, &data, &batcher(), &device);
     assert_eq!((n, m), (12, 12));
-    assert!((large_loss - small_loss).abs() < 1e-5, "{large_loss} vs {small_loss}");
+    assert!(
+        (large_loss - small_loss).abs() < 1e-5,
+        "{large_loss} vs {small_loss}"
+    );
 
-    struct Compare<'a>(&'a burn::optim::GradientsParams, &'a burn::optim::GradientsParams, usize);
+    struct Compare<'a>(
+        &'a burn::optim::GradientsParams,
+        &'a burn::optim::GradientsParams,
+        usize,
+    );
     impl ModuleVisitor for Compare<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let a = self.0.get::<D>(param.id).unwrap().into_data().try_to_vec::<f32>().unwrap();
-            let b = self.1.get::<D>(param.id).unwrap().into_data().try_to_vec::<f32>().unwrap();
+            let a = self
+                .0
+                .get::<D>(param.id)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let b = self
+                .1
+                .get::<D>(param.id)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
             // Float noise of a different summation order: relative to the tensor's scale,
             // with a floor for tensors whose gradient is almost zero.
             let scale = a.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
@@ -108,10 +140,23 @@ fn run(options: &TrainOptions, dirs: &CheckpointDirs) -> (Vec<f32>, burnbert_tra
     let model = tiny(true, &device);
     let train = synthetic(18, 1);
     let validation = synthetic(7, 2);
-    let validation = Validation { examples: &validation, metrics: &[MetricKind::Accuracy, MetricKind::F1], num_classes: 2 };
+    let validation = Validation {
+        examples: &validation,
+        metrics: &[MetricKind::Accuracy, MetricKind::F1],
+        num_classes: 2,
+    };
     let mut progress = Progress::new(None, false, true).unwrap();
-    let trained = burnbert_train::train(model, &train, &validation, options, &batcher(), &device, dirs, &mut progress)
-        .unwrap();
+    let trained = burnbert_train::train(
+        model,
+        &train,
+        &validation,
+        options,
+        &batcher(),
+        &device,
+        dirs,
+        &mut progress,
+    )
+    .unwrap();
     (parameters(&trained.model), trained.state)
 }
 
@@ -119,28 +164,53 @@ fn run(options: &TrainOptions, dirs: &CheckpointDirs) -> (Vec<f32>, burnbert_tra
 fn same_seed_same_run_other_seed_other_run() {
     let (first, state) = run(&options(1), &CheckpointDirs::default());
     let (again, state_again) = run(&options(1), &CheckpointDirs::default());
-    assert_eq!(state.step, 5, "18 examples in batches of 4: 5 steps, the last one partial");
+    assert_eq!(
+        state.step, 5,
+        "18 examples in batches of 4: 5 steps, the last one partial"
+    );
     assert!(first == again, "same seed, different weights");
     assert_eq!(state.epochs, state_again.epochs);
-    let (other, _) = run(&TrainOptions { seed: 43, ..options(1) }, &CheckpointDirs::default());
+    let (other, _) = run(
+        &TrainOptions {
+            seed: 43,
+            ..options(1)
+        },
+        &CheckpointDirs::default(),
+    );
     assert!(first != other, "another seed, the same weights");
 }
 
 #[test]
 fn resuming_a_checkpoint_gives_the_uninterrupted_result() {
     let dir = tempfile::tempdir().unwrap();
-    let save = |name: &str| CheckpointDirs { save_to: Some(dir.path().join(name)), resume_from: None };
-    let every_3 = TrainOptions { checkpoint_steps: Some(3), ..options(2) };
+    let save = |name: &str| CheckpointDirs {
+        save_to: Some(dir.path().join(name)),
+        resume_from: None,
+    };
+    let every_3 = TrainOptions {
+        checkpoint_steps: Some(3),
+        ..options(2)
+    };
     let (uninterrupted, state) = run(&every_3, &save("a"));
     assert_eq!(state.step, 10);
     let saved = burnbert_train::checkpoint::list(&dir.path().join("a"));
-    assert_eq!(saved.len(), 2, "the last two checkpoints are kept: {saved:?}");
+    assert_eq!(
+        saved.len(),
+        2,
+        "the last two checkpoints are kept: {saved:?}"
+    );
     assert!(saved[0].ends_with("step-00000006"), "{saved:?}");
 
     // Continue from step 6 (mid-epoch 2: epoch 1 has 5 steps) as a new process would.
-    let resumed_dirs = CheckpointDirs { save_to: Some(dir.path().join("b")), resume_from: Some(saved[0].clone()) };
+    let resumed_dirs = CheckpointDirs {
+        save_to: Some(dir.path().join("b")),
+        resume_from: Some(saved[0].clone()),
+    };
     let (resumed, resumed_state) = run(&options(2), &resumed_dirs);
     assert_eq!(resumed_state.step, 10);
-    assert_eq!(resumed_state.epochs, state.epochs, "same losses and metrics");
+    assert_eq!(
+        resumed_state.epochs, state.epochs,
+        "same losses and metrics"
+    );
     assert_close(&resumed, &uninterrupted, 1e-6, "final weights");
 }

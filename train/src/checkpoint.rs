@@ -84,7 +84,9 @@ pub fn save(
         std::fs::remove_dir_all(&done).map_err(io(&done))?;
     }
     std::fs::rename(&tmp, &done).map_err(|e| failed("directory", &e))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
     prune(dir)?;
     Ok(done)
 }
@@ -142,8 +144,9 @@ pub fn load(
             path.display()
         ))
     };
-    let state: LoopState = serde_json::from_slice(&std::fs::read(path.join(STATE)).map_err(io(path))?)
-        .map_err(|e| bad("loop state", &e))?;
+    let state: LoopState =
+        serde_json::from_slice(&std::fs::read(path.join(STATE)).map_err(io(path))?)
+            .map_err(|e| bad("loop state", &e))?;
     let model = model
         .try_load_file(path.join(MODEL))
         .map_err(|e| bad("model", &e))?;

@@ -92,15 +92,23 @@ impl TrainOptions {
             return bad("--num-epochs must be at least 1".into());
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!("--learning-rate must be a positive number, not {}", self.learning_rate));
+            return bad(format!(
+                "--learning-rate must be a positive number, not {}",
+                self.learning_rate
+            ));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!("--weight-decay must be a number ≥ 0, not {}", self.weight_decay));
+            return bad(format!(
+                "--weight-decay must be a number ≥ 0, not {}",
+                self.weight_decay
+            ));
         }
         if let Some(norm) = self.max_grad_norm
             && !(norm.is_finite() && norm > 0.0)
         {
-            return bad(format!("--max-grad-norm must be a positive number, not {norm}"));
+            return bad(format!(
+                "--max-grad-norm must be a positive number, not {norm}"
+            ));
         }
         if self.checkpoint_steps == Some(0) {
             return bad("--checkpointing-steps must be at least 1".into());
@@ -264,7 +272,11 @@ pub fn train(
     if let Some(path) = &dirs.resume_from {
         let path = checkpoint::resolve(path)?;
         (model, optimizer, state) = checkpoint::load(&path, model, optimizer)?;
-        progress.note(&format!("resumed from {} at step {}", path.display(), state.step));
+        progress.note(&format!(
+            "resumed from {} at step {}",
+            path.display(),
+            state.step
+        ));
     }
     let plan = options.plan();
     let schedule = options.schedule(train.len());
@@ -274,15 +286,26 @@ pub fn train(
 
     while state.epoch < options.epochs {
         let batches = plan.epoch(&lengths, state.epoch);
-        let groups: Vec<&[Vec<usize>]> = batches.chunks(options.gradient_accumulation_steps).collect();
+        let groups: Vec<&[Vec<usize>]> = batches
+            .chunks(options.gradient_accumulation_steps)
+            .collect();
         for group in &groups[state.step_in_epoch..] {
             // Dropout masks depend on the step alone, so a resumed run draws the same ones.
-            device.seed(options.seed.wrapping_mul(1_000_003).wrapping_add(state.step as u64));
-            let (mut grads, step_loss, group_examples) = accumulate_gradients(&model, group, train, batcher, &device);
+            device.seed(
+                options
+                    .seed
+                    .wrapping_mul(1_000_003)
+                    .wrapping_add(state.step as u64),
+            );
+            let (mut grads, step_loss, group_examples) =
+                accumulate_gradients(&model, group, train, batcher, &device);
             let lr = schedule.lr(state.step);
             if !step_loss.is_finite() {
                 if !options.skip_nonfinite {
-                    return Err(TrainError::NonFinite { loss: step_loss, step: state.step + 1 });
+                    return Err(TrainError::NonFinite {
+                        loss: step_loss,
+                        step: state.step + 1,
+                    });
                 }
                 state.skipped_nonfinite += 1;
             } else {
@@ -297,7 +320,9 @@ pub fn train(
             state.step_in_epoch += 1;
             progress.step(state.epoch + 1, state.step, step_loss, lr, group_examples);
 
-            let due = options.checkpoint_steps.is_some_and(|n| state.step % n == 0);
+            let due = options
+                .checkpoint_steps
+                .is_some_and(|n| state.step % n == 0);
             let stop = interrupted.load(std::sync::atomic::Ordering::SeqCst);
             if let Some(dir) = &dirs.save_to
                 && (due || stop)
@@ -307,21 +332,33 @@ pub fn train(
                 if stop {
                     return Err(TrainError::Interrupted {
                         step: state.step,
-                        saved: format!("; resume with --resume-from-checkpoint {}", saved.display()),
+                        saved: format!(
+                            "; resume with --resume-from-checkpoint {}",
+                            saved.display()
+                        ),
                     });
                 }
             } else if stop {
                 return Err(TrainError::Interrupted {
                     step: state.step,
-                    saved: " (no checkpoint: run with --checkpointing-steps to keep progress)".into(),
+                    saved: " (no checkpoint: run with --checkpointing-steps to keep progress)"
+                        .into(),
                 });
             }
         }
 
         let mut metrics = Metrics::new(validation.metrics, validation.num_classes);
-        let predictions = burnbert_eval::predict(&model, validation.examples, batcher, options.eval_batch_size, &device);
+        let predictions = burnbert_eval::predict(
+            &model,
+            validation.examples,
+            batcher,
+            options.eval_batch_size,
+            &device,
+        );
         let references = burnbert_eval::references(validation.examples).ok_or_else(|| {
-            TrainError::Options("the validation split has unlabelled rows; pick a labelled split".into())
+            TrainError::Options(
+                "the validation split has unlabelled rows; pick a labelled split".into(),
+            )
         })?;
         metrics.add_batch(&predictions.predicted, &references);
         let result = EpochResult {

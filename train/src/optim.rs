@@ -67,7 +67,11 @@ pub fn scale_grads<M: Module>(model: &M, grads: GradientsParams, factor: f64) ->
 
 /// Clips gradients to a global L2 norm of at most `max_norm` (transformers'
 /// `max_grad_norm`); returns the norm before clipping.
-pub fn clip_grad_norm<M: Module>(model: &M, grads: GradientsParams, max_norm: f64) -> (GradientsParams, f64) {
+pub fn clip_grad_norm<M: Module>(
+    model: &M,
+    grads: GradientsParams,
+    max_norm: f64,
+) -> (GradientsParams, f64) {
     let norm = global_norm(model, &grads);
     // torch adds 1e-6 to the norm in the denominator.
     let coef = max_norm / (norm + 1e-6);
@@ -77,7 +81,6 @@ pub fn clip_grad_norm<M: Module>(model: &M, grads: GradientsParams, max_norm: f6
         (grads, norm)
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -93,7 +96,12 @@ mod tests {
     }
 
     fn floats(value: &Value) -> Vec<f32> {
-        value.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
+        value
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect()
     }
 
     fn tensor(values: Vec<f32>, device: &Device) -> Tensor<1> {
@@ -107,7 +115,10 @@ mod tests {
 
     fn assert_close(actual: &[f32], expected: &[f32], what: &str) {
         for (a, e) in actual.iter().zip(expected) {
-            assert!((a - e).abs() <= 1e-6 + 1e-5 * e.abs(), "{what}: {actual:?} vs {expected:?}");
+            assert!(
+                (a - e).abs() <= 1e-6 + 1e-5 * e.abs(),
+                "{what}: {actual:?} vs {expected:?}"
+            );
         }
     }
 
@@ -115,8 +126,12 @@ mod tests {
     /// with `clip_grad_norm_(max_norm=1.0)`.
     #[test]
     fn matches_torch_adamw_and_clip_grad_norm() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/fixtures/adamw_reference.json");
-        let reference: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../assets/fixtures/adamw_reference.json"
+        );
+        let reference: Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let device = Device::default().autodiff();
         for (case, clip) in [("no_clip", None), ("clip_1.0", Some(1.0))] {
             let mut model = TwoGroups {
@@ -126,18 +141,36 @@ mod tests {
             let mut optimizer = adamw(0.01);
             for (step, expected) in reference[case].as_array().unwrap().iter().enumerate() {
                 let mut grads = GradientsParams::new();
-                grads.register(model.weight.id, tensor(floats(&reference["grads_a"][step]), &device));
-                grads.register(model.bias.id, tensor(floats(&reference["grads_b"][step]), &device));
+                grads.register(
+                    model.weight.id,
+                    tensor(floats(&reference["grads_a"][step]), &device),
+                );
+                grads.register(
+                    model.bias.id,
+                    tensor(floats(&reference["grads_b"][step]), &device),
+                );
                 if let Some(max_norm) = clip {
                     let (clipped, norm) = clip_grad_norm(&model, grads, max_norm);
                     let want = expected["total_norm_before_clip"].as_f64().unwrap();
                     assert!((norm - want).abs() < 1e-5, "norm {norm} vs {want}");
-                    assert_close(&values(clipped.get::<1>(model.weight.id).unwrap()), &floats(&expected["grad_a_after_clip"]), "clipped a");
+                    assert_close(
+                        &values(clipped.get::<1>(model.weight.id).unwrap()),
+                        &floats(&expected["grad_a_after_clip"]),
+                        "clipped a",
+                    );
                     grads = clipped;
                 }
                 model = optimizer.step(1e-3, model, grads);
-                assert_close(&values(model.weight.val()), &floats(&expected["a"]), &format!("{case} step {step} a"));
-                assert_close(&values(model.bias.val()), &floats(&expected["b"]), &format!("{case} step {step} b"));
+                assert_close(
+                    &values(model.weight.val()),
+                    &floats(&expected["a"]),
+                    &format!("{case} step {step} a"),
+                );
+                assert_close(
+                    &values(model.bias.val()),
+                    &floats(&expected["b"]),
+                    &format!("{case} step {step} b"),
+                );
             }
         }
     }

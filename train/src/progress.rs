@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -17,6 +17,8 @@ use crate::EpochResult;
 pub struct Progress {
     bar: Option<ProgressBar>,
     log: Option<File>,
+    /// Where `log` is, to redraw the run's plots beside it after each epoch.
+    log_path: Option<PathBuf>,
     /// Plain lines every this many steps when there is no bar; `None` when quiet.
     every: Option<usize>,
     running_loss: f64,
@@ -29,7 +31,8 @@ impl Progress {
     /// `log` receives one JSON object per step and per epoch, appended to what is there
     /// when `resuming`; `quiet` shows nothing.
     pub fn new(log: Option<&Path>, resuming: bool, quiet: bool) -> std::io::Result<Self> {
-        let log = log
+        let log_path = log.map(Path::to_path_buf);
+        let mut log = log
             .map(|path| {
                 std::fs::OpenOptions::new()
                     .create(true)
@@ -39,10 +42,17 @@ impl Progress {
                     .open(path)
             })
             .transpose()?;
+        // A killed run may have left half a record: start the resumed records on a new line.
+        if let (true, Some(file), Some(path)) = (resuming, log.as_mut(), &log_path)
+            && std::fs::read(path).is_ok_and(|b| b.last().is_some_and(|&c| c != b'\n'))
+        {
+            writeln!(file)?;
+        }
         let bar = (!quiet && std::io::stdout().is_terminal()).then(ProgressBar::hidden);
         Ok(Self {
             bar,
             log,
+            log_path,
             every: (!quiet).then_some(50),
             running_loss: f64::NAN,
             started: Instant::now(),
@@ -79,7 +89,10 @@ impl Progress {
         self.examples += examples;
         let rate = self.examples as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
         self.write(json!({"step": step, "epoch": epoch, "loss": loss, "lr": lr, "samples_per_second": rate}));
-        let msg = format!("loss {:.4} lr {lr:.2e} {rate:.1} samples/s", self.running_loss);
+        let msg = format!(
+            "loss {:.4} lr {lr:.2e} {rate:.1} samples/s",
+            self.running_loss
+        );
         match &self.bar {
             Some(bar) => {
                 bar.set_prefix(epoch.to_string());
@@ -108,8 +121,19 @@ impl Progress {
             table.push_str(&format!(" | {name} {value:.4}"));
         }
         self.note(&table);
-        self.write(json!({"epoch": result.epoch, "eval": result.metrics, "train_loss": result.train_loss,
-            "padding_ratio": result.padding_ratio}));
+        self.write(
+            json!({"epoch": result.epoch, "eval": result.metrics, "train_loss": result.train_loss,
+            "padding_ratio": result.padding_ratio}),
+        );
+        if let Some(path) = &self.log_path {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            // Pictures are a bonus: failing to draw them must not stop training.
+            if let Err(error) = burnbert_eval::plot::read_log(path)
+                .and_then(|log| burnbert_eval::plot::plot_run(&log, dir))
+            {
+                self.note(&format!("warning: cannot draw the run's plots: {error}"));
+            }
+        }
     }
 
     /// A line of text that does not disturb the bar.

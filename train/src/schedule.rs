@@ -6,7 +6,9 @@
 use std::f64::consts::PI;
 
 /// The shape of the schedule after warmup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ScheduleKind {
     /// Linear decay to 0 at the last step (the course's `get_scheduler("linear")`).
@@ -30,7 +32,11 @@ impl Schedule {
     /// The learning rate for the update at `step` (0-based), the value transformers'
     /// scheduler reports after `step` calls of `lr_scheduler.step()`.
     pub fn lr(&self, step: usize) -> f64 {
-        let (step, warmup, total) = (step as f64, self.warmup_steps as f64, self.total_steps as f64);
+        let (step, warmup, total) = (
+            step as f64,
+            self.warmup_steps as f64,
+            self.total_steps as f64,
+        );
         if step < warmup {
             return self.peak * step / warmup.max(1.0);
         }
@@ -53,8 +59,12 @@ mod tests {
     /// transformers' `get_scheduler` values, from `assets/fixtures/make_fixtures.py`.
     #[test]
     fn matches_transformers_get_scheduler() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/fixtures/schedule_reference.json");
-        let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../assets/fixtures/schedule_reference.json"
+        );
+        let reference: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         for (case, kind) in [
             ("linear_1377", ScheduleKind::Linear),
             ("linear_warmup10_50", ScheduleKind::Linear),
@@ -74,7 +84,10 @@ mod tests {
             for (k, lr) in steps.iter().zip(rates) {
                 let (k, lr) = (k.as_u64().unwrap() as usize, lr.as_f64().unwrap());
                 let ours = schedule.lr(k);
-                assert!((ours - lr).abs() <= 1e-12 * lr.abs().max(1e-5), "{kind:?} step {k}: {ours} vs {lr}");
+                assert!(
+                    (ours - lr).abs() <= 1e-12 * lr.abs().max(1e-5),
+                    "{kind:?} step {k}: {ours} vs {lr}"
+                );
             }
         }
     }

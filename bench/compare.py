@@ -1,0 +1,277 @@
+#!/usr/bin/env python3
+"""burnbert against PyTorch + transformers: the same BERT shape, batch and steps, timed alike.
+
+How to run (from the repository root, on a quiet machine: another busy process on the same
+cores can make either side several times slower):
+
+    export CARGO_TARGET_DIR=~/.cache/burnbert-target      # or leave it unset: target/
+    cargo build --release --workspace --all-targets       # builds target/release/bench
+    python bench/compare.py --model-shape minilm-l6 --batch 8 --seq 128 --steps 20 --warmup 3
+
+On a GPU, build burnbert with `--features cuda` and pass `--device cuda`. Needs torch and
+transformers (any recent version; measured with torch 2.15 and transformers 5.24).
+
+What runs:
+- PyTorch: transformers' BertForSequenceClassification, randomly initialised from the preset's
+  config.json (assets/presets/), eager attention; a train step is forward + loss + backward +
+  torch.optim.AdamW (lr 5e-5, weight decay 0.01 except on biases and LayerNorm, fused on
+  CUDA), an infer step a forward pass under torch.inference_mode() in eval mode.
+- burnbert: `bench --json` with the same arguments, in its own process, after PyTorch.
+
+Both use one fixed batch: random token ids, the last quarter of every row padded (attention
+mask 0), random labels. Warm-up steps are not timed; each timed step ends with a device
+synchronisation; the median step time gives samples/s.
+
+Precision (--dtype):
+- f32: both in float32.
+- tf32: PyTorch float32 with TF32 matmuls (CUDA only); burnbert runs float32, as Burn has no
+  TF32 switch.
+- bf16: PyTorch float32 weights under bf16 autocast; burnbert runs bf16 weights and
+  activations throughout (Burn has no autocast), which only its GPU backends support.
+
+Peak memory: on the CPU each side's peak RSS; on CUDA PyTorch's max_memory_allocated and
+max_memory_reserved against the largest reservation of Burn's device allocator.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PRESETS = {
+    "bert-base": REPO / "assets/presets/bert-base-uncased.json",
+    "minilm-l6": REPO / "assets/presets/minilm-l6.json",
+    "tiny": REPO / "assets/presets/tiny.json",
+}
+LEARNING_RATE = 5e-5
+WEIGHT_DECAY = 0.01
+
+
+def default_bench_binary() -> Path:
+    target = os.environ.get("CARGO_TARGET_DIR")
+    return (Path(target) if target else REPO / "target") / "release" / "bench"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="See the top of bench/compare.py for what is measured and how.",
+    )
+    parser.add_argument("--model-shape", default="bert-base",
+                        help="bert-base, minilm-l6, tiny, or the path of a config.json")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
+    parser.add_argument("--mode", choices=["train", "infer"], default="train")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=["f32", "tf32", "bf16"], default="f32")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads for both (torch.set_num_threads, RAYON_NUM_THREADS)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--burnbert-bin", type=Path, default=default_bench_binary(),
+                        help="burnbert's bench program [default: %(default)s]")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object with both results instead of text")
+    args = parser.parse_args()
+    if min(args.batch, args.seq, args.steps) < 1 or args.warmup < 0:
+        parser.error("--batch, --seq and --steps must be at least 1, --warmup at least 0")
+    if args.dtype == "tf32" and args.device != "cuda":
+        parser.error("--dtype tf32 is a CUDA matmul mode; use it with --device cuda")
+    return args
+
+
+def config_path(shape: str) -> Path:
+    path = PRESETS.get(shape, Path(shape))
+    if not path.is_file():
+        sys.exit(f"error: --model-shape {shape!r} is neither a preset "
+                 f"({', '.join(PRESETS)}) nor a config.json file")
+    return path
+
+
+def real_tokens_per_row(seq: int) -> int:
+    """All but the last quarter of the row, as burnbert's bench pads."""
+    return seq - seq // 4
+
+
+def run_pytorch(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    import torch
+    import transformers
+    from transformers import BertConfig, BertForSequenceClassification
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("error: --device cuda, but this PyTorch sees no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = args.dtype == "tf32"
+        torch.backends.cudnn.allow_tf32 = args.dtype == "tf32"
+
+    def sync():
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
+    config = BertConfig.from_json_file(str(config_path(args.model_shape)))
+    if args.seq > config.max_position_embeddings:
+        sys.exit(f"error: --seq {args.seq} exceeds the model's max_position_embeddings "
+                 f"{config.max_position_embeddings}")
+    config._attn_implementation = "eager"
+    torch.manual_seed(args.seed)
+    clock_started = time.perf_counter()
+    model = BertForSequenceClassification(config).to(device)
+    parameters = sum(p.numel() for p in model.parameters())
+
+    rows, seq, real = args.batch, args.seq, real_tokens_per_row(args.seq)
+    input_ids = torch.randint(0, config.vocab_size, (rows, seq))
+    attention_mask = torch.ones(rows, seq, dtype=torch.long)
+    attention_mask[:, real:] = 0
+    input_ids[:, real:] = config.pad_token_id or 0
+    token_type_ids = torch.zeros(rows, seq, dtype=torch.long)
+    labels = torch.randint(0, config.num_labels, (rows,))
+    batch = {
+        "input_ids": input_ids.to(device),
+        "attention_mask": attention_mask.to(device),
+        "token_type_ids": token_type_ids.to(device),
+    }
+    labels = labels.to(device)
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
+
+    if args.mode == "train":
+        model.train()
+        decay = [p for n, p in model.named_parameters() if not ("bias" in n or "LayerNorm" in n)]
+        no_decay = [p for n, p in model.named_parameters() if "bias" in n or "LayerNorm" in n]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": WEIGHT_DECAY},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=LEARNING_RATE,
+            fused=args.device == "cuda",
+        )
+
+        def step():
+            with autocast:
+                loss = model(**batch, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return loss.detach()
+    else:
+        model.eval()
+
+        def step():
+            with torch.inference_mode(), autocast:
+                return model(**batch).logits
+
+    times, first_step_done, output = [], None, None
+    for _ in range(args.warmup + args.steps):
+        clock = time.perf_counter()
+        output = step()
+        sync()
+        times.append(time.perf_counter() - clock)
+        if first_step_done is None:
+            first_step_done = time.perf_counter() - clock_started
+    timed = times[args.warmup:]
+    median = statistics.median(timed)
+    result = {
+        "program": "pytorch",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "threads": torch.get_num_threads(),
+        "parameters": parameters,
+        "mode": args.mode,
+        "dtype": args.dtype,
+        "device": args.device,
+        "batch": rows,
+        "seq": seq,
+        "real_tokens_per_row": real,
+        "warmup": args.warmup,
+        "step_seconds": timed,
+        "median_step_seconds": median,
+        "samples_per_second": rows / median,
+        "tokens_per_second": rows * seq / median,
+        "real_tokens_per_second": rows * real / median,
+        "time_to_first_step_seconds": first_step_done,
+        "import_seconds": clock_started - started,
+        # ru_maxrss is in KiB on Linux.
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "final_loss": output.item() if args.mode == "train" else None,
+    }
+    if args.device == "cuda":
+        result["device_allocated_bytes"] = torch.cuda.max_memory_allocated()
+        result["device_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    return result
+
+
+def run_burnbert(args: argparse.Namespace) -> dict:
+    binary = args.burnbert_bin
+    if not binary.is_file():
+        return {"error": f"{binary} not found; build it with `cargo build --release --workspace "
+                         "--all-targets` or pass --burnbert-bin"}
+    dtype = {"f32": "f32", "tf32": "f32", "bf16": "bf16"}[args.dtype]
+    command = [
+        str(binary), "--model-shape", args.model_shape, "--batch", str(args.batch),
+        "--seq", str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--mode", args.mode, "--dtype", dtype, "--device", args.device,
+        "--seed", str(args.seed), "--json",
+    ]
+    env = dict(os.environ)
+    if args.threads:
+        env["RAYON_NUM_THREADS"] = str(args.threads)
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip() or f"exit code {done.returncode}",
+                "command": " ".join(command)}
+    return json.loads(done.stdout)
+
+
+def describe(result: dict) -> str:
+    if "error" in result:
+        return f"failed: {result['error']}"
+    line = (f"median step {1000 * result['median_step_seconds']:.1f} ms, "
+            f"{result['samples_per_second']:.1f} samples/s, "
+            f"{result['tokens_per_second']:.0f} tokens/s "
+            f"({result['real_tokens_per_second']:.0f} real), "
+            f"first step after {result['time_to_first_step_seconds']:.2f} s, "
+            f"peak RSS {result['peak_rss_bytes'] / 2**20:.0f} MiB")
+    if result.get("device_allocated_bytes") is not None:
+        line += f", GPU allocated {result['device_allocated_bytes'] / 2**30:.2f} GiB"
+    if result.get("device_reserved_bytes") is not None:
+        line += f", GPU reserved {result['device_reserved_bytes'] / 2**30:.2f} GiB"
+    if result.get("final_loss") is not None:
+        line += f", last loss {result['final_loss']:.4f}"
+    return line
+
+
+def main() -> None:
+    args = parse_args()
+    config_path(args.model_shape)  # fail before anything runs
+    # PyTorch first, then burnbert in its own process: never both at once.
+    pytorch = run_pytorch(args)
+    burnbert = run_burnbert(args)
+    ratio = None
+    if "error" not in burnbert:
+        ratio = burnbert["samples_per_second"] / pytorch["samples_per_second"]
+    if args.json:
+        print(json.dumps({"pytorch": pytorch, "burnbert": burnbert,
+                          "ratio_burnbert_over_pytorch": ratio}))
+        return
+    print(f"{args.model_shape} {args.mode} {args.dtype} on {args.device}: batch {args.batch} × "
+          f"seq {args.seq} ({real_tokens_per_row(args.seq)} real tokens per row), "
+          f"{args.steps} steps after {args.warmup} warm-up, {pytorch['threads']} torch threads")
+    print(f"  pytorch  (torch {pytorch['torch']}, transformers {pytorch['transformers']}): "
+          f"{describe(pytorch)}")
+    print(f"  burnbert ({burnbert.get('device', args.burnbert_bin)}): {describe(burnbert)}")
+    if ratio is not None:
+        print(f"  burnbert / pytorch samples/s: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

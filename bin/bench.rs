@@ -1,0 +1,415 @@
+//! `bench`: how fast burnbert trains (or runs) a BERT of a given shape, on random weights and
+//! random tokens, so that it can be set beside PyTorch (`bench/compare.py`) on the same machine.
+//!
+//! Every step gets the same batch: `--batch` rows of `--seq` random token ids, random labels.
+//! The PyTorch reference numbers in `shared/README.md` have "1/4 of each row padded"; read
+//! literally, every row here ends in the same `seq / 4` (rounded down) padded positions, rather
+//! than having a length drawn at random. Neither burnbert nor transformers skips padded
+//! positions, so the padding changes none of the work, only how many of the tokens per second are
+//! real ones, and a fixed share makes that count exact and the same on both sides.
+//!
+//! A train step is forward + loss + backward + AdamW step; an infer step is a forward pass
+//! of the model in validation mode, without autodiff. The first `--warmup` steps are not
+//! timed; the device is synchronised before the clock is read after every step.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, DeviceConfig, DeviceError, FloatDType, Int, Tensor, TensorData};
+use burnbert::run;
+use burnbert_model::{BertConfig, BertForSequenceClassification, BertInput, Labels};
+use clap::{Parser, ValueEnum};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+/// The model shapes built into the program, from `assets/presets/`.
+const PRESETS: [(&str, &str); 3] = [
+    (
+        "bert-base",
+        include_str!("../assets/presets/bert-base-uncased.json"),
+    ),
+    (
+        "minilm-l6",
+        include_str!("../assets/presets/minilm-l6.json"),
+    ),
+    ("tiny", include_str!("../assets/presets/tiny.json")),
+];
+
+/// AdamW as in the course's recipe; the step's cost does not depend on the values.
+const LEARNING_RATE: f64 = 5e-5;
+const WEIGHT_DECAY: f64 = 0.01;
+
+#[derive(Parser)]
+#[command(
+    about = "Measure burnbert's training or inference speed on a randomly initialised BERT",
+    after_help = "Compare with PyTorch on the same machine: python bench/compare.py --help"
+)]
+struct Args {
+    /// bert-base, minilm-l6, tiny, or the path of a Hugging Face config.json.
+    #[arg(long, default_value = "bert-base")]
+    model_shape: String,
+    /// Rows per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Tokens per row, padding included.
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed steps before them (kernel compilation, allocator growth).
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Float type of weights and activations (f16 and bf16 on GPU backends only).
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    dtype: Dtype,
+    #[arg(long, value_enum, default_value_t = Mode::Train)]
+    mode: Mode,
+    /// auto, cpu, ndarray, flex, wgpu[:N] or cuda[:N], as compiled in.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Seeds the weights, the tokens, the labels and dropout.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Print one JSON object instead of the human-readable line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Dtype {
+    fn float(self) -> FloatDType {
+        match self {
+            Dtype::F32 => FloatDType::F32,
+            Dtype::F16 => FloatDType::F16,
+            Dtype::Bf16 => FloatDType::BF16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    /// Forward, loss, backward and an AdamW step.
+    Train,
+    /// Forward only, without autodiff.
+    Infer,
+}
+
+/// What the program prints; `--json` gives it as is.
+#[derive(Serialize)]
+struct Report {
+    program: &'static str,
+    model_shape: String,
+    num_hidden_layers: usize,
+    hidden_size: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    vocab_size: usize,
+    parameters: usize,
+    mode: Mode,
+    dtype: Dtype,
+    device: String,
+    batch: usize,
+    seq: usize,
+    /// Real (unpadded) tokens in each row.
+    real_tokens_per_row: usize,
+    warmup: usize,
+    /// Seconds of each timed step.
+    step_seconds: Vec<f64>,
+    median_step_seconds: f64,
+    samples_per_second: f64,
+    /// All positions, padding included.
+    tokens_per_second: f64,
+    real_tokens_per_second: f64,
+    /// From before the device and model are set up to the end of the first step.
+    time_to_first_step_seconds: f64,
+    /// The process's peak resident memory (VmHWM); `None` off Linux.
+    peak_rss_bytes: Option<u64>,
+    /// The largest device-allocator reservation seen after a step; `None` on backends that
+    /// do not report one (the CPU backends).
+    device_reserved_bytes: Option<u64>,
+    /// The loss of the last step (train mode).
+    final_loss: Option<f32>,
+}
+
+fn main() -> std::process::ExitCode {
+    run(|| {
+        let args = Args::parse();
+        anyhow::ensure!(
+            args.batch > 0 && args.seq > 0 && args.steps > 0,
+            "--batch, --seq and --steps must be at least 1"
+        );
+        let config = model_config(&args.model_shape)?;
+        anyhow::ensure!(
+            args.seq <= config.max_position_embeddings,
+            "--seq {} exceeds the model's max_position_embeddings {}",
+            args.seq,
+            config.max_position_embeddings
+        );
+        let started = Instant::now();
+        let mut device = burnbert_model::parse_device(&args.device).map_err(anyhow::Error::msg)?;
+        // The default float type must be set before the first tensor exists on the device.
+        device
+            .configure(DeviceConfig::default().float_dtype(args.dtype.float()))
+            .map_err(|e| match e {
+                DeviceError::UnsupportedDType { device, .. } => anyhow::anyhow!(
+                    "--dtype {} is not supported on {device}; use --dtype f32 (f16 and bf16 \
+                     need a GPU backend such as --device cuda)",
+                    flag_name(args.dtype)
+                ),
+                other => other.into(),
+            })?;
+        device.seed(args.seed);
+        let model = BertForSequenceClassification::new(&config, &device);
+        let parameters = model.num_params();
+        let total_steps = args.warmup + args.steps;
+
+        let (timings, final_loss) = match args.mode {
+            Mode::Train => {
+                let device = device.clone().autodiff();
+                let batch = random_batch(&config, &args, &device);
+                let mut optimizer = burnbert_train::optim::adamw(WEIGHT_DECAY);
+                let model = model.to_device(&device).train();
+                let (timings, loss) = run_steps(&device, total_steps, started, model, |model| {
+                    let output = model.forward(
+                        batch.input.clone(),
+                        Some(Labels::Classes(batch.labels.clone())),
+                    );
+                    let loss = output.loss.expect("labels were given");
+                    let grads = GradientsParams::from_grads(loss.backward(), &model);
+                    (optimizer.step(LEARNING_RATE, model, grads), loss)
+                })?;
+                (timings, Some(loss.into_scalar::<f32>()))
+            }
+            Mode::Infer => {
+                let batch = random_batch(&config, &args, &device);
+                let model = model.valid();
+                let (timings, _logits) =
+                    run_steps(&device, total_steps, started, model, |model| {
+                        let logits = model.forward(batch.input.clone(), None).logits;
+                        (model, logits)
+                    })?;
+                (timings, None)
+            }
+        };
+
+        let timed = &timings.step_seconds[args.warmup..];
+        let median = median(timed);
+        let real = real_tokens_per_row(args.seq);
+        let report = Report {
+            program: "burnbert",
+            model_shape: args.model_shape.clone(),
+            num_hidden_layers: config.num_hidden_layers,
+            hidden_size: config.hidden_size,
+            num_attention_heads: config.num_attention_heads,
+            intermediate_size: config.intermediate_size,
+            vocab_size: config.vocab_size,
+            parameters,
+            mode: args.mode,
+            dtype: args.dtype,
+            device: format!("{device:?}"),
+            batch: args.batch,
+            seq: args.seq,
+            real_tokens_per_row: real,
+            warmup: args.warmup,
+            step_seconds: timed.to_vec(),
+            median_step_seconds: median,
+            samples_per_second: args.batch as f64 / median,
+            tokens_per_second: (args.batch * args.seq) as f64 / median,
+            real_tokens_per_second: (args.batch * real) as f64 / median,
+            time_to_first_step_seconds: timings.first_step_done.as_secs_f64(),
+            peak_rss_bytes: peak_rss_bytes(),
+            device_reserved_bytes: timings.device_reserved_bytes,
+            final_loss,
+        };
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}", human_line(&report));
+        }
+        Ok(())
+    })
+}
+
+/// A preset by name, else a `config.json` read from the path given.
+fn model_config(shape: &str) -> anyhow::Result<BertConfig> {
+    if let Some((_, text)) = PRESETS.iter().find(|(name, _)| *name == shape) {
+        return BertConfig::from_json(text).map_err(|e| anyhow::anyhow!("preset {shape}: {e}"));
+    }
+    let path = Path::new(shape);
+    if !path.is_file() {
+        let names: Vec<&str> = PRESETS.iter().map(|(name, _)| *name).collect();
+        anyhow::bail!(
+            "--model-shape `{shape}` is neither a preset ({}) nor a config.json file",
+            names.join(", ")
+        );
+    }
+    Ok(BertConfig::from_file(path)?)
+}
+
+/// Real tokens per row: all but the last quarter, as in the PyTorch reference.
+fn real_tokens_per_row(seq: usize) -> usize {
+    seq - seq / 4
+}
+
+/// One batch reused by every step, with its labels.
+struct Batch {
+    input: BertInput,
+    labels: Tensor<1, Int>,
+}
+
+/// Random token ids in `[0, vocab_size)` with the last quarter of each row padded (pad id,
+/// attention mask 0), one segment, and random class labels.
+fn random_batch(config: &BertConfig, args: &Args, device: &Device) -> Batch {
+    let mut rng = StdRng::seed_from_u64(args.seed);
+    let (rows, seq) = (args.batch, args.seq);
+    let real = real_tokens_per_row(seq);
+    let pad_id = config.pad_token_id.unwrap_or(0) as i64;
+    let vocab = config.vocab_size as i64;
+    let mut ids = Vec::with_capacity(rows * seq);
+    let mut mask = Vec::with_capacity(rows * seq);
+    for _ in 0..rows {
+        ids.extend((0..real).map(|_| rng.random_range(0..vocab)));
+        ids.extend(std::iter::repeat_n(pad_id, seq - real));
+        mask.extend(std::iter::repeat_n(1i64, real));
+        mask.extend(std::iter::repeat_n(0i64, seq - real));
+    }
+    let classes = config.label_count() as i64;
+    let labels: Vec<i64> = (0..rows).map(|_| rng.random_range(0..classes)).collect();
+    let tensor = |values: Vec<i64>| {
+        Tensor::<2, Int>::from_data(TensorData::new(values, [rows, seq]), device)
+    };
+    Batch {
+        input: BertInput {
+            input_ids: tensor(ids),
+            token_type_ids: tensor(vec![0; rows * seq]),
+            attention_mask: tensor(mask),
+        },
+        labels: Tensor::from_data(TensorData::new(labels, [rows]), device),
+    }
+}
+
+/// What `run_steps` measured.
+struct Timings {
+    /// Seconds of every step, warm-up included.
+    step_seconds: Vec<f64>,
+    /// From `started` to the end of the first step.
+    first_step_done: Duration,
+    device_reserved_bytes: Option<u64>,
+}
+
+/// Runs `count` steps, threading `state` (the model) through `step`, and times each up to
+/// the device's completion of its work. Returns the last step's output.
+fn run_steps<S, T>(
+    device: &Device,
+    count: usize,
+    started: Instant,
+    mut state: S,
+    mut step: impl FnMut(S) -> (S, T),
+) -> anyhow::Result<(Timings, T)> {
+    let mut step_seconds = Vec::with_capacity(count);
+    let mut first_step_done = None;
+    let mut device_reserved_bytes: Option<u64> = None;
+    let mut last = None;
+    for _ in 0..count {
+        let clock = Instant::now();
+        let (next, output) = step(state);
+        // Backends queue work asynchronously: without the sync the clock would stop
+        // when the work is submitted, not when it is done.
+        device
+            .sync()
+            .context("the device failed while running a step")?;
+        step_seconds.push(clock.elapsed().as_secs_f64());
+        first_step_done.get_or_insert_with(|| started.elapsed());
+        // Read after the clock stops: on fusion backends the reading is a sync of its own.
+        // Allocators keep the pages they grew to, so the reservation after a step is close
+        // to the step's peak.
+        if let Some(usage) = device.memory_pool_usage() {
+            device_reserved_bytes =
+                Some(device_reserved_bytes.unwrap_or(0).max(usage.bytes_reserved));
+        }
+        state = next;
+        last = Some(output);
+    }
+    let timings = Timings {
+        step_seconds,
+        first_step_done: first_step_done.expect("count is at least 1"),
+        device_reserved_bytes,
+    };
+    Ok((timings, last.expect("count is at least 1")))
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    } else {
+        sorted[mid]
+    }
+}
+
+/// The process's peak resident set size, from `/proc/self/status` (Linux only).
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn human_line(r: &Report) -> String {
+    let mut line = format!(
+        "{} {} {} on {}: batch {} × seq {} ({} real tokens per row), median step {:.1} ms over {} \
+         steps after {} warm-up: {:.1} samples/s, {:.0} tokens/s ({:.0} real); first step done \
+         after {:.2} s",
+        r.model_shape,
+        flag_name(r.mode),
+        flag_name(r.dtype),
+        r.device,
+        r.batch,
+        r.seq,
+        r.real_tokens_per_row,
+        1000.0 * r.median_step_seconds,
+        r.step_seconds.len(),
+        r.warmup,
+        r.samples_per_second,
+        r.tokens_per_second,
+        r.real_tokens_per_second,
+        r.time_to_first_step_seconds,
+    );
+    if let Some(bytes) = r.peak_rss_bytes {
+        line += &format!("; peak RSS {}", mib(bytes));
+    }
+    if let Some(bytes) = r.device_reserved_bytes {
+        line += &format!("; device memory reserved {}", mib(bytes));
+    }
+    if let Some(loss) = r.final_loss {
+        line += &format!("; last loss {loss:.4}");
+    }
+    line
+}
+
+/// The name a flag value has on the command line, for messages.
+fn flag_name(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
+}
