@@ -10,7 +10,6 @@
 //! The modules carry no backend type: the `Device` a model is created on decides
 //! where it runs (ndarray, flex, wgpu or CUDA), and an autodiff device makes it trainable.
 
-use burn::config::Config;
 use burn::module::{Initializer, Module};
 use burn::nn::activation::ActivationConfig;
 use burn::nn::{
@@ -69,23 +68,11 @@ fn normal(config: &BertConfig) -> Initializer {
 }
 
 fn linear(config: &BertConfig, d_in: usize, d_out: usize, device: &Device) -> Linear {
-    LinearConfig::new(d_in, d_out)
+    let mut linear = LinearConfig::new(d_in, d_out)
         .with_initializer(normal(config))
-        .init(device)
-        .zero_bias()
-}
-
-trait ZeroBias {
-    fn zero_bias(self) -> Self;
-}
-
-impl ZeroBias for Linear {
-    fn zero_bias(mut self) -> Self {
-        if let Some(bias) = self.bias.take() {
-            self.bias = Some(bias.map(|b| b.zeros_like()));
-        }
-        self
-    }
+        .init(device);
+    linear.bias = linear.bias.map(|bias| bias.map(|b| b.zeros_like()));
+    linear
 }
 
 fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {
@@ -388,15 +375,6 @@ impl BertModel {
     }
 }
 
-/// Configuration of the classification model's head: how many outputs and how much dropout.
-#[derive(Config, Debug)]
-pub struct ClassifierHeadConfig {
-    /// Outputs of the head; 1 means regression (MSE loss).
-    pub num_labels: usize,
-    /// Dropout on the pooled output before the head.
-    pub dropout: f64,
-}
-
 /// BERT with dropout and a linear head on the pooled output
 /// (transformers' `BertForSequenceClassification`).
 #[derive(Module, Debug)]
@@ -409,16 +387,14 @@ pub struct BertForSequenceClassification {
 impl BertForSequenceClassification {
     /// A randomly initialised model; `crate::checkpoint` loads pretrained weights into it.
     pub fn new(config: &BertConfig, device: &Device) -> Self {
-        let head = ClassifierHeadConfig::new(
-            config.label_count(),
-            config
-                .classifier_dropout
-                .unwrap_or(config.hidden_dropout_prob),
-        );
+        // As transformers: `classifier_dropout` when set, else the hidden dropout.
+        let head_dropout = config
+            .classifier_dropout
+            .unwrap_or(config.hidden_dropout_prob);
         Self {
             bert: BertModel::new(config, device),
-            dropout: dropout(head.dropout),
-            classifier: linear(config, config.hidden_size, head.num_labels, device),
+            dropout: dropout(head_dropout),
+            classifier: linear(config, config.hidden_size, config.label_count(), device),
         }
     }
 
