@@ -25,7 +25,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub max_length: Option<usize>,
     /// auto, cpu, ndarray, flex, wgpu[:N] or cuda[:N], as compiled in.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, env = "BURNBERT_DEVICE", default_value = "auto")]
     pub device: String,
 }
 

@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn pads_to_the_longest_and_masks_padding() {
-        let device = Device::default();
+        let device = burnbert_model::parse_device("cpu").unwrap();
         let batcher = PaddingBatcher {
             pad_id: 0,
             pad_to_multiple_of: 1,

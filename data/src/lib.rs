@@ -62,3 +62,58 @@ impl Task {
         read_examples(&path, &self.columns(), self.label_space())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+    use parquet::arrow::ArrowWriter;
+
+    use super::*;
+
+    /// Every GLUE task reads a parquet file with its own columns, as `nyu-mll/glue` has them.
+    #[test]
+    fn every_glue_task_reads_its_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = Hub::from_env("main", true);
+        for task in GLUE_TASKS {
+            let mut columns: Vec<(&str, ArrayRef)> = vec![(
+                task.text_columns.0,
+                Arc::new(StringArray::from(vec!["first", "second"])),
+            )];
+            if let Some(b) = task.text_columns.1 {
+                columns.push((b, Arc::new(StringArray::from(vec!["other", "another"]))));
+            }
+            let label: ArrayRef = if task.is_regression() {
+                Arc::new(Float64Array::from(vec![0.5, 4.75]))
+            } else {
+                Arc::new(Int64Array::from(vec![0, task.labels.len() as i64 - 1]))
+            };
+            columns.push(("label", label));
+            columns.push(("idx", Arc::new(Int64Array::from(vec![0, 1]))));
+            let batch = RecordBatch::try_from_iter(columns).unwrap();
+            let path = dir.path().join(format!("{}.parquet", task.name));
+            let mut writer =
+                ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None)
+                    .unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+
+            let rows = task.load_split(&hub, "train", Some(&path)).unwrap();
+            assert_eq!(rows.len(), 2, "{}", task.name);
+            assert_eq!(
+                rows[1].text_b.is_some(),
+                task.text_columns.1.is_some(),
+                "{}",
+                task.name
+            );
+            let expected = if task.is_regression() {
+                Label::Score(4.75)
+            } else {
+                Label::Class(task.labels.len() - 1)
+            };
+            assert_eq!(rows[1].label, Some(expected), "{}", task.name);
+        }
+    }
+}

@@ -68,6 +68,21 @@ pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str
     );
 }
 
+/// The CPU device the tests run on, whichever GPU backends the build has too.
+pub fn cpu() -> Device {
+    burnbert_model::parse_device("cpu").unwrap()
+}
+
+/// The devices the parity tests cover: the CPU, and wgpu when compiled in (in CI, Mesa's
+/// lavapipe, a Vulkan driver that runs on the CPU).
+pub fn devices() -> Vec<Device> {
+    let mut devices = vec![cpu()];
+    if cfg!(feature = "wgpu") {
+        devices.push(burnbert_model::parse_device("wgpu").unwrap());
+    }
+    devices
+}
+
 /// The offline Hugging Face cache that `scripts/test` lays out (`HF_HOME`).
 pub fn require_hf_home() {
     let home = std::env::var("HF_HOME").expect(

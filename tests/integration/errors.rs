@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use burn::tensor::Device;
 use burnbert::ModelArgs;
 
 use crate::common::*;
@@ -24,7 +23,7 @@ fn load_error(dir: &Path) -> String {
         max_length: None,
         device: "cpu".into(),
     };
-    match args.load(&Device::default(), None) {
+    match args.load(&cpu(), None) {
         Ok(_) => panic!("{} loaded", dir.display()),
         Err(e) => format!("{e:#}"),
     }
@@ -115,6 +114,7 @@ fn train(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_train"))
         .args(args)
         .env("HF_HUB_OFFLINE", "1")
+        .env("BURNBERT_DEVICE", "cpu")
         .output()
         .unwrap()
 }
@@ -209,6 +209,7 @@ fn resuming_after_sigkill_reaches_the_uninterrupted_result() {
     let killed = dir.path().join("killed");
     let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
         .args(run(&killed))
+        .env("BURNBERT_DEVICE", "cpu")
         .spawn()
         .unwrap();
     let checkpoints = killed.join("checkpoints");
@@ -285,6 +286,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let out = dir.path().join("run");
     let child = Command::new(env!("CARGO_BIN_EXE_train"))
         .args(tiny_run_args(&train_file, &validation_file, &out, "50"))
+        .env("BURNBERT_DEVICE", "cpu")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -3,7 +3,6 @@
 //! clear `Err`, never a panic or a crash. The inputs are seeded mutations of the tiny
 //! fixture (bytes flipped, cut, duplicated), so a failure replays exactly.
 
-use burn::tensor::Device;
 use burnbert_data::PairTokenizer;
 use burnbert_model::{BertConfig, BertForSequenceClassification};
 use rand::{Rng, SeedableRng};
@@ -88,7 +87,7 @@ fn mutated_safetensors_load_or_fail_cleanly() {
     let original = std::fs::read(fixture("tiny-bert/model.safetensors")).unwrap();
     // The header: an 8-byte length, then JSON naming every tensor's dtype, shape and offsets.
     let header = 8 + u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
-    let device = Device::default();
+    let device = cpu();
     let mut rejected = 0;
     for bytes in cases(&original, header, 3) {
         std::fs::write(&path, &bytes).unwrap();

@@ -10,20 +10,28 @@ use burnbert_model::{BertConfig, BertForSequenceClassification, BertInput, Label
 /// f32 against f32 through the same arithmetic in another order.
 const TOLERANCE: f32 = 1e-4;
 
-fn load(dir: &str, weights: &str) -> (BertForSequenceClassification, burnbert_model::LoadReport) {
-    let device = Device::default();
+fn load(
+    dir: &str,
+    weights: &str,
+    device: &Device,
+) -> (BertForSequenceClassification, burnbert_model::LoadReport) {
     let config = BertConfig::from_file(&fixture(&format!("{dir}/config.json"))).unwrap();
     BertForSequenceClassification::from_pretrained(
         &config,
         &fixture(&format!("{dir}/{weights}")),
-        &device,
+        device,
     )
     .unwrap()
 }
 
-fn check_tiny(model: &BertForSequenceClassification, reference: &serde_json::Value, what: &str) {
-    let device = Device::default();
-    let input = input(reference, &device);
+fn check_tiny(
+    model: &BertForSequenceClassification,
+    reference: &serde_json::Value,
+    what: &str,
+    device: &Device,
+) {
+    let what = &format!("{what} on {device:?}");
+    let input = input(reference, device);
     let encoder = model.bert.forward(input.clone());
     assert_close(
         &values(encoder.last_hidden_state),
@@ -39,7 +47,7 @@ fn check_tiny(model: &BertForSequenceClassification, reference: &serde_json::Val
     );
     let labels = Labels::Classes(Tensor::from_data(
         TensorData::new(ints(&reference["labels"]), [3]),
-        &device,
+        device,
     ));
     let output = model.forward(input, Some(labels));
     assert_close(
@@ -56,42 +64,55 @@ fn check_tiny(model: &BertForSequenceClassification, reference: &serde_json::Val
 }
 
 #[test]
-fn tiny_safetensors_matches_transformers() {
-    let (model, report) = load("tiny-bert", "model.safetensors");
-    assert!(
-        report.newly_initialized.is_empty() && report.unused.is_empty(),
-        "{report}"
-    );
-    assert_eq!(report.loaded, 41);
-    check_tiny(&model, &json("tiny-bert/reference.json"), "safetensors");
+fn tiny_safetensors_matches_transformers_on_every_backend() {
+    for device in devices() {
+        let (model, report) = load("tiny-bert", "model.safetensors", &device);
+        assert!(
+            report.newly_initialized.is_empty() && report.unused.is_empty(),
+            "{report}"
+        );
+        assert_eq!(report.loaded, 41);
+        check_tiny(
+            &model,
+            &json("tiny-bert/reference.json"),
+            "safetensors",
+            &device,
+        );
+    }
 }
 
 #[test]
 fn tiny_pytorch_bin_matches_transformers() {
-    let (model, _) = load("tiny-bert", "pytorch_model.bin");
+    let (model, _) = load("tiny-bert", "pytorch_model.bin", &cpu());
     check_tiny(
         &model,
         &json("tiny-bert/reference.json"),
         "pytorch_model.bin",
+        &cpu(),
     );
 }
 
 #[test]
 fn legacy_gamma_beta_names_load() {
-    let (model, report) = load("tiny-bert-legacy", "pytorch_model.bin");
+    let (model, report) = load("tiny-bert-legacy", "pytorch_model.bin", &cpu());
     assert_eq!(report.loaded, 41, "{report}");
-    check_tiny(&model, &json("tiny-bert/reference.json"), "legacy names");
+    check_tiny(
+        &model,
+        &json("tiny-bert/reference.json"),
+        "legacy names",
+        &cpu(),
+    );
 }
 
 #[test]
 fn bare_encoder_loads_and_reports_the_new_head() {
-    let (model, report) = load("tiny-bert-base-model", "model.safetensors");
+    let (model, report) = load("tiny-bert-base-model", "model.safetensors", &cpu());
     let mut new = report.newly_initialized.clone();
     new.sort();
     assert_eq!(new, ["classifier.bias", "classifier.weight"]);
     assert_eq!(report.unused, ["bert.embeddings.position_ids"], "{report}");
     let reference = json("tiny-bert/reference.json");
-    let encoder = model.bert.forward(input(&reference, &Device::default()));
+    let encoder = model.bert.forward(input(&reference, &cpu()));
     assert_close(
         &values(encoder.pooler_output.unwrap()),
         &floats(&reference["pooler_output"]),
@@ -102,9 +123,9 @@ fn bare_encoder_loads_and_reports_the_new_head() {
 
 #[test]
 fn regression_head_uses_mse() {
-    let (model, _) = load("tiny-bert-regression", "model.safetensors");
+    let device = cpu();
+    let (model, _) = load("tiny-bert-regression", "model.safetensors", &device);
     let reference = json("tiny-bert-regression/reference.json");
-    let device = Device::default();
     let labels = Labels::Scores(Tensor::from_data(
         TensorData::new(floats(&reference["labels"]), [3]),
         &device,
@@ -125,9 +146,9 @@ fn regression_head_uses_mse() {
 
 #[test]
 fn padding_does_not_change_real_tokens() {
-    let (model, _) = load("tiny-bert", "model.safetensors");
+    let device = cpu();
+    let (model, _) = load("tiny-bert", "model.safetensors", &device);
     let reference = json("tiny-bert/reference.json");
-    let device = Device::default();
     // Row 2 has 5 real tokens of 12: run it alone, unpadded.
     let row = |key: &str| ints(&reference[key][2])[..5].to_vec();
     let alone = BertInput {
@@ -155,7 +176,7 @@ fn all_minilm_l6_v2_from_the_offline_cache_matches_transformers() {
         .model_files("sentence-transformers/all-MiniLM-L6-v2")
         .unwrap();
     let config = BertConfig::from_file(&files.config).unwrap();
-    let device = Device::default();
+    let device = cpu();
     let (model, report) =
         BertForSequenceClassification::from_pretrained(&config, &files.weights, &device).unwrap();
     assert!(

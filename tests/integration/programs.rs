@@ -16,6 +16,7 @@ fn program(name: &str, args: &[&str]) -> Output {
     Command::new(path)
         .args(args)
         .env("HF_HUB_OFFLINE", "1")
+        .env("BURNBERT_DEVICE", "cpu")
         .output()
         .unwrap()
 }
@@ -335,6 +336,7 @@ fn eval_reads_any_split_the_cache_has() {
             ])
             .env("HF_HOME", home.path())
             .env("HF_HUB_OFFLINE", "1")
+            .env("BURNBERT_DEVICE", "cpu")
             .output()
             .unwrap()
     };

@@ -132,7 +132,7 @@ mod tests {
         );
         let reference: Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let device = Device::default().autodiff();
+        let device = burnbert_model::parse_device("cpu").unwrap().autodiff();
         for (case, clip) in [("no_clip", None), ("clip_1.0", Some(1.0))] {
             let mut model = TwoGroups {
                 weight: Param::from_tensor(tensor(floats(&reference["init_a"]), &device)),
