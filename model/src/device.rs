@@ -44,7 +44,7 @@ pub fn parse_device(spec: &str) -> Result<Device, String> {
         )
     };
     match kind {
-        "auto" if cfg!(feature = "cuda") => parse_device("cuda"),
+        "auto" if cuda_devices() > 0 => parse_device("cuda"),
         "auto" if cfg!(feature = "wgpu") => parse_device("wgpu"),
         "auto" | "cpu" => cpu_device().ok_or_else(|| unavailable("ndarray")),
         "ndarray" => {
@@ -73,9 +73,7 @@ pub fn parse_device(spec: &str) -> Result<Device, String> {
         "cuda" => {
             #[cfg(feature = "cuda")]
             {
-                let found = Device::enumerate(burn::tensor::DeviceType::Cuda)
-                    .into_vec()
-                    .len();
+                let found = cuda_devices();
                 let index = index.unwrap_or(0);
                 if index >= found {
                     return Err(format!(
@@ -93,6 +91,17 @@ pub fn parse_device(spec: &str) -> Result<Device, String> {
             available_devices().join(", ")
         )),
     }
+}
+
+/// How many CUDA devices the driver reports: 0 without the `cuda` feature, and 0 (not a
+/// panic: cubecl checks for `libcuda` first) on a machine without the NVIDIA driver.
+fn cuda_devices() -> usize {
+    #[cfg(feature = "cuda")]
+    return Device::enumerate(burn::tensor::DeviceType::Cuda)
+        .into_vec()
+        .len();
+    #[allow(unreachable_code)]
+    0
 }
 
 /// The CPU backend: flex when compiled in (Burn's successor to ndarray), else ndarray.
@@ -119,6 +128,25 @@ mod tests {
         );
         let err = parse_device("cuda:x").unwrap_err();
         assert!(err.contains("not a device number"), "{err}");
+    }
+
+    /// With `--features cuda` on a machine without an NVIDIA GPU (CI), asking for CUDA says
+    /// so and how to fall back; with a GPU, it gives the device.
+    #[test]
+    fn cuda_without_a_gpu_says_how_to_fall_back() {
+        match parse_device("cuda") {
+            Ok(_) => assert!(cuda_devices() > 0),
+            Err(err) if cfg!(feature = "cuda") => {
+                assert_eq!(cuda_devices(), 0);
+                assert!(err.contains("0 CUDA device(s) found"), "{err}");
+                assert!(err.contains("is the NVIDIA driver installed?"), "{err}");
+                assert!(err.contains("use `--device cpu`"), "{err}");
+            }
+            Err(err) => assert!(
+                err.contains("needs burnbert built with `--features cuda`"),
+                "{err}"
+            ),
+        }
     }
 
     #[test]

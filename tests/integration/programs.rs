@@ -217,7 +217,7 @@ fn predict_reads_pairs_and_single_sentences_from_a_hub_model() {
 fn bad_input_gets_one_clear_line_and_exit_code_1() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nowhere");
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let mut cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["--model", missing.to_str().unwrap(), "--dry-run"],
             "not in the Hugging Face cache",
@@ -255,6 +255,10 @@ fn bad_input_gets_one_clear_line_and_exit_code_1() {
             "--checkpointing-steps takes a number",
         ),
     ];
+    // Without the cuda feature, or with it on a machine without an NVIDIA GPU (as CI is).
+    if let Err(expected) = burnbert_model::parse_device("cuda") {
+        cases.push((vec!["--model", "x", "--device", "cuda"], expected.leak()));
+    }
     for (args, expected) in cases {
         let output = program("train", &args);
         let err = stderr(&output);
