@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use burn::data::dataloader::batcher::Batcher;
 use burnbert::{ModelArgs, run};
-use burnbert_data::{
-    BatchPlan, Columns, Encoded, PaddingBatcher, Task, padding_ratio, read_examples,
-};
+use burnbert_data::{Columns, Encoded, PaddingBatcher, Task, padding_ratio, read_examples};
 use burnbert_train::{CheckpointDirs, Progress, ScheduleKind, TrainOptions, Validation};
 use clap::Parser;
 
@@ -281,14 +279,7 @@ fn dry_run(
     device: &burn::tensor::Device,
 ) -> anyhow::Result<()> {
     let lengths: Vec<usize> = train.iter().map(Encoded::len).collect();
-    let plan = BatchPlan {
-        batch_size: options.batch_size,
-        shuffle: true,
-        drop_last: options.drop_last,
-        group_by_length: options.group_by_length,
-        seed: options.seed,
-    };
-    let batches = plan.epoch(&lengths, 0);
+    let batches = options.plan().epoch(&lengths, 0);
     let first: Vec<Encoded> = batches[0].iter().map(|&i| train[i].clone()).collect();
     let batch = batcher.batch(first, device);
     println!(

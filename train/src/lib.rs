@@ -130,7 +130,8 @@ impl TrainOptions {
         Ok(())
     }
 
-    fn plan(&self) -> BatchPlan {
+    /// How the training loop batches each epoch (the dry run shows its first epoch).
+    pub fn plan(&self) -> BatchPlan {
         BatchPlan {
             batch_size: self.batch_size,
             shuffle: true,
