@@ -7,7 +7,7 @@ pub mod plot;
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::tensor::Device;
-use burnbert_data::{BatchPlan, Encoded, Label, PaddingBatcher};
+use burnbert_data::{Encoded, Label, PaddingBatcher};
 use burnbert_model::BertForSequenceClassification;
 
 pub use metrics::Metrics;
@@ -34,18 +34,9 @@ pub fn predict(
     // Inference builds no autodiff graph, whatever device the caller trains on.
     let device = &device.clone().without_autodiff();
     let model = model.valid();
-    let lengths: Vec<usize> = examples.iter().map(Encoded::len).collect();
-    let plan = BatchPlan {
-        batch_size,
-        shuffle: false,
-        drop_last: false,
-        group_by_length: false,
-        seed: 0,
-    };
     let mut logits = Vec::with_capacity(examples.len());
-    for indices in plan.epoch(&lengths, 0) {
-        let items = indices.iter().map(|&i| examples[i].clone()).collect();
-        let batch = batcher.batch(items, device);
+    for chunk in examples.chunks(batch_size) {
+        let batch = batcher.batch(chunk.to_vec(), device);
         let output = model.forward(batch.input, None);
         let [rows, cols] = output.logits.dims();
         let values = output
