@@ -1,6 +1,7 @@
 //! What the programs in `bin/` share: model loading from the Hub or a directory, and
 //! turning errors into one clear line and a non-zero exit code.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -27,6 +28,9 @@ pub struct ModelArgs {
     /// auto, cpu, ndarray, flex, wgpu[:N] or cuda[:N], as compiled in.
     #[arg(long, env = "BURNBERT_DEVICE", default_value = "auto")]
     pub device: String,
+    /// Run data parallel on these devices of --device's backend: numbers (0,1,3) or `all`.
+    #[arg(long)]
+    pub devices: Option<String>,
 }
 
 /// A model ready to use, with its tokenizer and where it came from.
@@ -43,8 +47,11 @@ impl ModelArgs {
         Hub::from_env(&self.revision, self.offline)
     }
 
-    pub fn device(&self) -> anyhow::Result<Device> {
-        burnbert_model::parse_device(&self.device).map_err(anyhow::Error::msg)
+    /// The devices to run on (`--devices`, else the one `--device`); the first becomes
+    /// Burn's default device for this process (see `select_device`).
+    pub fn devices(&self) -> anyhow::Result<Vec<Device>> {
+        burnbert_model::select_devices(&self.device, self.devices.as_deref())
+            .map_err(anyhow::Error::msg)
     }
 
     /// Loads config, tokenizer and weights; `labels` replaces the head's labels (fine-tuning
@@ -86,6 +93,86 @@ impl ModelArgs {
             report,
         })
     }
+}
+
+/// Parses the command line like `P::parse`, with the settings of a TOML file named by
+/// `--config FILE` (the launch configuration `accelerate config` writes for the course)
+/// read as flags placed before it, so that the command line overrides the file.
+///
+/// Keys are the program's flag names (`batch_size` or `batch-size`); `true` turns a switch
+/// on, a list is joined with commas (`devices = [0, 1]`).
+pub fn parse_with_config<P: clap::Parser>() -> anyhow::Result<P> {
+    let mut args: Vec<String> = std::env::args().collect();
+    let file = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--config=").map(str::to_string))
+        });
+    if let Some(file) = file {
+        let flags = config_flags(&P::command(), &args[0], Path::new(&file))?;
+        args.splice(1..1, flags);
+    }
+    Ok(P::try_parse_from(args).unwrap_or_else(|e| e.exit()))
+}
+
+/// The flags that a `--config` file stands for.
+fn config_flags(
+    command: &clap::Command,
+    program: &str,
+    path: &Path,
+) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--config {}: cannot read it", path.display()))?;
+    let table: toml::Table =
+        toml::from_str(&text).with_context(|| format!("--config {}", path.display()))?;
+    let mut flags = Vec::new();
+    for (key, value) in table {
+        let flag = key.replace('_', "-");
+        let takes_value = match command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag.as_str()) && flag != "config")
+        {
+            Some(arg) => arg.get_action().takes_values(),
+            None => anyhow::bail!(
+                "--config {}: unknown setting `{key}`; settings are the flags of `{} --help`",
+                path.display(),
+                Path::new(program).file_name().unwrap_or_default().display()
+            ),
+        };
+        let text = |value: &toml::Value| match value {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(_) | toml::Value::Float(_) => Some(value.to_string()),
+            _ => None,
+        };
+        // Some(None): the switch alone; Some(Some(v)): the flag and its value.
+        let given = match (&value, takes_value) {
+            (toml::Value::Boolean(true), false) => Some(None),
+            (toml::Value::Boolean(false), false) => continue,
+            (toml::Value::Array(items), true) => {
+                let items: Option<Vec<String>> = items.iter().map(text).collect();
+                items.map(|items| Some(items.join(",")))
+            }
+            (value, true) => text(value).map(Some),
+            _ => None,
+        };
+        let Some(given) = given else {
+            anyhow::bail!(
+                "--config {}: `{key} = {value}` is not a value for --{flag}{}",
+                path.display(),
+                if takes_value {
+                    ""
+                } else {
+                    " (a switch: true or false)"
+                }
+            );
+        };
+        flags.push(format!("--{flag}"));
+        flags.extend(given);
+    }
+    Ok(flags)
 }
 
 /// Runs a program's body: an error is printed as one line (with its causes) on stderr and

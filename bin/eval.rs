@@ -42,8 +42,8 @@ fn main() -> std::process::ExitCode {
             task.name
         );
         let rows = task.load_split(&args.model.hub(), &args.split, args.file.as_deref())?;
-        let device = args.model.device()?;
-        let loaded = args.model.load(&device, None)?;
+        let devices = args.model.devices()?;
+        let loaded = args.model.load(&devices[0], None)?;
         anyhow::ensure!(
             loaded.config.label_count() == task.num_outputs(),
             "the model has {} outputs but task {} needs {}; evaluate a model fine-tuned for it",
@@ -62,8 +62,13 @@ fn main() -> std::process::ExitCode {
             pad_id: loaded.tokenizer.pad_id(),
             pad_to_multiple_of: 1,
         };
-        let predictions =
-            burnbert_eval::predict(&loaded.model, &examples, &batcher, args.batch_size, &device);
+        let predictions = burnbert_eval::predict(
+            &loaded.model,
+            &examples,
+            &batcher,
+            args.batch_size,
+            &devices,
+        );
         let mut metrics = Metrics::new(task.metrics, task.labels.len());
         metrics.add_batch(&predictions.predicted, &references);
         let results = metrics.compute();

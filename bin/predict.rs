@@ -56,8 +56,8 @@ fn main() -> std::process::ExitCode {
     run(|| {
         let args = Args::parse();
         anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
-        let device = args.model.device()?;
-        let loaded = args.model.load(&device, None)?;
+        let devices = args.model.devices()?;
+        let loaded = args.model.load(&devices[0], None)?;
         let examples = read_inputs(&args.input)?;
         let (encoded, _) = loaded.tokenizer.encode_all(&examples)?;
         let batcher = PaddingBatcher {
@@ -65,7 +65,7 @@ fn main() -> std::process::ExitCode {
             pad_to_multiple_of: 1,
         };
         let predictions =
-            burnbert_eval::predict(&loaded.model, &encoded, &batcher, args.batch_size, &device);
+            burnbert_eval::predict(&loaded.model, &encoded, &batcher, args.batch_size, &devices);
         let mut out = std::io::stdout().lock();
         for (logits, predicted) in predictions.logits.iter().zip(&predictions.predicted) {
             let probabilities = if logits.len() == 1 {

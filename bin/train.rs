@@ -12,9 +12,15 @@ use clap::Parser;
 
 #[derive(Parser)]
 #[command(
-    about = "Fine-tune BERT for sequence classification (the Hugging Face course's MRPC recipe by default)"
+    about = "Fine-tune BERT for sequence classification (the Hugging Face course's MRPC recipe by default)",
+    // A flag given again (on the command line after --config's file) overrides the first.
+    args_override_self = true
 )]
 struct Args {
+    /// A TOML file of settings, `batch_size = 16` or `devices = [0, 1]`: any flag of this
+    /// program by name; flags on the command line override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
     #[command(flatten)]
     model: ModelArgs,
     /// GLUE task: its columns, labels and metrics.
@@ -37,7 +43,7 @@ struct Args {
     output_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     num_epochs: usize,
-    /// Examples per forward/backward pass.
+    /// Examples per forward/backward pass on each device.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
     #[arg(long, default_value_t = 32)]
@@ -88,7 +94,12 @@ struct Args {
 }
 
 impl Args {
-    fn options(&self, train_examples: usize, gpu: bool) -> anyhow::Result<TrainOptions> {
+    fn options(
+        &self,
+        train_examples: usize,
+        devices: usize,
+        gpu: bool,
+    ) -> anyhow::Result<TrainOptions> {
         let (checkpoint_steps, checkpoint_epochs) = match self.checkpointing_steps.as_deref() {
             None => (None, false),
             Some("epoch") => (None, true),
@@ -109,6 +120,7 @@ impl Args {
             schedule: self.lr_scheduler_type,
             warmup_steps: self.num_warmup_steps.unwrap_or(0),
             gradient_accumulation_steps: self.gradient_accumulation_steps,
+            devices,
             max_grad_norm: self.max_grad_norm,
             seed: self.seed,
             pad_to_multiple_of: self.pad_to_multiple_of.unwrap_or(if gpu { 16 } else { 1 }),
@@ -152,9 +164,10 @@ impl Args {
 
 fn main() -> std::process::ExitCode {
     run(|| {
-        let args = Args::parse();
+        let args: Args = burnbert::parse_with_config()?;
         let task = Task::by_name(&args.task).map_err(anyhow::Error::msg)?;
-        let device = args.model.device()?;
+        let devices = args.model.devices()?;
+        let device = &devices[0];
         let gpu = !matches!(args.model.device.as_str(), "cpu" | "ndarray" | "flex")
             && (cfg!(feature = "cuda") || cfg!(feature = "wgpu"));
         let hub = args.model.hub();
@@ -175,10 +188,10 @@ fn main() -> std::process::ExitCode {
             train_rows.iter().all(|r| r.label.is_some()),
             "the training split has unlabelled rows (label -1); train on a labelled split"
         );
-        let options = args.options(train_rows.len(), gpu)?;
+        let options = args.options(train_rows.len(), devices.len(), gpu)?;
 
         device.seed(options.seed);
-        let loaded = args.model.load(&device, Some(&task.label_names()))?;
+        let loaded = args.model.load(device, Some(&task.label_names()))?;
         if !args.quiet {
             println!("model {}: {}", args.model.model, loaded.report);
         }
@@ -197,7 +210,7 @@ fn main() -> std::process::ExitCode {
             pad_to_multiple_of: options.pad_to_multiple_of,
         };
         if args.dry_run {
-            return dry_run(&train, &validation, &options, &batcher, &device);
+            return dry_run(&train, &validation, &options, &batcher, device);
         }
 
         let output_dir = args.output_dir.clone();
@@ -222,6 +235,17 @@ fn main() -> std::process::ExitCode {
             dirs.resume_from.is_some(),
             args.quiet,
         )?;
+        if !args.quiet {
+            let on = match &args.model.devices {
+                Some(list) => format!("--device {} --devices {list}", args.model.device),
+                None => format!("--device {}", args.model.device),
+            };
+            println!(
+                "training {} optimizer steps of effective batch {} on {on}",
+                options.total_steps(train.len()),
+                effective_batch(&options)
+            );
+        }
         let validation_set = Validation {
             examples: &validation,
             metrics: task.metrics,
@@ -233,7 +257,7 @@ fn main() -> std::process::ExitCode {
             &validation_set,
             &options,
             &batcher,
-            &device,
+            &devices,
             &dirs,
             &mut progress,
         )?;
@@ -299,12 +323,23 @@ fn dry_run(
         100.0 * padding_ratio(&batches, &lengths, batcher)
     );
     println!(
-        "optimizer steps: {} per epoch × {} epochs = {} (batch {} × accumulation {})",
+        "optimizer steps: {} per epoch × {} epochs = {} (effective batch {})",
         options.steps_per_epoch(train.len()),
         options.epochs,
         options.total_steps(train.len()),
-        options.batch_size,
-        options.gradient_accumulation_steps
+        effective_batch(options)
     );
     Ok(())
+}
+
+/// `64 = batch 8 × 4 devices × accumulation 2`, for the dry run and the progress output.
+fn effective_batch(options: &TrainOptions) -> String {
+    format!(
+        "{} = batch {} × {} device{} × accumulation {}",
+        options.effective_batch_size(),
+        options.batch_size,
+        options.devices,
+        if options.devices == 1 { "" } else { "s" },
+        options.gradient_accumulation_steps
+    )
 }

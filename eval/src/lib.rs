@@ -23,29 +23,66 @@ pub struct Predictions {
 
 /// Runs `model` over `examples` in file order, `batch_size` at a time, in eval mode (no
 /// dropout, no autodiff graph). Every example is seen exactly once, the last batch
-/// being smaller when the split size is not a multiple of the batch size.
+/// being smaller when the split size is not a multiple of the batch size. With several
+/// `devices`, device `d` takes batches `d`, `d + N`, ... in a thread of its own, and the
+/// logits are put back in file order.
 pub fn predict(
     model: &BertForSequenceClassification,
     examples: &[Encoded],
     batcher: &PaddingBatcher,
     batch_size: usize,
-    device: &Device,
+    devices: &[Device],
 ) -> Predictions {
-    // Inference builds no autodiff graph, whatever device the caller trains on.
-    let device = &device.clone().without_autodiff();
-    let model = model.valid();
-    let mut logits = Vec::with_capacity(examples.len());
-    for chunk in examples.chunks(batch_size) {
-        let batch = batcher.batch(chunk.to_vec(), device);
-        let output = model.forward(batch.input, None);
-        let [rows, cols] = output.logits.dims();
-        let values = output
-            .logits
-            .into_data()
-            .try_to_vec::<f32>()
-            .expect("f32 logits");
-        logits.extend((0..rows).map(|r| values[r * cols..(r + 1) * cols].to_vec()));
-    }
+    let batches: Vec<&[Encoded]> = examples.chunks(batch_size).collect();
+    let run = |device: &Device, first: usize| {
+        // Inference builds no autodiff graph, whatever device the caller trains on.
+        let device = &device.clone().without_autodiff();
+        let model = model.valid().to_device(device);
+        let mut logits = Vec::new();
+        for chunk in batches.iter().skip(first).step_by(devices.len()) {
+            let batch = batcher.batch(chunk.to_vec(), device);
+            let output = model.forward(batch.input, None);
+            let [rows, cols] = output.logits.dims();
+            let values = output
+                .logits
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32 logits");
+            logits.push(
+                (0..rows)
+                    .map(|r| values[r * cols..(r + 1) * cols].to_vec())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        logits
+    };
+    let per_device: Vec<Vec<_>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(d, device)| {
+                let run = &run;
+                scope.spawn(move || run(device, d))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            })
+            .collect()
+    });
+    // Batch i came from device i % N, as its (i / N)-th batch.
+    let mut per_device: Vec<_> = per_device.into_iter().map(Vec::into_iter).collect();
+    let logits: Vec<Vec<f32>> = (0..batches.len())
+        .flat_map(|i| {
+            per_device[i % devices.len()]
+                .next()
+                .expect("every batch ran")
+        })
+        .collect();
     let predicted = logits
         .iter()
         .map(|row| {

@@ -26,6 +26,92 @@ pub fn available_devices() -> Vec<&'static str> {
 /// Parses a device name: `auto` (the first GPU backend compiled in, else the CPU), `cpu`,
 /// `ndarray`, `flex`, `wgpu`, `wgpu:N`, `cuda`, `cuda:N`.
 pub fn parse_device(spec: &str) -> Result<Device, String> {
+    resolve(spec).map(|(device, _)| device)
+}
+
+/// Parses `spec` like [`parse_device`] and makes its backend the one that Burn's
+/// `Device::default()` gives in this process. Programs call it at the start of `main`.
+///
+/// Burn 0.22 materialises a loaded optimizer state on `Device::default()` (burn-optim's
+/// `ModuleOptimizer::load_record`), and that is the first backend compiled in (CUDA in a
+/// `--features cuda` build, wgpu in a wgpu one) whatever device the run uses: resuming on a
+/// machine without that driver would panic. `BURN_DEVICE` is Burn's own override of it.
+pub fn select_device(spec: &str) -> Result<Device, String> {
+    let (device, backend) = resolve(spec)?;
+    make_default(backend);
+    Ok(device)
+}
+
+/// The devices of a data-parallel run, chosen like [`select_device`]: `list` is `all` or
+/// device numbers of `spec`'s backend (`0,1,3`); `None` is `spec`'s one device.
+///
+/// The CPU backends have a single device: there, N numbers give N workers sharing it, which
+/// runs the multi-device path (for testing it) without a speed-up.
+pub fn select_devices(spec: &str, list: Option<&str>) -> Result<Vec<Device>, String> {
+    let Some(list) = list else {
+        return Ok(vec![select_device(spec)?]);
+    };
+    if spec.contains(':') {
+        return Err(format!(
+            "--device {spec} names one device; with --devices give the backend alone \
+             (e.g. --device cuda --devices 0,1)"
+        ));
+    }
+    let (device, backend) = resolve(spec)?;
+    let gpu = matches!(backend, "cuda" | "wgpu");
+    let devices = if list == "all" {
+        if gpu {
+            enumerate(backend)
+        } else {
+            vec![device]
+        }
+    } else {
+        let mut numbers: Vec<usize> = Vec::new();
+        for part in list.split(',').map(str::trim) {
+            let number = part.parse().map_err(|_| {
+                format!("--devices `{list}`: `{part}` is not a device number (e.g. 0,1 or all)")
+            })?;
+            if numbers.contains(&number) {
+                return Err(format!(
+                    "--devices `{list}`: device {number} is listed twice"
+                ));
+            }
+            numbers.push(number);
+        }
+        numbers
+            .into_iter()
+            .map(|n| match gpu {
+                true => resolve(&format!("{backend}:{n}")).map(|(device, _)| device),
+                false => Ok(device.clone()),
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if devices.is_empty() {
+        return Err(format!("--devices all: no {backend} device found"));
+    }
+    make_default(backend);
+    Ok(devices)
+}
+
+fn make_default(backend: &str) {
+    // SAFETY: programs call this before they start threads, so nothing reads the
+    // environment at the same time.
+    unsafe { std::env::set_var("BURN_DEVICE", backend) };
+}
+
+/// Every device of a GPU backend that the driver reports.
+fn enumerate(backend: &str) -> Vec<Device> {
+    match backend {
+        #[cfg(feature = "cuda")]
+        "cuda" => Device::enumerate(burn::tensor::DeviceType::Cuda).into_vec(),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => Device::enumerate(burn::tensor::DeviceType::Wgpu).into_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// The device for `spec`, and its backend's name as `BURN_DEVICE` spells it.
+fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
     let (kind, index) = match spec.split_once(':') {
         Some((kind, index)) => {
             let index: usize = index
@@ -44,29 +130,32 @@ pub fn parse_device(spec: &str) -> Result<Device, String> {
         )
     };
     match kind {
-        "auto" if cuda_devices() > 0 => parse_device("cuda"),
-        "auto" if cfg!(feature = "wgpu") => parse_device("wgpu"),
+        "auto" if cuda_devices() > 0 => resolve("cuda"),
+        "auto" if cfg!(feature = "wgpu") => resolve("wgpu"),
         "auto" | "cpu" => cpu_device().ok_or_else(|| unavailable("ndarray")),
         "ndarray" => {
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
             // still the unit tests' backend, as the project intends
-            return Ok(Device::ndarray());
+            return Ok((Device::ndarray(), "ndarray"));
             #[allow(unreachable_code)]
             Err(unavailable("ndarray"))
         }
         "flex" => {
             #[cfg(feature = "flex")]
-            return Ok(Device::flex());
+            return Ok((Device::flex(), "flex"));
             #[allow(unreachable_code)]
             Err(unavailable("flex"))
         }
         "wgpu" => {
             #[cfg(feature = "wgpu")]
-            return Ok(Device::wgpu(match index {
-                Some(i) => burn::tensor::DeviceKind::DiscreteGpu(i),
-                None => burn::tensor::DeviceKind::DefaultDevice,
-            }));
+            return Ok((
+                Device::wgpu(match index {
+                    Some(i) => burn::tensor::DeviceKind::DiscreteGpu(i),
+                    None => burn::tensor::DeviceKind::DefaultDevice,
+                }),
+                "wgpu",
+            ));
             #[allow(unreachable_code)]
             Err(unavailable("wgpu"))
         }
@@ -81,7 +170,7 @@ pub fn parse_device(spec: &str) -> Result<Device, String> {
                          installed?); use `--device cpu` to run on the CPU instead"
                     ));
                 }
-                return Ok(Device::cuda(index));
+                return Ok((Device::cuda(index), "cuda"));
             }
             #[allow(unreachable_code)]
             Err(unavailable("cuda"))
@@ -105,12 +194,12 @@ fn cuda_devices() -> usize {
 }
 
 /// The CPU backend: flex when compiled in (Burn's successor to ndarray), else ndarray.
-fn cpu_device() -> Option<Device> {
+fn cpu_device() -> Option<(Device, &'static str)> {
     #[cfg(feature = "flex")]
-    return Some(Device::flex());
+    return Some((Device::flex(), "flex"));
     #[cfg(all(feature = "ndarray", not(feature = "flex")))]
     #[allow(deprecated)]
-    return Some(Device::ndarray());
+    return Some((Device::ndarray(), "ndarray"));
     #[allow(unreachable_code)]
     None
 }
@@ -147,6 +236,33 @@ mod tests {
                 "{err}"
             ),
         }
+    }
+
+    #[test]
+    fn device_lists_on_the_cpu_give_workers_sharing_it() {
+        let cpu = parse_device("cpu").unwrap();
+        assert_eq!(select_devices("cpu", None).unwrap(), vec![cpu.clone()]);
+        assert_eq!(
+            select_devices("cpu", Some("all")).unwrap(),
+            vec![cpu.clone()]
+        );
+        assert_eq!(
+            select_devices("cpu", Some("0, 1,2")).unwrap(),
+            vec![cpu.clone(), cpu.clone(), cpu]
+        );
+        let err = select_devices("cpu", Some("0,x")).unwrap_err();
+        assert!(err.contains("`x` is not a device number"), "{err}");
+        let err = select_devices("cpu", Some("1,1")).unwrap_err();
+        assert!(err.contains("device 1 is listed twice"), "{err}");
+        let err = select_devices("cuda:1", Some("0,1")).unwrap_err();
+        assert!(err.contains("--device cuda:1 names one device"), "{err}");
+    }
+
+    /// In a build with CUDA or wgpu, Burn's own default would be that GPU backend.
+    #[test]
+    fn the_selected_device_becomes_burns_default() {
+        let device = select_device("cpu").unwrap();
+        assert_eq!(Device::default(), device);
     }
 
     #[test]

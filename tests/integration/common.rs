@@ -68,6 +68,20 @@ pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str
     );
 }
 
+/// A command running one of burnbert's programs as a user would, offline and on the CPU.
+///
+/// `BURN_DEVICE` is removed: `scripts/test` sets it for the in-process tests, and the
+/// programs must choose Burn's default device themselves (`select_device`), or resuming in a
+/// CUDA build on a machine without a GPU would panic.
+pub fn program(path: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(path);
+    command
+        .env("HF_HUB_OFFLINE", "1")
+        .env("BURNBERT_DEVICE", "cpu")
+        .env_remove("BURN_DEVICE");
+    command
+}
+
 /// The CPU device the tests run on, whichever GPU backends the build has too.
 pub fn cpu() -> Device {
     burnbert_model::parse_device("cpu").unwrap()

@@ -22,6 +22,7 @@ fn load_error(dir: &Path) -> String {
         offline: true,
         max_length: None,
         device: "cpu".into(),
+        devices: None,
     };
     match args.load(&cpu(), None) {
         Ok(_) => panic!("{} loaded", dir.display()),
@@ -111,10 +112,8 @@ fn broken_model_directories_are_named_and_explained() {
 }
 
 fn train(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_train"))
+    program(env!("CARGO_BIN_EXE_train"))
         .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("BURNBERT_DEVICE", "cpu")
         .output()
         .unwrap()
 }
@@ -207,9 +206,8 @@ fn resuming_after_sigkill_reaches_the_uninterrupted_result() {
     );
 
     let killed = dir.path().join("killed");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
+    let mut child = program(env!("CARGO_BIN_EXE_train"))
         .args(run(&killed))
-        .env("BURNBERT_DEVICE", "cpu")
         .spawn()
         .unwrap();
     let checkpoints = killed.join("checkpoints");
@@ -284,9 +282,8 @@ fn ctrl_c_saves_a_checkpoint_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let (train_file, validation_file) = tiny_data(dir.path());
     let out = dir.path().join("run");
-    let child = Command::new(env!("CARGO_BIN_EXE_train"))
+    let child = program(env!("CARGO_BIN_EXE_train"))
         .args(tiny_run_args(&train_file, &validation_file, &out, "50"))
-        .env("BURNBERT_DEVICE", "cpu")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

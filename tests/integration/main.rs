@@ -3,6 +3,7 @@
 mod common;
 mod errors;
 mod fuzz;
+mod multi_device;
 mod parity;
 mod programs;
 mod tokenization;

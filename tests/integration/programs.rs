@@ -2,23 +2,18 @@
 //! with the real all-MiniLM-L6-v2, then `predict` and `eval` on the directory it saved.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use crate::common::*;
 
-fn program(name: &str, args: &[&str]) -> Output {
+fn run_program(name: &str, args: &[&str]) -> Output {
     let path = match name {
         "train" => env!("CARGO_BIN_EXE_train"),
         "eval" => env!("CARGO_BIN_EXE_eval"),
         "predict" => env!("CARGO_BIN_EXE_predict"),
         other => panic!("no program {other}"),
     };
-    Command::new(path)
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("BURNBERT_DEVICE", "cpu")
-        .output()
-        .unwrap()
+    program(path).args(args).output().unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -65,7 +60,7 @@ fn train_then_predict_and_eval_the_saved_model() {
     mrpc_rows(16, 0, &train_file);
     mrpc_rows(10, 100, &validation_file);
     let out_str = out.to_str().unwrap();
-    let trained = program(
+    let trained = run_program(
         "train",
         &[
             "--model",
@@ -110,7 +105,7 @@ fn train_then_predict_and_eval_the_saved_model() {
 
     // eval on the same split reproduces what train printed for the final model.
     let matrix = dir.path().join("confusion.png");
-    let evaluated = program(
+    let evaluated = run_program(
         "eval",
         &[
             "--model",
@@ -145,7 +140,7 @@ fn train_then_predict_and_eval_the_saved_model() {
     }
 
     // predict reads JSON lines and answers one line per input, in order.
-    let predicted = program(
+    let predicted = run_program(
         "predict",
         &[
             "--model",
@@ -190,7 +185,7 @@ fn predict_reads_pairs_and_single_sentences_from_a_hub_model() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"sentence1\": \"A cat sat.\", \"sentence2\": \"A cat was sitting.\"}\n{\"sentence1\": \"Only one.\"}\n").unwrap();
-    let output = program(
+    let output = run_program(
         "predict",
         &[
             "--model",
@@ -260,7 +255,7 @@ fn bad_input_gets_one_clear_line_and_exit_code_1() {
         cases.push((vec!["--model", "x", "--device", "cuda"], expected.leak()));
     }
     for (args, expected) in cases {
-        let output = program("train", &args);
+        let output = run_program("train", &args);
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
         assert!(
@@ -274,7 +269,7 @@ fn bad_input_gets_one_clear_line_and_exit_code_1() {
 #[test]
 fn dry_run_shows_splits_a_batch_padding_and_steps() {
     require_hf_home();
-    let output = program(
+    let output = run_program(
         "train",
         &[
             "--model",
@@ -305,9 +300,82 @@ fn dry_run_shows_splits_a_batch_padding_and_steps() {
     assert!(text.contains("padding ratio (epoch 1): "), "{text}");
     // 3668 examples / 8 = 459 batches; 2 per step = 230 steps per epoch, the last one partial.
     assert!(
-        text.contains("optimizer steps: 230 per epoch × 3 epochs = 690 (batch 8 × accumulation 2)"),
+        text.contains(
+            "optimizer steps: 230 per epoch × 3 epochs = 690 \
+             (effective batch 16 = batch 8 × 1 device × accumulation 2)"
+        ),
         "{text}"
     );
+}
+
+/// `--config FILE` sets flags like `accelerate config`; the command line overrides it.
+#[test]
+fn a_config_file_sets_flags_that_the_command_line_overrides() {
+    require_hf_home();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("launch.toml");
+    std::fs::write(
+        &config,
+        "devices = [0, 1]\nbatch_size = 4\ngradient_accumulation_steps = 2\n\
+         group_by_length = false\nlearning_rate = 3e-5\n",
+    )
+    .unwrap();
+    let model = "sentence-transformers/all-MiniLM-L6-v2";
+    let config = config.to_str().unwrap();
+    let output = run_program(
+        "train",
+        &[
+            "--config",
+            config,
+            "--model",
+            model,
+            "--dry-run",
+            "--batch-size",
+            "2",
+        ],
+    );
+    let text = stdout(&output);
+    assert!(output.status.success(), "{}", stderr(&output));
+    // 3668 examples / 2 = 1834 micro-batches, 2 devices × 2 accumulation per step: 459 steps.
+    assert!(
+        text.contains(
+            "optimizer steps: 459 per epoch × 3 epochs = 1377 \
+             (effective batch 8 = batch 2 × 2 devices × accumulation 2)"
+        ),
+        "{text}"
+    );
+
+    let bad = |contents: &str, expected: &str| {
+        std::fs::write(dir.path().join("bad.toml"), contents).unwrap();
+        let path = dir.path().join("bad.toml");
+        let output = run_program(
+            "train",
+            &[
+                "--config",
+                path.to_str().unwrap(),
+                "--model",
+                model,
+                "--dry-run",
+            ],
+        );
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{contents}: {err}");
+        assert!(
+            err.starts_with("error: --config ") && err.contains(expected),
+            "{err}"
+        );
+    };
+    bad(
+        "batch = 4",
+        "unknown setting `batch`; settings are the flags of `train --help`",
+    );
+    bad(
+        "group_by_length = 3",
+        "is not a value for --group-by-length (a switch: true or false)",
+    );
+    bad("batch_size = [", "TOML parse error");
+    let output = run_program("train", &["--config", "/no/such.toml", "--model", model]);
+    assert!(stderr(&output).contains("--config /no/such.toml: cannot read it"));
 }
 
 /// A split that is not in the default cache (`test`) is read when the cache has it.
@@ -330,7 +398,7 @@ fn eval_reads_any_split_the_cache_has() {
     std::fs::copy(&validation, snapshot.join("test-00000-of-00001.parquet")).unwrap();
     let model = fixture("tiny-bert");
     let run = |split: &str| {
-        Command::new(env!("CARGO_BIN_EXE_eval"))
+        program(env!("CARGO_BIN_EXE_eval"))
             .args([
                 "--model",
                 model.to_str().unwrap(),
@@ -339,8 +407,6 @@ fn eval_reads_any_split_the_cache_has() {
                 "--json",
             ])
             .env("HF_HOME", home.path())
-            .env("HF_HUB_OFFLINE", "1")
-            .env("BURNBERT_DEVICE", "cpu")
             .output()
             .unwrap()
     };

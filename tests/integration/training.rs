@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::common::*;
 
-fn tiny(dropout: bool, device: &Device) -> BertForSequenceClassification {
+pub fn tiny(dropout: bool, device: &Device) -> BertForSequenceClassification {
     let mut config = BertConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
     if !dropout {
         config.hidden_dropout_prob = 0.0;
@@ -62,7 +62,7 @@ pub fn parameters(model: &BertForSequenceClassification) -> Vec<f32> {
     collect.0
 }
 
-fn batcher() -> PaddingBatcher {
+pub fn batcher() -> PaddingBatcher {
     PaddingBatcher {
         pad_id: 0,
         pad_to_multiple_of: 1,
@@ -75,17 +75,26 @@ fn accumulated_micro_batches_give_the_large_batch_gradient() {
     let model = tiny(false, &device);
     let data = synthetic(12, 7);
     let all: Vec<usize> = (0..12).collect();
+    let devices = [device];
     let (large, large_loss, n) =
-        accumulate_gradients(&model, &[all.clone()], &data, &batcher(), &device);
+        accumulate_gradients(&model, &[all.clone()], &data, &batcher(), &devices);
     // Three micro-batches of unequal size (5, 4, 3), as a last partial group has.
     let micro = vec![all[..5].to_vec(), all[5..9].to_vec(), all[9..].to_vec()];
-    let (small, small_loss, m) = accumulate_gradients(&model, &micro, &data, &batcher(), &device);
+    let (small, small_loss, m) = accumulate_gradients(&model, &micro, &data, &batcher(), &devices);
     assert_eq!((n, m), (12, 12));
     assert!(
         (large_loss - small_loss).abs() < 1e-5,
         "{large_loss} vs {small_loss}"
     );
+    assert_same_gradients(&model, &large, &small);
+}
 
+/// Two gradients of `model`'s parameters agree within float noise, and cover all 41.
+pub fn assert_same_gradients(
+    model: &BertForSequenceClassification,
+    large: &burn::optim::GradientsParams,
+    small: &burn::optim::GradientsParams,
+) {
     struct Compare<'a>(
         &'a burn::optim::GradientsParams,
         &'a burn::optim::GradientsParams,
@@ -114,12 +123,12 @@ fn accumulated_micro_batches_give_the_large_batch_gradient() {
             self.2 += 1;
         }
     }
-    let mut compare = Compare(&large, &small, 0);
+    let mut compare = Compare(large, small, 0);
     model.visit(&mut compare);
     assert_eq!(compare.2, 41, "every parameter has a gradient");
 }
 
-fn options(epochs: usize) -> TrainOptions {
+pub fn options(epochs: usize) -> TrainOptions {
     TrainOptions {
         epochs,
         batch_size: 4,
@@ -134,18 +143,19 @@ fn options(epochs: usize) -> TrainOptions {
 static SEEDED_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run(options: &TrainOptions, dirs: &CheckpointDirs) -> (Vec<f32>, burnbert_train::LoopState) {
-    run_on(&cpu(), true, options, dirs)
+    let (model, state) = run_on(&[cpu()], true, options, dirs);
+    (parameters(&model), state)
 }
 
-fn run_on(
-    device: &Device,
+pub fn run_on(
+    devices: &[Device],
     dropout: bool,
     options: &TrainOptions,
     dirs: &CheckpointDirs,
-) -> (Vec<f32>, burnbert_train::LoopState) {
+) -> (BertForSequenceClassification, burnbert_train::LoopState) {
     let _turn = SEEDED_RUNS.lock().unwrap_or_else(|e| e.into_inner());
-    device.seed(options.seed);
-    let model = tiny(dropout, device);
+    devices[0].seed(options.seed);
+    let model = tiny(dropout, &devices[0]);
     let train = synthetic(18, 1);
     let validation = synthetic(7, 2);
     let validation = Validation {
@@ -160,12 +170,12 @@ fn run_on(
         &validation,
         options,
         &batcher(),
-        device,
+        devices,
         dirs,
         &mut progress,
     )
     .unwrap();
-    (parameters(&trained.model), trained.state)
+    (trained.model, trained.state)
 }
 
 #[test]
@@ -232,9 +242,14 @@ fn training_agrees_across_backends() {
         learning_rate: 1e-4,
         ..options(2)
     };
-    let (_, on_cpu) = run_on(&cpu(), false, &options, &CheckpointDirs::default());
+    let (_, on_cpu) = run_on(&[cpu()], false, &options, &CheckpointDirs::default());
     for device in devices().into_iter().skip(1) {
-        let (_, state) = run_on(&device, false, &options, &CheckpointDirs::default());
+        let (_, state) = run_on(
+            &[device.clone()],
+            false,
+            &options,
+            &CheckpointDirs::default(),
+        );
         assert_eq!(state.step, on_cpu.step);
         for (ours, theirs) in state.epochs.iter().zip(&on_cpu.epochs) {
             assert!(ours.train_loss.is_finite());

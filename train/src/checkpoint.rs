@@ -133,6 +133,10 @@ pub fn resolve(path: &Path) -> Result<PathBuf, TrainError> {
 }
 
 /// Loads a checkpoint into `model` and `optimizer`, returning the loop state.
+///
+/// Burn builds the optimizer state on its default device first (then moves it to the
+/// training device at the next step): in a build with CUDA or wgpu compiled in, make the
+/// training device the default (`burnbert_model::select_device`, or `BURN_DEVICE`).
 pub fn load(
     path: &Path,
     model: BertForSequenceClassification,

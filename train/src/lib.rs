@@ -34,8 +34,10 @@ pub struct TrainOptions {
     pub weight_decay: f64,
     pub schedule: ScheduleKind,
     pub warmup_steps: usize,
-    /// Micro-batches per optimizer step.
+    /// Micro-batches per device and optimizer step.
     pub gradient_accumulation_steps: usize,
+    /// Devices training in data parallel, each on its own micro-batches of every step.
+    pub devices: usize,
     /// Clip the global gradient norm to this value.
     pub max_grad_norm: Option<f64>,
     /// Fixes head initialisation, dropout and data order.
@@ -62,6 +64,7 @@ impl Default for TrainOptions {
             schedule: ScheduleKind::Linear,
             warmup_steps: 0,
             gradient_accumulation_steps: 1,
+            devices: 1,
             max_grad_norm: None,
             seed: 42,
             pad_to_multiple_of: 1,
@@ -87,6 +90,9 @@ impl TrainOptions {
         }
         if self.gradient_accumulation_steps == 0 {
             return bad("--gradient-accumulation-steps must be at least 1".into());
+        }
+        if self.devices == 0 {
+            return bad("--devices must name at least one device".into());
         }
         if self.epochs == 0 {
             return bad("--num-epochs must be at least 1".into());
@@ -141,11 +147,21 @@ impl TrainOptions {
         }
     }
 
+    /// Micro-batches per optimizer step: one per device and accumulation step.
+    pub fn micro_batches_per_step(&self) -> usize {
+        self.devices * self.gradient_accumulation_steps
+    }
+
+    /// Examples per optimizer step: batch size × devices × accumulation steps.
+    pub fn effective_batch_size(&self) -> usize {
+        self.batch_size * self.micro_batches_per_step()
+    }
+
     /// Optimizer steps per epoch; the last group of micro-batches may be partial and still steps.
     pub fn steps_per_epoch(&self, train_examples: usize) -> usize {
         self.plan()
             .batches_per_epoch(train_examples)
-            .div_ceil(self.gradient_accumulation_steps)
+            .div_ceil(self.micro_batches_per_step())
     }
 
     /// Optimizer steps of the whole run.
@@ -216,35 +232,77 @@ pub struct Trained {
 }
 
 /// Forward and backward over one optimizer step's micro-batches (`group`, lists of
-/// example indices): returns the summed gradients, the group's mean loss and its size.
+/// example indices) on `devices`: returns the summed gradients on the first device, the
+/// group's mean loss and its size.
 ///
 /// Each micro-batch's mean loss is weighted by its share of the group's examples, so the
-/// accumulated gradient is that of the mean loss over the whole group, as one batch of
-/// all its examples would give, also for a last, smaller group.
+/// summed gradient is that of the mean loss over the whole group, as one batch of all its
+/// examples would give, also for a last, smaller group. Device `d` takes micro-batches
+/// `d`, `d + N`, ... on a replica of its own, in a thread of its own; the gradients are then
+/// added on the first device, as burn-train's multi-device strategy does (Burn 0.22's
+/// all-reduce, `burn::tensor::distributed`, is implemented for CUDA only).
 pub fn accumulate_gradients(
     model: &BertForSequenceClassification,
     group: &[Vec<usize>],
     train: &[Encoded],
     batcher: &PaddingBatcher,
-    device: &Device,
+    devices: &[Device],
 ) -> (GradientsParams, f32, usize) {
     let group_examples: usize = group.iter().map(Vec::len).sum();
-    let mut accumulated = GradientsAccumulator::new();
-    let mut group_loss = 0.0;
-    for indices in group {
-        let items = indices.iter().map(|&i| train[i].clone()).collect();
-        let batch = batcher.batch(items, device);
-        let output = model.forward(batch.input, batch.labels);
-        let loss = output.loss.expect("training examples have labels")
-            * (batch.size as f64 / group_examples as f64);
-        group_loss += loss.clone().into_scalar::<f32>();
-        accumulated.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+    let shard = |replica: &BertForSequenceClassification, device: &Device, first: usize| {
+        let mut accumulated = GradientsAccumulator::new();
+        let mut shard_loss = 0.0;
+        for indices in group.iter().skip(first).step_by(devices.len()) {
+            let items = indices.iter().map(|&i| train[i].clone()).collect();
+            let batch = batcher.batch(items, device);
+            let output = replica.forward(batch.input, batch.labels);
+            let loss = output.loss.expect("training examples have labels")
+                * (batch.size as f64 / group_examples as f64);
+            shard_loss += loss.clone().into_scalar::<f32>();
+            accumulated.accumulate(
+                replica,
+                GradientsParams::from_grads(loss.backward(), replica),
+            );
+        }
+        (accumulated.grads(), shard_loss)
+    };
+    if let [device] = devices {
+        let (grads, loss) = shard(model, device, 0);
+        return (grads, loss, group_examples);
     }
-    (accumulated.grads(), group_loss, group_examples)
+    let shards: Vec<(GradientsParams, f32)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .take(group.len())
+            .map(|(d, device)| {
+                // A replica has the model's parameter ids, so its gradients add up with theirs.
+                let replica = model.clone().fork(device);
+                let shard = &shard;
+                scope.spawn(move || shard(&replica, device, d))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            })
+            .collect()
+    });
+    let mut total = GradientsAccumulator::new();
+    let mut group_loss = 0.0;
+    for (grads, loss) in shards {
+        total.accumulate(model, grads.to_device(&devices[0], model));
+        group_loss += loss;
+    }
+    (total.grads(), group_loss, group_examples)
 }
 
 /// Fine-tunes `model` on `train`, evaluating on `validation` after each epoch: the course's
-/// loop. `device` is a plain device; the loop trains on its autodiff counterpart.
+/// loop. `devices` (`options.devices` of them) are plain devices; the loop trains on their
+/// autodiff counterparts, and keeps the model and optimizer state on the first.
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     model: BertForSequenceClassification,
@@ -252,14 +310,22 @@ pub fn train(
     validation: &Validation,
     options: &TrainOptions,
     batcher: &PaddingBatcher,
-    device: &Device,
+    devices: &[Device],
     dirs: &CheckpointDirs,
     progress: &mut Progress,
 ) -> Result<Trained, TrainError> {
     options.validate(train.len())?;
+    if devices.len() != options.devices {
+        return Err(TrainError::Options(format!(
+            "{} devices given for a run planned on {}",
+            devices.len(),
+            options.devices
+        )));
+    }
     let started = Instant::now();
-    let device = device.clone().autodiff();
-    let mut model = model.to_device(&device).train();
+    let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
+    let device = &devices[0];
+    let mut model = model.to_device(device).train();
     let mut optimizer = optim::adamw(options.weight_decay);
     let mut state = LoopState {
         step: 0,
@@ -287,19 +353,22 @@ pub fn train(
 
     while state.epoch < options.epochs {
         let batches = plan.epoch(&lengths, state.epoch);
-        let groups: Vec<&[Vec<usize>]> = batches
-            .chunks(options.gradient_accumulation_steps)
-            .collect();
+        let groups: Vec<&[Vec<usize>]> = batches.chunks(options.micro_batches_per_step()).collect();
         for group in &groups[state.step_in_epoch..] {
             // Dropout masks depend on the step alone, so a resumed run draws the same ones.
-            device.seed(
-                options
-                    .seed
-                    .wrapping_mul(1_000_003)
-                    .wrapping_add(state.step as u64),
-            );
+            // (The CPU backends have one generator for all their workers, drawn in whatever
+            // order the threads run: several CPU workers are not reproducible.)
+            for (d, device) in devices.iter().enumerate() {
+                device.seed(
+                    options
+                        .seed
+                        .wrapping_mul(1_000_003)
+                        .wrapping_add(state.step as u64)
+                        .wrapping_add((d as u64) << 32),
+                );
+            }
             let (mut grads, step_loss, group_examples) =
-                accumulate_gradients(&model, group, train, batcher, &device);
+                accumulate_gradients(&model, group, train, batcher, &devices);
             let lr = schedule.lr(state.step);
             if !step_loss.is_finite() {
                 if !options.skip_nonfinite {
@@ -354,7 +423,7 @@ pub fn train(
             validation.examples,
             batcher,
             options.eval_batch_size,
-            &device,
+            &devices,
         );
         let references = burnbert_eval::references(validation.examples).ok_or_else(|| {
             TrainError::Options(
