@@ -8,7 +8,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::tensor::Device;
 use burnbert_data::{Encoded, Label, PaddingBatcher};
-use burnbert_model::BertForSequenceClassification;
+use burnbert_model::{BertForSequenceClassification, on_each_device};
 
 pub use metrics::Metrics;
 
@@ -34,12 +34,12 @@ pub fn predict(
     devices: &[Device],
 ) -> Predictions {
     let batches: Vec<&[Encoded]> = examples.chunks(batch_size).collect();
-    let run = |device: &Device, first: usize| {
+    let per_device = on_each_device(devices, |d, device| {
         // Inference builds no autodiff graph, whatever device the caller trains on.
         let device = &device.clone().without_autodiff();
         let model = model.valid().to_device(device);
         let mut logits = Vec::new();
-        for chunk in batches.iter().skip(first).step_by(devices.len()) {
+        for chunk in batches.iter().skip(d).step_by(devices.len()) {
             let batch = batcher.batch(chunk.to_vec(), device);
             let output = model.forward(batch.input, None);
             let [rows, cols] = output.logits.dims();
@@ -55,24 +55,6 @@ pub fn predict(
             );
         }
         logits
-    };
-    let per_device: Vec<Vec<_>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .map(|(d, device)| {
-                let run = &run;
-                scope.spawn(move || run(device, d))
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-            })
-            .collect()
     });
     // Batch i came from device i % N, as its (i / N)-th batch.
     let mut per_device: Vec<_> = per_device.into_iter().map(Vec::into_iter).collect();

@@ -93,6 +93,35 @@ pub fn select_devices(spec: &str, list: Option<&str>) -> Result<Vec<Device>, Str
     Ok(devices)
 }
 
+/// Runs `work(d, device)` for every device, each in a thread of its own (one device runs
+/// in this thread), and returns the results in device order; a panic in one is raised here.
+pub fn on_each_device<T: Send>(
+    devices: &[Device],
+    work: impl Fn(usize, &Device) -> T + Sync,
+) -> Vec<T> {
+    if let [device] = devices {
+        return vec![work(0, device)];
+    }
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(d, device)| {
+                let work = &work;
+                scope.spawn(move || work(d, device))
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            })
+            .collect()
+    })
+}
+
 fn make_default(backend: &str) {
     // SAFETY: programs call this before they start threads, so nothing reads the
     // environment at the same time.

@@ -16,7 +16,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Device;
 use burnbert_data::{BatchPlan, Encoded, MetricKind, PaddingBatcher, padding_ratio};
 use burnbert_eval::Metrics;
-use burnbert_model::BertForSequenceClassification;
+use burnbert_model::{BertForSequenceClassification, on_each_device};
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::LoopState;
@@ -249,47 +249,26 @@ pub fn accumulate_gradients(
     devices: &[Device],
 ) -> (GradientsParams, f32, usize) {
     let group_examples: usize = group.iter().map(Vec::len).sum();
-    let shard = |replica: &BertForSequenceClassification, device: &Device, first: usize| {
+    let devices = &devices[..devices.len().min(group.len())];
+    let shards = on_each_device(devices, |d, device| {
+        // A replica has the model's parameter ids, so its gradients add up with the model's.
+        let replica = match devices.len() {
+            1 => model.clone(),
+            _ => model.clone().fork(device),
+        };
         let mut accumulated = GradientsAccumulator::new();
         let mut shard_loss = 0.0;
-        for indices in group.iter().skip(first).step_by(devices.len()) {
+        for indices in group.iter().skip(d).step_by(devices.len()) {
             let items = indices.iter().map(|&i| train[i].clone()).collect();
             let batch = batcher.batch(items, device);
             let output = replica.forward(batch.input, batch.labels);
             let loss = output.loss.expect("training examples have labels")
                 * (batch.size as f64 / group_examples as f64);
             shard_loss += loss.clone().into_scalar::<f32>();
-            accumulated.accumulate(
-                replica,
-                GradientsParams::from_grads(loss.backward(), replica),
-            );
+            let grads = GradientsParams::from_grads(loss.backward(), &replica);
+            accumulated.accumulate(&replica, grads);
         }
         (accumulated.grads(), shard_loss)
-    };
-    if let [device] = devices {
-        let (grads, loss) = shard(model, device, 0);
-        return (grads, loss, group_examples);
-    }
-    let shards: Vec<(GradientsParams, f32)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .take(group.len())
-            .map(|(d, device)| {
-                // A replica has the model's parameter ids, so its gradients add up with theirs.
-                let replica = model.clone().fork(device);
-                let shard = &shard;
-                scope.spawn(move || shard(&replica, device, d))
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-            })
-            .collect()
     });
     let mut total = GradientsAccumulator::new();
     let mut group_loss = 0.0;
