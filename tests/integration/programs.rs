@@ -138,6 +138,25 @@ fn train_then_predict_and_eval_the_saved_model() {
         );
         assert!((a - b).abs() < 1e-9, "{metric}: eval {a} vs train {b}");
     }
+    // On two devices (CPU workers), in batches of 3: the same examples, the same metrics.
+    let on_two = run_program(
+        "eval",
+        &[
+            "--model",
+            out_str,
+            "--file",
+            validation_file.to_str().unwrap(),
+            "--json",
+            "--devices",
+            "0,1",
+            "--batch-size",
+            "3",
+        ],
+    );
+    assert!(on_two.status.success(), "{}", stderr(&on_two));
+    let on_two: serde_json::Value = serde_json::from_str(stdout(&on_two).trim()).unwrap();
+    assert_eq!(on_two["examples"], 10);
+    assert_eq!(on_two["metrics"], evaluated["metrics"]);
 
     // predict reads JSON lines and answers one line per input, in order.
     let predicted = run_program(
