@@ -201,19 +201,19 @@ mod tests {
             .input
             .input_ids
             .into_data()
-            .try_to_vec::<i64>()
-            .unwrap();
+            .iter::<i64>()
+            .collect::<Vec<_>>();
         assert_eq!(ids, [1, 2, 3, 0, 0, 1, 2, 3, 4, 5]);
         let mask = batch
             .input
             .attention_mask
             .into_data()
-            .try_to_vec::<i64>()
-            .unwrap();
+            .iter::<i64>()
+            .collect::<Vec<_>>();
         assert_eq!(mask, [1, 1, 1, 0, 0, 1, 1, 1, 1, 1]);
         match batch.labels {
             Some(Labels::Classes(c)) => {
-                assert_eq!(c.into_data().try_to_vec::<i64>().unwrap(), [1, 0])
+                assert_eq!(c.into_data().iter::<i64>().collect::<Vec<_>>(), [1, 0])
             }
             other => panic!("expected classes, got {other:?}"),
         }

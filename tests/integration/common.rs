@@ -82,17 +82,31 @@ pub fn program(path: &str) -> std::process::Command {
     command
 }
 
-/// The CPU device the tests run on, whichever GPU backends the build has too.
+/// The CPU device most tests run on: ndarray, the unit tests' backend, when compiled in
+/// (CI builds it beside flex, the default CPU backend), else the default CPU backend.
 pub fn cpu() -> Device {
-    burnbert_model::parse_device("cpu").unwrap()
+    let name = if cfg!(feature = "ndarray") {
+        "ndarray"
+    } else {
+        "cpu"
+    };
+    burnbert_model::parse_device(name).unwrap()
 }
 
-/// The devices the parity tests cover: the CPU, and wgpu when compiled in (in CI, Mesa's
-/// lavapipe, a Vulkan driver that runs on the CPU).
+/// The devices the parity and training tests cover: every backend compiled in (in CI,
+/// ndarray, flex, and wgpu on Mesa's lavapipe, a Vulkan driver that runs on the CPU).
 pub fn devices() -> Vec<Device> {
     let mut devices = vec![cpu()];
-    if cfg!(feature = "wgpu") {
-        devices.push(burnbert_model::parse_device("wgpu").unwrap());
+    for (name, compiled) in [
+        ("flex", cfg!(feature = "flex")),
+        ("wgpu", cfg!(feature = "wgpu")),
+    ] {
+        if compiled {
+            let device = burnbert_model::parse_device(name).unwrap();
+            if !devices.contains(&device) {
+                devices.push(device);
+            }
+        }
     }
     devices
 }
