@@ -80,9 +80,12 @@ pub fn select_devices(spec: &str, list: Option<&str>) -> Result<Vec<Device>, Str
         }
         numbers
             .into_iter()
-            .map(|n| match gpu {
-                true => resolve(&format!("{backend}:{n}")).map(|(device, _)| device),
-                false => Ok(device.clone()),
+            .map(|n| {
+                if gpu {
+                    resolve(&format!("{backend}:{n}")).map(|(device, _)| device)
+                } else {
+                    Ok(device.clone())
+                }
             })
             .collect::<Result<_, _>>()?
     };
