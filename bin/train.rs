@@ -168,8 +168,7 @@ fn main() -> std::process::ExitCode {
         let task = Task::by_name(&args.task).map_err(anyhow::Error::msg)?;
         let devices = args.model.devices()?;
         let device = &devices[0];
-        let gpu = !matches!(args.model.device.as_str(), "cpu" | "ndarray" | "flex")
-            && (cfg!(feature = "cuda") || cfg!(feature = "wgpu"));
+        let gpu = !burnbert_model::is_cpu_backend(device);
         let hub = args.model.hub();
 
         // Data first: a bad file fails in a second, not after the model has loaded.

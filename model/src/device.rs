@@ -96,6 +96,15 @@ pub fn select_devices(spec: &str, list: Option<&str>) -> Result<Vec<Device>, Str
     Ok(devices)
 }
 
+/// Whether `device` belongs to a CPU backend (ndarray or flex), which runs any tensor shape
+/// without compiling kernels for it.
+pub fn is_cpu_backend(device: &Device) -> bool {
+    ["ndarray", "flex"]
+        .into_iter()
+        .filter_map(|name| parse_device(name).ok())
+        .any(|cpu| &cpu == device)
+}
+
 /// Runs `work(d, device)` for every device, each in a thread of its own (one device runs
 /// in this thread), and returns the results in device order; a panic in one is raised here.
 pub fn on_each_device<T: Send>(
@@ -295,6 +304,14 @@ mod tests {
     fn the_selected_device_becomes_burns_default() {
         let device = select_device("cpu").unwrap();
         assert_eq!(Device::default(), device);
+    }
+
+    #[test]
+    fn cpu_backends_are_told_from_gpu_backends() {
+        assert!(is_cpu_backend(&parse_device("cpu").unwrap()));
+        if let Ok(gpu) = parse_device("wgpu") {
+            assert!(!is_cpu_backend(&gpu));
+        }
     }
 
     #[test]

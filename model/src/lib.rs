@@ -22,7 +22,9 @@ use std::path::PathBuf;
 pub use bert::*;
 pub use checkpoint::{LoadReport, checkpoint_name};
 pub use config::{Activation, BertConfig};
-pub use device::{available_devices, on_each_device, parse_device, select_device, select_devices};
+pub use device::{
+    available_devices, is_cpu_backend, on_each_device, parse_device, select_device, select_devices,
+};
 
 /// What can go wrong reading a model; every message names the file.
 #[derive(Debug, thiserror::Error)]
