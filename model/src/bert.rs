@@ -20,6 +20,7 @@ use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::config::{Activation, BertConfig};
+use crate::dropout::dropout;
 
 /// One batch of tokenized text, as the tokenizer gives it.
 #[derive(Debug, Clone)]
@@ -82,7 +83,7 @@ fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {
         .init(device)
 }
 
-fn dropout(p: f64) -> Dropout {
+fn dropout_layer(p: f64) -> Dropout {
     DropoutConfig::new(p).init()
 }
 
@@ -108,7 +109,7 @@ impl BertEmbeddings {
             position_embeddings: embedding(config.max_position_embeddings, config.hidden_size),
             token_type_embeddings: embedding(config.type_vocab_size, config.hidden_size),
             layer_norm: layer_norm(config, device),
-            dropout: dropout(config.hidden_dropout_prob),
+            dropout: dropout_layer(config.hidden_dropout_prob),
         }
     }
 
@@ -122,7 +123,7 @@ impl BertEmbeddings {
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_type_ids);
-        self.dropout.forward(self.layer_norm.forward(x))
+        dropout(&self.dropout, self.layer_norm.forward(x))
     }
 }
 
@@ -144,7 +145,7 @@ impl BertSelfAttention {
             query: linear(config, h, h, device),
             key: linear(config, h, h, device),
             value: linear(config, h, h, device),
-            dropout: dropout(config.attention_probs_dropout_prob),
+            dropout: dropout_layer(config.attention_probs_dropout_prob),
             num_heads: config.num_attention_heads,
             head_dim: config.head_dim(),
         }
@@ -168,7 +169,7 @@ impl BertSelfAttention {
         // their softmax weight is exactly 0; masking with it gives the same numbers.
         let min = scores.dtype().finfo().map_or(f32::MIN as f64, |f| f.min);
         let scores = scores.mask_fill(padding, min);
-        let probs = self.dropout.forward(softmax(scores, 3));
+        let probs = dropout(&self.dropout, softmax(scores, 3));
 
         probs
             .matmul(v)
@@ -190,12 +191,12 @@ impl BertSelfOutput {
         Self {
             dense: linear(config, config.hidden_size, config.hidden_size, device),
             layer_norm: layer_norm(config, device),
-            dropout: dropout(config.hidden_dropout_prob),
+            dropout: dropout_layer(config.hidden_dropout_prob),
         }
     }
 
     pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let x = self.dropout.forward(self.dense.forward(hidden));
+        let x = dropout(&self.dropout, self.dense.forward(hidden));
         self.layer_norm.forward(x + residual)
     }
 }
@@ -260,12 +261,12 @@ impl BertFeedForwardOutput {
         Self {
             dense: linear(config, config.intermediate_size, config.hidden_size, device),
             layer_norm: layer_norm(config, device),
-            dropout: dropout(config.hidden_dropout_prob),
+            dropout: dropout_layer(config.hidden_dropout_prob),
         }
     }
 
     pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let x = self.dropout.forward(self.dense.forward(hidden));
+        let x = dropout(&self.dropout, self.dense.forward(hidden));
         self.layer_norm.forward(x + residual)
     }
 }
@@ -393,7 +394,7 @@ impl BertForSequenceClassification {
             .unwrap_or(config.hidden_dropout_prob);
         Self {
             bert: BertModel::new(config, device),
-            dropout: dropout(head_dropout),
+            dropout: dropout_layer(head_dropout),
             classifier: linear(config, config.hidden_size, config.label_count(), device),
         }
     }
@@ -404,7 +405,7 @@ impl BertForSequenceClassification {
         let pooled = output
             .pooler_output
             .expect("BertForSequenceClassification always has a pooler");
-        let logits = self.classifier.forward(self.dropout.forward(pooled));
+        let logits = self.classifier.forward(dropout(&self.dropout, pooled));
         let loss = labels.map(|labels| loss(logits.clone(), labels));
         SequenceClassifierOutput { loss, logits }
     }

@@ -96,13 +96,14 @@ pub fn select_devices(spec: &str, list: Option<&str>) -> Result<Vec<Device>, Str
     Ok(devices)
 }
 
-/// Whether `device` belongs to a CPU backend (ndarray or flex), which runs any tensor shape
-/// without compiling kernels for it.
+/// Whether `device`, or the device it adds autodiff to, belongs to a CPU backend (ndarray or
+/// flex), which runs any tensor shape without compiling kernels for it.
 pub fn is_cpu_backend(device: &Device) -> bool {
+    let device = device.clone().without_autodiff();
     ["ndarray", "flex"]
         .into_iter()
         .filter_map(|name| parse_device(name).ok())
-        .any(|cpu| &cpu == device)
+        .any(|cpu| cpu == device)
 }
 
 /// Runs `work(d, device)` for every device, each in a thread of its own (one device runs
@@ -309,8 +310,10 @@ mod tests {
     #[test]
     fn cpu_backends_are_told_from_gpu_backends() {
         assert!(is_cpu_backend(&parse_device("cpu").unwrap()));
+        assert!(is_cpu_backend(&parse_device("cpu").unwrap().autodiff()));
         if let Ok(gpu) = parse_device("wgpu") {
             assert!(!is_cpu_backend(&gpu));
+            assert!(!is_cpu_backend(&gpu.autodiff()));
         }
     }
 

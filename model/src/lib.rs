@@ -16,6 +16,7 @@ mod bert;
 mod checkpoint;
 mod config;
 mod device;
+mod dropout;
 
 use std::path::PathBuf;
 
