@@ -83,6 +83,18 @@ fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {
         .init(device)
 }
 
+/// `linear` on every token of `[batch, seq, d_in]`, as one `[batch × seq, d_in]` matrix
+/// product. Burn 0.22 keeps a 3-d input whose `seq` is a multiple of 8 as `batch` products
+/// with the weight broadcast, and flex packs the weight again for each of them; as one
+/// product a MiniLM train step took 1160–1190 ms instead of 1400–1470 (BENCHMARKS.md).
+fn per_token(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [batch, seq, d_in] = x.dims();
+    let d_out = linear.weight.dims()[1];
+    linear
+        .forward(x.reshape([batch * seq, d_in]))
+        .reshape([batch, seq, d_out])
+}
+
 fn dropout_layer(p: f64) -> Dropout {
     DropoutConfig::new(p).init()
 }
@@ -158,9 +170,9 @@ impl BertSelfAttention {
             x.reshape([batch, seq, self.num_heads, self.head_dim])
                 .swap_dims(1, 2)
         };
-        let q = heads(self.query.forward(hidden.clone()));
-        let k = heads(self.key.forward(hidden.clone()));
-        let v = heads(self.value.forward(hidden));
+        let q = heads(per_token(&self.query, hidden.clone()));
+        let k = heads(per_token(&self.key, hidden.clone()));
+        let v = heads(per_token(&self.value, hidden));
 
         let scores = q
             .matmul(k.transpose())
@@ -196,7 +208,7 @@ impl BertSelfOutput {
     }
 
     pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let x = dropout(&self.dropout, self.dense.forward(hidden));
+        let x = dropout(&self.dropout, per_token(&self.dense, hidden));
         self.layer_norm.forward(x + residual)
     }
 }
@@ -244,7 +256,7 @@ impl BertIntermediate {
     }
 
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<3> {
-        self.activation.forward(self.dense.forward(hidden))
+        self.activation.forward(per_token(&self.dense, hidden))
     }
 }
 
@@ -266,7 +278,7 @@ impl BertFeedForwardOutput {
     }
 
     pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let x = dropout(&self.dropout, self.dense.forward(hidden));
+        let x = dropout(&self.dropout, per_token(&self.dense, hidden));
         self.layer_norm.forward(x + residual)
     }
 }
