@@ -195,7 +195,7 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 /// serves each large tensor with fresh `mmap` pages, which the kernel zeroes on first touch,
 /// and unmaps them when the tensor is freed: page faults took 6 % of the CPU time of MRPC
 /// training on the CPU. Served from the heap and never trimmed, 40 MRPC steps took 26.5–27.0 s
-/// instead of 29.9–32.2 s with the same peak memory (BENCHMARKS.md).
+/// instead of 29.9–32.2 s (BENCHMARKS.md).
 fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's allocation thresholds; any value is valid.
