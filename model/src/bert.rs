@@ -17,10 +17,12 @@ use burn::nn::{
     LinearConfig,
 };
 use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::config::{Activation, BertConfig};
-use crate::dropout::dropout;
+use crate::dropout::{dropout, dropout_applies};
 
 /// One batch of tokenized text, as the tokenizer gives it.
 #[derive(Debug, Clone)]
@@ -170,23 +172,28 @@ impl BertSelfAttention {
             x.reshape([batch, seq, self.num_heads, self.head_dim])
                 .swap_dims(1, 2)
         };
+        let device = hidden.device();
         let q = heads(per_token(&self.query, hidden.clone()));
         let k = heads(per_token(&self.key, hidden.clone()));
         let v = heads(per_token(&self.value, hidden));
 
-        let scores = q
-            .matmul(k.transpose())
-            .div_scalar((self.head_dim as f64).sqrt());
-        // transformers adds the dtype's most negative finite value at padded keys, so
-        // their softmax weight is exactly 0; masking with it gives the same numbers.
-        let min = scores.dtype().finfo().map_or(f32::MIN as f64, |f| f.min);
-        let scores = scores.mask_fill(padding, min);
-        let probs = dropout(&self.dropout, softmax(scores, 3));
-
-        probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, hidden_size])
+        let context = if dropout_applies(&self.dropout, &device) {
+            let scores = q
+                .matmul(k.transpose())
+                .div_scalar((self.head_dim as f64).sqrt());
+            // transformers adds the dtype's most negative finite value at padded keys, so
+            // their softmax weight is exactly 0; masking with it gives the same numbers.
+            let min = scores.dtype().finfo().map_or(f32::MIN as f64, |f| f.min);
+            let scores = scores.mask_fill(padding, min);
+            dropout(&self.dropout, softmax(scores, 3)).matmul(v)
+        } else {
+            // Without dropout on the probabilities, Burn's fused attention computes the same
+            // softmax(QKᵀ/√d)·V (flex splits it over batch × heads on every core). It gives
+            // padded keys -inf, transformers the most negative float: both weigh 0.
+            let mask = padding.expand([batch, self.num_heads, seq, seq]);
+            attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
+        };
+        context.swap_dims(1, 2).reshape([batch, seq, hidden_size])
     }
 }
 

@@ -21,9 +21,7 @@ use crate::device::is_cpu_backend;
 /// `torch.nn.Dropout` and Burn do; otherwise `x` unchanged.
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    // The conditions of Burn's `Dropout::forward`: frozen or evaluating layers, and devices
-    // that cannot take a backward pass, pass the input through.
-    if !layer.training.is_enabled() || !device.is_autodiff() || layer.prob == 0.0 {
+    if !dropout_applies(layer, &device) {
         return x;
     }
     let keep = 1.0 - layer.prob;
@@ -34,6 +32,13 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
             .mul_scalar(1.0 / keep)
     };
     x * mask
+}
+
+/// Whether `layer` drops anything on `device`, by the conditions of Burn's
+/// `Dropout::forward`: frozen or evaluating layers, and devices that cannot take a backward
+/// pass, pass the input through.
+pub fn dropout_applies(layer: &Dropout, device: &Device) -> bool {
+    layer.training.is_enabled() && device.is_autodiff() && layer.prob > 0.0
 }
 
 /// A mask of `1 / keep` with probability `keep` and 0 otherwise, made on the host.
