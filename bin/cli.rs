@@ -175,8 +175,9 @@ fn config_flags(
     Ok(flags)
 }
 
-/// Runs a program's body: an error is printed as one line (with its causes) on stderr and
-/// the exit code is 1; panics are not the way errors leave burnbert.
+/// Runs a program's body, with the allocator set up for tensors (`keep_freed_memory`): an
+/// error is printed as one line (with its causes) on stderr and the exit code is 1; panics
+/// are not the way errors leave burnbert.
 pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     keep_freed_memory();
     match body() {
