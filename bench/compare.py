@@ -78,6 +78,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--burnbert-bin", type=Path, default=default_bench_binary(),
                         help="burnbert's bench program [default: %(default)s]")
+    parser.add_argument("--timeout", type=float,
+                        help="give up on burnbert after this many seconds (GPU kernel compilation "
+                             "can be slow); its result is then an error")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object with both results instead of text")
     args = parser.parse_args()
@@ -225,7 +228,12 @@ def run_burnbert(args: argparse.Namespace) -> dict:
     env = dict(os.environ)
     if args.threads:
         env["RAYON_NUM_THREADS"] = str(args.threads)
-    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO,
+                              timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"did not finish within --timeout {args.timeout:g} s",
+                "command": " ".join(command)}
     if done.returncode != 0:
         return {"error": done.stderr.strip() or f"exit code {done.returncode}",
                 "command": " ".join(command)}

@@ -12,6 +12,9 @@ after each epoch. Two differences, neither changing the recipe: the splits are r
 cached parquet files with pyarrow instead of 🤗 Datasets, and accuracy/F1 come from
 scikit-learn instead of 🤗 Evaluate (the same definitions). Needs torch, transformers,
 pyarrow and scikit-learn.
+
+On a GPU: `--device cuda` moves the model and each batch there (as `accelerator.prepare` does
+in the course), and `--dtype tf32|bf16` turns on TF32 matmuls or bf16 autocast.
 """
 
 import argparse
@@ -44,9 +47,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--dtype", choices=["f32", "tf32", "bf16"], default="f32")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = args.dtype == "tf32"
+    autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
 
@@ -60,7 +68,7 @@ def main() -> None:
     train = DataLoader(encode(split("train")), shuffle=True, batch_size=8, collate_fn=collator)
     validation = DataLoader(encode(split("validation")), batch_size=8, collate_fn=collator)
 
-    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
     steps = args.epochs * len(train)
     scheduler = get_scheduler("linear", optimizer=optimizer, num_warmup_steps=0, num_training_steps=steps)
@@ -70,7 +78,8 @@ def main() -> None:
         epoch_started = time.perf_counter()
         model.train()
         for batch in train:
-            loss = model(**batch).loss
+            with autocast:
+                loss = model(**batch.to(device)).loss
             loss.backward()
             optimizer.step()
             scheduler.step()
@@ -80,7 +89,8 @@ def main() -> None:
         predicted, references = [], []
         with torch.no_grad():
             for batch in validation:
-                predicted += model(**batch).logits.argmax(-1).tolist()
+                with autocast:
+                    predicted += model(**batch.to(device)).logits.argmax(-1).tolist()
                 references += batch["labels"].tolist()
         print(
             json.dumps(

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""burnbert's `predict` against transformers on the same weights and sentence pairs: the check
+that a GPU build computes what the CPU-tested model computes.
+
+    HF_HOME=~/.cache/burnbert-hf HF_HUB_OFFLINE=1 python bench/cuda_check.py \\
+        --predict-bin target/release/predict --model assets/fixtures/tiny-bert --device cuda
+
+`--model` is a directory in Hugging Face layout. With `--init-config CONFIG --tokenizer-dir D`
+and a `--model` directory that does not exist yet, it is first made: transformers'
+BertForSequenceClassification randomly initialised from CONFIG (seeded), saved as safetensors,
+with D's tokenizer files beside it (weights 10 times BERT's usual spread, so that the logits
+are far from 0). That stands in for checkpoints that cannot be carried to
+the GPU machine; the comparison is the same.
+
+The pairs are the first `--pairs` rows of MRPC's validation split, tokenized with the model's
+tokenizer.json exactly as burnbert does (`[CLS] a [SEP] b [SEP]`, longest-first truncation to
+max_position_embeddings). transformers runs each pair alone in float32 on `--device` (no
+padding, TF32 off); burnbert's `predict` batches them with dynamic padding. Prints one JSON
+object; exits 1 when a logit differs by more than `--tolerance` times the largest logit's
+magnitude (or 1, if larger).
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+from huggingface_hub import hf_hub_download
+from tokenizers import Tokenizer
+from transformers import BertConfig, BertForSequenceClassification
+
+TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.txt"]
+
+
+def make_model(directory: Path, config_file: Path, tokenizer_dir: Path, seed: int,
+               initializer_range: float) -> None:
+    torch.manual_seed(seed)
+    config = BertConfig.from_json_file(str(config_file))
+    config.initializer_range = initializer_range
+    model = BertForSequenceClassification(config)
+    model.save_pretrained(directory, safe_serialization=True)
+    for name in TOKENIZER_FILES:
+        if (tokenizer_dir / name).is_file():
+            shutil.copy(tokenizer_dir / name, directory / name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--predict-bin", type=Path, required=True)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--init-config", type=Path)
+    parser.add_argument("--tokenizer-dir", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--initializer-range", type=float, default=0.2,
+                        help="std of the random weights: BERT's 0.02 gives logits near 0, too "
+                             "small to show a difference")
+    parser.add_argument("--pairs", type=int, default=64)
+    parser.add_argument("--device", default="cuda", help="for both (torch's name: cpu, cuda)")
+    parser.add_argument("--tolerance", type=float, default=1e-3, help="relative to the logits")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds for predict")
+    args = parser.parse_args()
+
+    if not args.model.is_dir():
+        if not (args.init_config and args.tokenizer_dir):
+            sys.exit(f"error: {args.model} does not exist; pass --init-config and "
+                     "--tokenizer-dir to make it")
+        make_model(args.model, args.init_config, args.tokenizer_dir, args.seed,
+                   args.initializer_range)
+
+    path = hf_hub_download("nyu-mll/glue", "mrpc/validation-00000-of-00001.parquet",
+                           repo_type="dataset")
+    rows = pq.read_table(path).to_pylist()[: args.pairs]
+    pairs_file = args.model / "cuda_check_pairs.jsonl"
+    pairs_file.write_text("".join(
+        json.dumps({"sentence1": r["sentence1"], "sentence2": r["sentence2"]}) + "\n"
+        for r in rows))
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    device = torch.device(args.device)
+    model = BertForSequenceClassification.from_pretrained(
+        args.model, attn_implementation="eager").to(device).eval()
+    tokenizer = Tokenizer.from_file(str(args.model / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=model.config.max_position_embeddings,
+                                strategy="longest_first")
+    expected = []
+    with torch.inference_mode():
+        for r in rows:
+            encoding = tokenizer.encode(r["sentence1"], r["sentence2"])
+            ids = torch.tensor([encoding.ids], device=device)
+            types = torch.tensor([encoding.type_ids], device=device)
+            expected.append(model(input_ids=ids, token_type_ids=types).logits[0].tolist())
+
+    burn_device = "cuda" if args.device.startswith("cuda") else args.device
+    command = [str(args.predict_bin), "--model", str(args.model), "--input", str(pairs_file),
+               "--device", burn_device]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        print(json.dumps({"model": str(args.model), "error": f"predict took over {args.timeout} s"}))
+        sys.exit(1)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        print(json.dumps({"model": str(args.model), "error": done.stderr.strip()[-2000:]}))
+        sys.exit(1)
+    got = [json.loads(line)["logits"] for line in done.stdout.splitlines() if line.strip()]
+    if len(got) != len(expected):
+        print(json.dumps({"model": str(args.model),
+                          "error": f"{len(got)} predictions for {len(expected)} pairs"}))
+        sys.exit(1)
+    diffs = [abs(a - b) for g, e in zip(got, expected) for a, b in zip(g, e)]
+    largest = max(abs(v) for e in expected for v in e)
+    same_label = sum(
+        max(range(len(g)), key=g.__getitem__) == max(range(len(e)), key=e.__getitem__)
+        for g, e in zip(got, expected))
+    result = {
+        "model": str(args.model),
+        "device": burn_device,
+        "pairs": len(rows),
+        "max_abs_logit_diff": max(diffs),
+        "mean_abs_logit_diff": sum(diffs) / len(diffs),
+        "max_abs_logit": largest,
+        "same_predicted_label": same_label,
+        "tolerance": args.tolerance,
+        "predict_seconds": round(seconds, 2),
+        "passed": max(diffs) <= args.tolerance * max(1.0, largest),
+    }
+    print(json.dumps(result))
+    sys.exit(0 if result["passed"] else 1)
+
+
+if __name__ == "__main__":
+    main()
