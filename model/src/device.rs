@@ -7,7 +7,10 @@ use burn::tensor::Device;
 
 /// The device names this build understands, for help texts and errors.
 pub fn available_devices() -> Vec<&'static str> {
-    let mut names = vec!["auto", "cpu"];
+    let mut names = vec!["auto"];
+    if cfg!(any(feature = "flex", feature = "ndarray")) {
+        names.push("cpu");
+    }
     if cfg!(feature = "ndarray") {
         names.push("ndarray");
     }
@@ -174,7 +177,7 @@ fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
     match kind {
         "auto" if cuda_devices() > 0 => resolve("cuda"),
         "auto" if cfg!(feature = "wgpu") => resolve("wgpu"),
-        "auto" | "cpu" => cpu_device().ok_or_else(|| unavailable("ndarray")),
+        "auto" | "cpu" => cpu_device().ok_or_else(|| unavailable("flex")),
         "ndarray" => {
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
