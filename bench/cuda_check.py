@@ -25,14 +25,15 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
-from huggingface_hub import hf_hub_download
 from tokenizers import Tokenizer
 from transformers import BertConfig, BertForSequenceClassification
+
+from course_mrpc import split
 
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.txt"]
@@ -73,10 +74,8 @@ def main() -> None:
         make_model(args.model, args.init_config, args.tokenizer_dir, args.seed,
                    args.initializer_range)
 
-    path = hf_hub_download("nyu-mll/glue", "mrpc/validation-00000-of-00001.parquet",
-                           repo_type="dataset")
-    rows = pq.read_table(path).to_pylist()[: args.pairs]
-    pairs_file = args.model / "cuda_check_pairs.jsonl"
+    rows = split("validation")[: args.pairs]
+    pairs_file = Path(tempfile.mkdtemp()) / "pairs.jsonl"
     pairs_file.write_text("".join(
         json.dumps({"sentence1": r["sentence1"], "sentence2": r["sentence2"]}) + "\n"
         for r in rows))

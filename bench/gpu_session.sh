@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One short session on a lent NVIDIA GPU, in one call: is CUDA correct, and how fast is it next
 # to PyTorch? Nothing is built there: `bench/gpu_pack.sh PAYLOAD` packs the programs built here
-# and the data they need (see BENCHMARKS.md, "H100").
+# and the data they need (see BENCHMARKS.md, "GPU").
 #
 #   bash bench/gpu_session.sh PAYLOAD OUT
 #
@@ -93,5 +93,4 @@ done
 for log in /tmp/cubecl-*.log; do
     [ -f "$log" ] && wc -l "$log" && xz -c "$log" > "$OUT/$(basename "$log").xz"
 done
-du -sh target/environment 2>/dev/null
 echo "== done $(date +%T)"
