@@ -51,6 +51,11 @@ def make_model(directory: Path, config_file: Path, tokenizer_dir: Path, seed: in
             shutil.copy(tokenizer_dir / name, directory / name)
 
 
+def fail(model: Path, message: str) -> None:
+    print(json.dumps({"model": str(model), "error": message}))
+    sys.exit(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--predict-bin", type=Path, required=True)
@@ -103,17 +108,13 @@ def main() -> None:
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
-        print(json.dumps({"model": str(args.model), "error": f"predict took over {args.timeout} s"}))
-        sys.exit(1)
+        fail(args.model, f"predict took over {args.timeout} s")
     seconds = time.perf_counter() - started
     if done.returncode != 0:
-        print(json.dumps({"model": str(args.model), "error": done.stderr.strip()[-2000:]}))
-        sys.exit(1)
+        fail(args.model, done.stderr.strip()[-2000:])
     got = [json.loads(line)["logits"] for line in done.stdout.splitlines() if line.strip()]
     if len(got) != len(expected):
-        print(json.dumps({"model": str(args.model),
-                          "error": f"{len(got)} predictions for {len(expected)} pairs"}))
-        sys.exit(1)
+        fail(args.model, f"{len(got)} predictions for {len(expected)} pairs")
     diffs = [abs(a - b) for g, e in zip(got, expected) for a, b in zip(g, e)]
     largest = max(abs(v) for e in expected for v in e)
     same_label = sum(
