@@ -111,7 +111,7 @@ def main() -> None:
         fail(args.model, f"predict took over {args.timeout} s")
     seconds = time.perf_counter() - started
     if done.returncode != 0:
-        fail(args.model, done.stderr.strip()[-2000:])
+        fail(args.model, done.stderr.strip()[-2000:] or f"exit code {done.returncode}")
     got = [json.loads(line)["logits"] for line in done.stdout.splitlines() if line.strip()]
     if len(got) != len(expected):
         fail(args.model, f"{len(got)} predictions for {len(expected)} pairs")
