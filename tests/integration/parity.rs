@@ -222,3 +222,36 @@ fn all_minilm_l6_v2_from_the_offline_cache_matches_transformers() {
         "MiniLM token sums",
     );
 }
+
+/// Burn's exact GELU, forward and backward, against PyTorch's in float64 on every backend.
+/// flex computes it with burnbert's branch-free erf (vendor/README.md), whose error bound
+/// (1.5e-7) is PyTorch's own on the CPU. The other backends take Burn 0.22's default
+/// `gelu_backward`, which is the derivative of GELU's tanh approximation, not of the exact
+/// GELU they compute forward: up to 8.7e-4 off PyTorch's derivative.
+#[test]
+fn gelu_matches_pytorch_forward_and_backward_on_every_backend() {
+    let reference = json("gelu_reference.json");
+    let x = floats(&reference["x"]);
+    let flex = burnbert_model::parse_device("flex").ok();
+    for device in devices() {
+        let derivative_tolerance = if Some(&device) == flex.as_ref() {
+            1e-6
+        } else {
+            1e-3
+        };
+        let device = device.autodiff();
+        let input =
+            Tensor::<1>::from_data(TensorData::new(x.clone(), [x.len()]), &device).require_grad();
+        let output = burn::tensor::activation::gelu(input.clone());
+        let grads = output.clone().sum().backward();
+        let derivative = input.grad(&grads).unwrap();
+        let what = format!("gelu on {device:?}");
+        assert_close(&values(output), &floats(&reference["gelu"]), 1e-6, &what);
+        assert_close(
+            &values(derivative),
+            &floats(&reference["derivative"]),
+            derivative_tolerance,
+            &format!("{what}: derivative"),
+        );
+    }
+}
