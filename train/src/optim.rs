@@ -66,7 +66,7 @@ impl AdamW {
     ) -> (Tensor<D>, AdamWState<D>) {
         let device = tensor.device();
         let shape = tensor.shape();
-        let (time, moment_1, moment_2) = match state {
+        let (time, mut moment_1, mut moment_2) = match state {
             Some(state) => (
                 state.momentum.time + 1,
                 host_f32(state.momentum.moment_1),
@@ -78,7 +78,6 @@ impl AdamW {
             }
         };
         let (mut param, grad) = (host_f32(tensor), host_f32(grad));
-        let (mut moment_1, mut moment_2) = (moment_1, moment_2);
 
         let (beta_1, beta_2, epsilon) = (self.beta_1, self.beta_2, self.epsilon);
         let correction_1 = 1.0 - beta_1.powi(time as i32);
