@@ -157,6 +157,8 @@ fn enumerate(backend: &str) -> Vec<Device> {
 
 /// The device for `spec`, and its backend's name as `BURN_DEVICE` spells it.
 fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    keep_compiled_kernels();
     let (kind, index) = match spec.split_once(':') {
         Some((kind, index)) => {
             let index: usize = index
@@ -227,6 +229,21 @@ fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
     }
 }
 
+/// Turns on CubeCL's on-disk cache of compiled kernels, so that a second run on the same GPU
+/// skips the NVRTC/shader compilation that makes most of the first step's time
+/// (BENCHMARKS.md, "GPU"). CubeCL keeps it off unless configured; burnbert reads the
+/// configuration as CubeCL would (`cubecl.toml` from the working directory up, then its
+/// `CUBECL_*` variables) and changes only that switch. The cache lives in `target/environment`
+/// of the Cargo workspace around the working directory, else in the user's cache directory.
+/// It must run before the first GPU device is touched; later calls change nothing.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn keep_compiled_kernels() {
+    use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
+    let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+    config.compilation.cache = true;
+    CubeClRuntimeConfig::try_set(config);
+}
+
 /// How many CUDA devices the driver reports: 0 without the `cuda` feature, and 0 (not a
 /// panic: cubecl checks for `libcuda` first) on a machine without the NVIDIA driver.
 fn cuda_devices() -> usize {
@@ -281,6 +298,16 @@ mod tests {
                 "{err}"
             ),
         }
+    }
+
+    /// CubeCL keeps no compiled kernels on disk unless configured; a GPU build of burnbert
+    /// configures it before any device exists (its warm start is measured in BENCHMARKS.md).
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    #[test]
+    fn gpu_builds_keep_compiled_kernels_on_disk() {
+        use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
+        parse_device("cpu").unwrap();
+        assert!(CubeClRuntimeConfig::get().compilation.cache);
     }
 
     #[test]
