@@ -255,3 +255,48 @@ fn gelu_matches_pytorch_forward_and_backward_on_every_backend() {
         );
     }
 }
+
+/// Sums and maxima over either axis of tall, wide and odd-sized matrices (a bias gradient is a
+/// sum over 4096 rows) against the same computed here in f64. On wgpu they run the reduction
+/// routine that burnbert's patched burn-cubecl picks (vendor/README.md).
+#[test]
+fn axis_reductions_match_f64_on_every_backend() {
+    for (rows, cols) in [(4096, 96), (6, 4096), (1000, 31)] {
+        // Deterministic values in [-2, 2).
+        let data: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0)
+            .collect();
+        let at = |r: usize, c: usize| data[r * cols + c] as f64;
+        let column_sums: Vec<f32> = (0..cols)
+            .map(|c| (0..rows).map(|r| at(r, c)).sum::<f64>() as f32)
+            .collect();
+        let row_sums: Vec<f32> = (0..rows)
+            .map(|r| (0..cols).map(|c| at(r, c)).sum::<f64>() as f32)
+            .collect();
+        let column_maxima: Vec<f32> = (0..cols)
+            .map(|c| (0..rows).map(|r| at(r, c)).fold(f64::MIN, f64::max) as f32)
+            .collect();
+        for device in devices() {
+            let x = Tensor::<2>::from_data(TensorData::new(data.clone(), [rows, cols]), &device);
+            let what = format!("{rows} × {cols} on {device:?}");
+            assert_close(
+                &values(x.clone().sum_dim(0)),
+                &column_sums,
+                2e-3,
+                &format!("{what}: column sums"),
+            );
+            assert_close(
+                &values(x.clone().sum_dim(1)),
+                &row_sums,
+                2e-3,
+                &format!("{what}: row sums"),
+            );
+            assert_close(
+                &values(x.max_dim(0)),
+                &column_maxima,
+                0.0,
+                &format!("{what}: column maxima"),
+            );
+        }
+    }
+}

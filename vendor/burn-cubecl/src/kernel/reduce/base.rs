@@ -439,7 +439,7 @@ pub fn reduce_dim(
             output.clone().binding(),
             dim,
             ReduceStrategy {
-                routine: RoutineStrategy::Unit(BlueprintStrategy::Inferred(UnitStrategy)),
+                routine: unspecified_routine(&client, axis_length),
                 vectorization: VectorizationStrategy {
                     parallel_output_vectorization: false,
                 },
@@ -617,6 +617,48 @@ pub fn init_reduce_output_dtype(
         shape_out[dim] = accumulator_len;
         empty_device_contiguous_dtype(input.client.clone(), input.device.clone(), shape_out, dtype)
     })
+}
+
+/// The routine that [`KernelReduceStrategy::Unspecified`] reduces an axis with (burnbert's patch).
+///
+/// Upstream gives every output to one unit (thread), which leaves a large GPU mostly idle when
+/// there are few outputs and long axes: without autotune, the bias and LayerNorm gradients of a
+/// BERT training step (sums of a 4096 × 768 gradient over its rows) took about a quarter of an
+/// H100's step. A plane per output spreads each sum over the plane's lanes; autotune rates that
+/// routine well at every reduce count. Axes shorter than a plane keep a unit each.
+/// `BURN_CUBECL_REDUCE_ROUTINE=unit|plane|cube` overrides the choice, to compare them.
+fn unspecified_routine(client: &Client, axis_length: usize) -> RoutineStrategy {
+    use cubecl::features::Plane;
+    use cubek::reduce::routines::{cube::CubeStrategy, plane::PlaneStrategy};
+
+    let planes = client.properties().features.plane.contains(Plane::Ops);
+    let plane = RoutineStrategy::Plane(BlueprintStrategy::Inferred(PlaneStrategy {
+        independent: true,
+    }));
+    let unit = RoutineStrategy::Unit(BlueprintStrategy::Inferred(UnitStrategy));
+    match routine_override() {
+        Some("unit") => unit,
+        Some("cube") => RoutineStrategy::Cube(BlueprintStrategy::Inferred(CubeStrategy {
+            use_planes: planes,
+        })),
+        Some("plane") if planes => plane,
+        _ if planes && axis_length >= 32 => plane,
+        _ => unit,
+    }
+}
+
+/// `BURN_CUBECL_REDUCE_ROUTINE`, read once.
+#[cfg(feature = "std")]
+fn routine_override() -> Option<&'static str> {
+    static VALUE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    VALUE
+        .get_or_init(|| std::env::var("BURN_CUBECL_REDUCE_ROUTINE").ok())
+        .as_deref()
+}
+
+#[cfg(not(feature = "std"))]
+fn routine_override() -> Option<&'static str> {
+    None
 }
 
 /// Select a strategy to perform a reduction.
