@@ -49,34 +49,69 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 ls "$CUDA_PATH"/lib64/libnvrtc.so* 2>&1 | head -3
 $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 
-for archive in "$PAYLOAD"/bin/*.xz; do
-    xz -dkf "$archive" && chmod +x "${archive%.xz}"
-done
-BIN=$PAYLOAD/bin
+BIN=/tmp/burnbert-bin
+mkdir -p "$BIN" && xz -dc "$PAYLOAD/bin/programs.tar.xz" | tar -C "$BIN" -xf - && chmod +x "$BIN"/*
 
-# CubeCL reads cubecl.toml from the working directory up: log each kernel compilation, to
-# count them.
-cat > cubecl.toml <<TOML
+# CubeCL reads cubecl.toml from the working directory up, once per process. `cubecl_toml LOG
+# [profile]` logs each kernel compilation to LOG (to count them: a warm start compiles none),
+# and with `profile` each kernel launch with its time on the device (bench/kernel_profile.py).
+cubecl_toml() {
+    cat > cubecl.toml <<TOML
 [compilation.logger]
-file = "/tmp/cubecl-compilation.log"
+file = "$1"
 level = "basic"
 TOML
+    if [ "${2:-}" = profile ]; then
+        printf '[profiling.logger]\nfile = "%s"\nlevel = "basic"\n' "$1" >> cubecl.toml
+    fi
+}
 trap 'rm -f cubecl.toml' EXIT
+LOGS=/tmp/burnbert-logs
+mkdir -p "$LOGS"
+# How many kernels CubeCL compiled in a step: its log has a line for each.
+compiled() { echo "== kernels compiled in $1: $(cat "$LOGS/$1.log" 2>/dev/null | wc -l)"; }
 
-# 1. Correctness: logits against transformers on the GPU, tiny fixture and a MiniLM-shaped model.
+# bench_alone NAME SECONDS BIN ARGS...: burnbert's bench on its own, its JSON into RESULTS.
+bench_alone() {
+    local name=$1 limit=$2 bin=$3
+    shift 3
+    step "$name" "$limit" bash -o pipefail -c "$bin $* --device $DEVICE --json \
+        | sed 's/^/{\"step\": \"$name\", \"result\": /; s/\$/}/' | tee -a $RESULTS"
+}
+
+# profile NAME ARGS...: bench's train step with every launch timed, summarised.
+profile() {
+    local name=$1
+    local log="$LOGS/${1// /-}.log"
+    shift
+    cubecl_toml "$log" profile
+    step "$name" 60 "$BIN/bench" "$@" --warmup 0 --steps 4 --device $DEVICE
+    $PY bench/kernel_profile.py "$log" | head -45
+    $PY bench/kernel_profile.py --json "$log" \
+        | sed "s/^/{\"step\": \"$name\", \"result\": /; s/\$/}/" >> "$RESULTS"
+}
+
+TRAIN="--model-shape $SHAPE --batch $BATCH --seq 128 --mode train"
+# 1. Correctness: logits against transformers on the GPU, tiny fixture.
+cubecl_toml "$LOGS/check-tiny.log"
 step "check tiny-bert" 60 bash -o pipefail -c "$PY bench/cuda_check.py --predict-bin $BIN/predict \
     --model assets/fixtures/tiny-bert --pairs 64 --device $DEVICE | tee -a $RESULTS"
-step "check minilm-shape" 60 bash -o pipefail -c "$PY bench/cuda_check.py --predict-bin $BIN/predict \
-    --model $MODELS/minilm-rand --init-config assets/presets/minilm-l6.json \
-    --tokenizer-dir $PAYLOAD/tokenizer --pairs 64 --device $DEVICE | tee -a $RESULTS"
 
-# 2. The issue's target shape: bert-base, train, batch 32 × 128, in each precision.
-for dtype in f32 tf32 bf16; do
-    compare "train $dtype" 90 "$BIN/bench" --model-shape $SHAPE --batch $BATCH --seq 128 --mode train --dtype $dtype
-done
+# 2. The issue's target shape, bert-base train 32 × 128 in f32, next to PyTorch: first with no
+#    compiled kernels on disk (cold), then again with them (warm), then profiled.
+rm -rf target/environment
+cubecl_toml "$LOGS/train-f32-cold.log"
+compare "train f32 cold" 90 "$BIN/bench" $TRAIN --dtype f32
+compiled train-f32-cold
+cubecl_toml "$LOGS/train-f32-warm.log"
+bench_alone "train f32 warm" 45 "$BIN/bench" $TRAIN --dtype f32 --steps 20 --warmup 3
+compiled train-f32-warm
+du -sh target/environment
+profile "profile train f32" $TRAIN --dtype f32
 
 # 3. The course recipe on MRPC, one epoch each, bert-base randomly initialised with BERT's init
 #    (made, and checked on a few pairs, by cuda_check.py).
+cubecl_toml "$LOGS/course.log"
 step "check bert-base" 60 bash -o pipefail -c "$PY bench/cuda_check.py --predict-bin $BIN/predict \
     --model $MODELS/bert-base-rand --init-config assets/presets/$COURSE_PRESET.json \
     --initializer-range 0.02 --seed 42 --tokenizer-dir $PAYLOAD/tokenizer --pairs 8 \
@@ -86,14 +121,33 @@ step "course pytorch f32" 90 bash -o pipefail -c "$PY bench/course_mrpc.py --mod
 step "course burnbert f32" 150 "$BIN/train" --model "$MODELS/bert-base-rand" --num-epochs 1 \
     --device $DEVICE --output-dir /tmp/burnbert-run
 cp /tmp/burnbert-run/metrics.jsonl /tmp/burnbert-run/all_results.json "$OUT/" 2>/dev/null
+compiled course
 
-# 4. Inference, bert-base 32 × 128.
-for dtype in f32 bf16; do
-    compare "infer $dtype" 60 "$BIN/bench" --model-shape $SHAPE --batch $BATCH --seq 128 --mode infer --dtype $dtype
-done
-
-if [ -f /tmp/cubecl-compilation.log ]; then
-    wc -l /tmp/cubecl-compilation.log
-    xz -c /tmp/cubecl-compilation.log > "$OUT/cubecl-compilation.log.xz"
+# 4. Burn's autotune (a build with `burn/autotune`, if packed): does a tuned matmul choice make
+#    the step faster, and what does tuning cost cold and warm? Minimal tuning effort.
+if [ -x "$BIN/bench-autotune" ]; then
+    export CUBECL_AUTOTUNE_LEVEL=minimal
+    cubecl_toml "$LOGS/autotune-cold.log"
+    bench_alone "autotune train f32 cold" 120 "$BIN/bench-autotune" $TRAIN --dtype f32 --steps 20 --warmup 3
+    compiled autotune-cold
+    cubecl_toml "$LOGS/autotune-warm.log"
+    bench_alone "autotune train f32 warm" 45 "$BIN/bench-autotune" $TRAIN --dtype f32 --steps 20 --warmup 3
+    compiled autotune-warm
+    unset CUBECL_AUTOTUNE_LEVEL
 fi
+
+# 5. bf16 next to PyTorch's bf16 autocast, and where its time goes.
+cubecl_toml "$LOGS/train-bf16.log"
+compare "train bf16" 90 "$BIN/bench" $TRAIN --dtype bf16
+profile "profile train bf16" $TRAIN --dtype bf16
+
+# 6. Correctness on a MiniLM-shaped model, and inference.
+cubecl_toml "$LOGS/check-minilm.log"
+step "check minilm-shape" 60 bash -o pipefail -c "$PY bench/cuda_check.py --predict-bin $BIN/predict \
+    --model $MODELS/minilm-rand --init-config assets/presets/minilm-l6.json \
+    --tokenizer-dir $PAYLOAD/tokenizer --pairs 64 --device $DEVICE | tee -a $RESULTS"
+cubecl_toml "$LOGS/infer.log"
+compare "infer f32" 60 "$BIN/bench" --model-shape $SHAPE --batch $BATCH --seq 128 --mode infer --dtype f32
+
+tar -C "$LOGS" -cJf "$OUT/cubecl-logs.tar.xz" .
 echo "== done $(date +%T)"
