@@ -235,13 +235,16 @@ fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
 /// configuration as CubeCL would (`cubecl.toml` from the working directory up, then its
 /// `CUBECL_*` variables) and changes only that switch. The cache lives in `target/environment`
 /// of the Cargo workspace around the working directory, else in the user's cache directory.
-/// It must run before the first GPU device is touched; later calls change nothing.
+/// It must run before the first GPU device is touched; it reads the files once per process.
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 fn keep_compiled_kernels() {
     use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
-    let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
-    config.compilation.cache = true;
-    CubeClRuntimeConfig::try_set(config);
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        config.compilation.cache = true;
+        CubeClRuntimeConfig::try_set(config);
+    });
 }
 
 /// How many CUDA devices the driver reports: 0 without the `cuda` feature, and 0 (not a
