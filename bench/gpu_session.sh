@@ -23,6 +23,11 @@ COURSE_PRESET=${COURSE_PRESET:-bert-base-uncased}
 MODELS=/tmp/burnbert-models
 mkdir -p "$MODELS"
 
+# tag NAME: wraps each JSON line read as {"step": NAME, "result": LINE}. Exported, for the
+# pipelines that run in `bash -c`.
+tag() { sed "s/^/{\"step\": \"$1\", \"result\": /; s/\$/}/"; }
+export -f tag
+
 # step NAME SECONDS COMMAND...: runs it under a time limit, logs its wall time.
 step() {
     local name=$1 limit=$2
@@ -40,8 +45,7 @@ compare() {
     local name=$1 limit=$2 bin=$3
     shift 3
     step "$name" "$limit" bash -o pipefail -c "$PY bench/compare.py --json --device $DEVICE --burnbert-bin $bin \
-        --timeout $((limit - 40)) $* | sed 's/^/{\"step\": \"$name\", \"result\": /; s/\$/}/' \
-        | tee -a $RESULTS"
+        --timeout $((limit - 40)) $* | tag '$name' | tee -a $RESULTS"
 }
 
 echo "== machine"
@@ -75,8 +79,8 @@ compiled() { echo "== kernels compiled in $1: $(cat "$LOGS/$1.log" 2>/dev/null |
 bench_alone() {
     local name=$1 limit=$2 bin=$3
     shift 3
-    step "$name" "$limit" bash -o pipefail -c "$bin $* --device $DEVICE --json \
-        | sed 's/^/{\"step\": \"$name\", \"result\": /; s/\$/}/' | tee -a $RESULTS"
+    step "$name" "$limit" bash -o pipefail -c "$bin $* --device $DEVICE --json | tag '$name' \
+        | tee -a $RESULTS"
 }
 
 # profile NAME ARGS...: bench's train step with every launch timed, summarised.
@@ -87,8 +91,7 @@ profile() {
     cubecl_toml "$log" profile
     step "$name" 60 "$BIN/bench" "$@" --warmup 0 --steps 4 --device $DEVICE
     $PY bench/kernel_profile.py "$log" | head -45
-    $PY bench/kernel_profile.py --json "$log" \
-        | sed "s/^/{\"step\": \"$name\", \"result\": /; s/\$/}/" >> "$RESULTS"
+    $PY bench/kernel_profile.py --json "$log" | tag "$name" >> "$RESULTS"
 }
 
 TRAIN="--model-shape $SHAPE --batch $BATCH --seq 128 --mode train"
