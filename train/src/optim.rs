@@ -9,6 +9,9 @@ use burn::optim::{
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
+#[cfg(feature = "gpu")]
+mod cube;
+
 /// AdamW with decoupled weight decay on the weights, and none on biases and LayerNorm
 /// parameters (the two parameter groups of transformers' `run_glue_no_trainer.py`).
 /// betas (0.9, 0.999) and eps 1e-8 are `torch.optim.AdamW`'s defaults.
@@ -20,14 +23,17 @@ pub fn adamw(weight_decay: f64) -> ModuleOptimizer {
     )
 }
 
-/// Burn's AdamW, with the update done in one pass over each parameter on the CPU backends.
+/// Burn's AdamW, with the update done in one pass over each parameter on the CPU backends
+/// and in one kernel per parameter on the GPU backends.
 ///
 /// Burn's AdamW is a chain of about fifteen tensor operations per parameter, each a pass
-/// over memory, which the CPU backends run one at a time on one core: 76 ms of a 580 ms
-/// MiniLM step at MRPC's shapes on the developers' 2-core machine (BENCHMARKS.md). Here the
+/// over memory. The CPU backends run them one at a time on one core: 76 ms of a 580 ms
+/// MiniLM step at MRPC's shapes on the developers' 2-core machine. On an H100 they were
+/// 2,950 kernel launches and 45 ms of a 150 ms bert-base step (BENCHMARKS.md). Here the
 /// same arithmetic, in the same order, runs as one loop over parameter, gradient and both
-/// moments, split over the cores. GPU backends, and other float types, keep Burn's
-/// version. The state is Burn's `AdamWState`, so checkpoints read either way.
+/// moments, split over the cores, or as one CubeCL kernel ([`cube`]). Other backends, and
+/// CPU tensors that are not f32, keep Burn's version. The state is Burn's `AdamWState`, so
+/// checkpoints read either way.
 #[derive(Clone)]
 pub struct AdamW {
     beta_1: f32,
@@ -35,6 +41,28 @@ pub struct AdamW {
     epsilon: f32,
     weight_decay: f32,
     unfused: burn::optim::AdamW,
+}
+
+/// The scalars of one AdamW step: bias corrections and the decay factor computed once on
+/// the host, for every element.
+pub(crate) struct StepScalars {
+    pub beta_1: f32,
+    pub beta_2: f32,
+    pub epsilon: f32,
+    pub correction_1: f32,
+    pub correction_2: f32,
+    pub decay: f32,
+    pub lr: f32,
+}
+
+/// Where [`AdamW`] runs a parameter's update in one pass.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fused {
+    /// One loop over host memory (CPU backends, f32).
+    Host,
+    /// One CubeCL kernel (GPU backends, any float type).
+    #[cfg(feature = "gpu")]
+    Cube,
 }
 
 impl AdamW {
@@ -55,60 +83,104 @@ impl AdamW {
         }
     }
 
-    /// The step of `burn::optim::AdamW` (moments, bias correction, decay, update) as one
-    /// loop over host memory.
+    /// One loop or one kernel where the backend has one and all four tensors share one
+    /// float type (f32 on the host); `None` leaves the step to Burn's AdamW.
+    fn fused_route<const D: usize>(
+        tensor: &Tensor<D>,
+        grad: &Tensor<D>,
+        state: Option<&AdamWState<D>>,
+    ) -> Option<Fused> {
+        let dtype = tensor.dtype();
+        let one_dtype = grad.dtype() == dtype
+            && state.is_none_or(|state| {
+                state.momentum.moment_1.dtype() == dtype && state.momentum.moment_2.dtype() == dtype
+            });
+        let device = tensor.device();
+        if one_dtype && dtype == DType::F32 && burnbert_model::is_cpu_backend(&device) {
+            return Some(Fused::Host);
+        }
+        #[cfg(feature = "gpu")]
+        if one_dtype && cube::runs_on_cube(&device) {
+            return Some(Fused::Cube);
+        }
+        None
+    }
+
+    /// The step of `burn::optim::AdamW` (moments, bias correction, decay, update) in one
+    /// pass, on the host or as one kernel.
     fn fused_step<const D: usize>(
         &self,
+        route: Fused,
         lr: LearningRate,
         tensor: Tensor<D>,
         grad: Tensor<D>,
         state: Option<AdamWState<D>>,
     ) -> (Tensor<D>, AdamWState<D>) {
-        let device = tensor.device();
-        let shape = tensor.shape();
-        let (time, mut moment_1, mut moment_2) = match state {
+        let (time, moments) = match state {
             Some(state) => (
                 state.momentum.time + 1,
-                host_f32(state.momentum.moment_1),
-                host_f32(state.momentum.moment_2),
+                Some((state.momentum.moment_1, state.momentum.moment_2)),
             ),
-            None => {
-                let zeros = vec![0.0; shape.num_elements()];
-                (1, zeros.clone(), zeros)
+            None => (1, None),
+        };
+        let scalars = StepScalars {
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            correction_1: 1.0 - self.beta_1.powi(time as i32),
+            correction_2: 1.0 - self.beta_2.powi(time as i32),
+            decay: (1.0 - lr * self.weight_decay as f64) as f32,
+            lr: lr as f32,
+        };
+        let (param, moment_1, moment_2) = match route {
+            Fused::Host => host_step(tensor, grad, moments, &scalars),
+            #[cfg(feature = "gpu")]
+            Fused::Cube => {
+                let (moment_1, moment_2) =
+                    moments.unwrap_or_else(|| (tensor.zeros_like(), tensor.zeros_like()));
+                cube::adamw_step(tensor, grad, moment_1, moment_2, &scalars)
             }
         };
-        let (mut param, grad) = (host_f32(tensor), host_f32(grad));
-
-        let (beta_1, beta_2, epsilon) = (self.beta_1, self.beta_2, self.epsilon);
-        let correction_1 = 1.0 - beta_1.powi(time as i32);
-        let correction_2 = 1.0 - beta_2.powi(time as i32);
-        let decay = (1.0 - lr * self.weight_decay as f64) as f32;
-        let lr = lr as f32;
-        // Large enough that handing a chunk to another core pays off.
-        const CHUNK: usize = 1 << 15;
-        param
-            .par_chunks_mut(CHUNK)
-            .zip(moment_1.par_chunks_mut(CHUNK))
-            .zip(moment_2.par_chunks_mut(CHUNK))
-            .zip(grad.par_chunks(CHUNK))
-            .for_each(|(((p, m), v), g)| {
-                for i in 0..p.len() {
-                    m[i] = m[i] * beta_1 + g[i] * (1.0 - beta_1);
-                    v[i] = v[i] * beta_2 + g[i] * g[i] * (1.0 - beta_2);
-                    let update = (m[i] / correction_1) / ((v[i] / correction_2).sqrt() + epsilon);
-                    p[i] = p[i] * decay - update * lr;
-                }
-            });
-
-        let on_device =
-            |values: Vec<f32>| Tensor::from_data(TensorData::new(values, shape.clone()), &device);
-        let state = AdamWState::new(AdaptiveMomentumState::new(
-            time,
-            on_device(moment_1),
-            on_device(moment_2),
-        ));
-        (on_device(param), state)
+        let state = AdamWState::new(AdaptiveMomentumState::new(time, moment_1, moment_2));
+        (param, state)
     }
+}
+
+/// One AdamW step as a loop over host memory, split over the cores.
+fn host_step<const D: usize>(
+    tensor: Tensor<D>,
+    grad: Tensor<D>,
+    moments: Option<(Tensor<D>, Tensor<D>)>,
+    s: &StepScalars,
+) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+    let device = tensor.device();
+    let shape = tensor.shape();
+    let (mut moment_1, mut moment_2) = match moments {
+        Some((moment_1, moment_2)) => (host_f32(moment_1), host_f32(moment_2)),
+        None => {
+            let zeros = vec![0.0; shape.num_elements()];
+            (zeros.clone(), zeros)
+        }
+    };
+    let (mut param, grad) = (host_f32(tensor), host_f32(grad));
+    // Large enough that handing a chunk to another core pays off.
+    const CHUNK: usize = 1 << 15;
+    param
+        .par_chunks_mut(CHUNK)
+        .zip(moment_1.par_chunks_mut(CHUNK))
+        .zip(moment_2.par_chunks_mut(CHUNK))
+        .zip(grad.par_chunks(CHUNK))
+        .for_each(|(((p, m), v), g)| {
+            for i in 0..p.len() {
+                m[i] = m[i] * s.beta_1 + g[i] * (1.0 - s.beta_1);
+                v[i] = v[i] * s.beta_2 + g[i] * g[i] * (1.0 - s.beta_2);
+                let update = (m[i] / s.correction_1) / ((v[i] / s.correction_2).sqrt() + s.epsilon);
+                p[i] = p[i] * s.decay - update * s.lr;
+            }
+        });
+    let on_device =
+        |values: Vec<f32>| Tensor::from_data(TensorData::new(values, shape.clone()), &device);
+    (on_device(param), on_device(moment_1), on_device(moment_2))
 }
 
 /// A tensor's values, taken without a copy where the backend allows (flex, when the
@@ -117,7 +189,7 @@ fn host_f32<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor
         .into_data()
         .try_into_vec::<f32>()
-        .expect("the fused step takes f32 tensors only")
+        .expect("the host step takes f32 tensors only")
 }
 
 impl Optimizer for AdamW {
@@ -130,14 +202,12 @@ impl Optimizer for AdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let fused = burnbert_model::is_cpu_backend(&tensor.device())
-            && tensor.dtype() == DType::F32
-            && grad.dtype() == DType::F32;
-        if fused {
-            let (tensor, state) = self.fused_step(lr, tensor, grad, state);
-            (tensor, Some(state))
-        } else {
-            self.unfused.step(lr, tensor, grad, state)
+        match Self::fused_route(&tensor, &grad, state.as_ref()) {
+            None => self.unfused.step(lr, tensor, grad, state),
+            Some(route) => {
+                let (tensor, state) = self.fused_step(route, lr, tensor, grad, state);
+                (tensor, Some(state))
+            }
         }
     }
 
@@ -246,44 +316,126 @@ mod tests {
         }
     }
 
-    /// The fused CPU step gives Burn's AdamW's parameters and state, step after step, with
-    /// and without weight decay, on a parameter longer than one chunk.
+    /// The devices the fused step runs on, with the route it takes there: the host loop on
+    /// the CPU, and the CubeCL kernel on wgpu (lavapipe in the tests) when compiled in.
+    fn fused_devices() -> Vec<(Device, Fused)> {
+        let mut devices = vec![(burnbert_model::parse_device("cpu").unwrap(), Fused::Host)];
+        #[cfg(feature = "gpu")]
+        if let Ok(wgpu) = burnbert_model::parse_device("wgpu") {
+            devices.push((wgpu, Fused::Cube));
+        }
+        devices
+    }
+
+    /// The fused step gives Burn's AdamW's parameters and state, step after step, with and
+    /// without weight decay, on a parameter longer than one chunk (host) or one cube (GPU),
+    /// and on a transposed one (a gradient that is not contiguous).
     #[test]
     fn fused_step_matches_burns_adamw() {
-        let device = burnbert_model::parse_device("cpu").unwrap();
-        let random = |n: usize| {
-            Tensor::<1>::random([n], burn::tensor::Distribution::Normal(0.0, 1.0), &device)
+        for (device, route) in fused_devices() {
+            let random = |shape: [usize; 2]| {
+                Tensor::<2>::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), &device)
+            };
+            for (weight_decay, transposed) in [(0.0, false), (0.01, false), (0.01, true)] {
+                let optimizer = AdamW::new(weight_decay);
+                let n = 33_335;
+                let (mut fused, mut unfused) = (random([n, 3]), None::<Tensor<2>>);
+                let (mut fused_state, mut unfused_state) = (None, None);
+                for step in 0..3 {
+                    let grad = match transposed {
+                        true => random([3, n]).transpose(),
+                        false => random([n, 3]),
+                    };
+                    let start = unfused.take().unwrap_or_else(|| fused.clone());
+                    let (param, state) =
+                        optimizer
+                            .unfused
+                            .step(1e-3, start, grad.clone(), unfused_state.take());
+                    unfused = Some(param);
+                    unfused_state = state;
+                    let what = format!("{device:?}, decay {weight_decay}, step {step}");
+                    let state = fused_state.take();
+                    let chosen = AdamW::fused_route(&fused, &grad, state.as_ref());
+                    assert_eq!(chosen, Some(route), "{what}");
+                    let (param, state) = optimizer.fused_step(route, 1e-3, fused, grad, state);
+                    fused = param;
+                    let expected = unfused_state.as_ref().unwrap();
+                    assert_eq!(state.momentum.time, expected.momentum.time);
+                    for (name, actual, want) in [
+                        ("param", &fused, unfused.as_ref().unwrap()),
+                        ("m", &state.momentum.moment_1, &expected.momentum.moment_1),
+                        ("v", &state.momentum.moment_2, &expected.momentum.moment_2),
+                    ] {
+                        assert_close(
+                            &values(actual.clone().reshape([-1])),
+                            &values(want.clone().reshape([-1])),
+                            &format!("{what}: {name}"),
+                        );
+                    }
+                    fused_state = Some(state);
+                }
+            }
+        }
+    }
+
+    /// On a GPU the kernel keeps the tensors' half-precision type and computes in f32: its
+    /// moments and parameter after two steps match Burn's AdamW in f32 to half precision.
+    #[cfg(feature = "gpu")]
+    #[test]
+    fn fused_step_in_half_precision_on_gpu() {
+        let Ok(device) = burnbert_model::parse_device("wgpu") else {
+            return;
         };
-        for weight_decay in [0.0, 0.01] {
-            let optimizer = AdamW::new(weight_decay);
-            let n = 100_003;
-            let (mut fused, mut unfused) = (random(n), None::<Tensor<1>>);
-            let (mut fused_state, mut unfused_state) = (None, None);
-            for step in 0..3 {
-                let grad = random(n);
-                let start = unfused.take().unwrap_or_else(|| fused.clone());
-                let (param, state) =
+        let dtypes: Vec<DType> = [DType::F16, DType::BF16]
+            .into_iter()
+            .filter(|&dtype| device.supports_dtype(dtype))
+            .collect();
+        assert!(
+            !dtypes.is_empty(),
+            "{device:?} supports neither f16 nor bf16"
+        );
+        let random = || {
+            Tensor::<1>::random(
+                [5000],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            )
+        };
+        let optimizer = AdamW::new(0.01);
+        for dtype in dtypes {
+            let (param, grads) = (random(), [random(), random()]);
+            let (mut expected, mut expected_state) = (param.clone(), None);
+            let (mut half, mut half_state) = (param.cast(dtype), None);
+            for grad in grads {
+                let (p, state) =
                     optimizer
                         .unfused
-                        .step(1e-3, start, grad.clone(), unfused_state.take());
-                unfused = Some(param);
-                unfused_state = state;
-                let (param, state) = optimizer.fused_step(1e-3, fused, grad, fused_state.take());
-                fused = param;
-                let expected = unfused_state.as_ref().unwrap();
-                assert_eq!(state.momentum.time, expected.momentum.time);
-                for (what, actual, want) in [
-                    ("param", &fused, unfused.as_ref().unwrap()),
-                    ("m", &state.momentum.moment_1, &expected.momentum.moment_1),
-                    ("v", &state.momentum.moment_2, &expected.momentum.moment_2),
-                ] {
-                    assert_close(
-                        &values(actual.clone()),
-                        &values(want.clone()),
-                        &format!("decay {weight_decay} step {step} {what}"),
+                        .step(1e-2, expected, grad.clone(), expected_state.take());
+                (expected, expected_state) = (p, state);
+                let grad = grad.cast(dtype);
+                let route = AdamW::fused_route(&half, &grad, half_state.as_ref());
+                assert_eq!(route, Some(Fused::Cube), "{dtype:?}");
+                let (p, state) =
+                    optimizer.fused_step(Fused::Cube, 1e-2, half, grad, half_state.take());
+                (half, half_state) = (p, Some(state));
+            }
+            let (state, want) = (half_state.unwrap(), expected_state.unwrap());
+            for (what, actual, want) in [
+                ("param", half, expected),
+                ("m", state.momentum.moment_1, want.momentum.moment_1),
+                ("v", state.momentum.moment_2, want.momentum.moment_2),
+            ] {
+                assert_eq!(actual.dtype(), dtype, "{what}");
+                let (actual, want) = (values(actual.cast(DType::F32)), values(want));
+                // bf16 keeps 8 significant bits, f16 11; a parameter near zero carries the
+                // rounding error of its starting value, hence the tensor's scale.
+                let rms = (want.iter().map(|w| w * w).sum::<f32>() / want.len() as f32).sqrt();
+                for (i, (a, w)) in actual.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - w).abs() <= 1e-2 * (w.abs() + rms),
+                        "{dtype:?} {what}[{i}]: {a} vs {w}"
                     );
                 }
-                fused_state = Some(state);
             }
         }
     }
