@@ -112,6 +112,14 @@ compiled train-f32-warm
 du -sh target/environment
 profile "profile train f32" $TRAIN --dtype f32
 
+# 2b. Each matrix-product routine of burn-cubecl's autotune set, chosen with BURN_CUBECL_MATMUL
+#     (vendor/README.md): which beats the default on the target step? MATMULS overrides the list.
+for routine in ${MATMULS:-double-cmma double-mma ordered-8-cmma specialized-cmma specialized-mma simple-tma-cmma specialized-tma-cmma simple-mma}; do
+    export BURN_CUBECL_MATMUL=$routine
+    bench_alone "matmul $routine" 40 "$BIN/bench" $TRAIN --dtype f32 --steps 10 --warmup 2
+done
+unset BURN_CUBECL_MATMUL
+
 # 3. The course recipe on MRPC, one epoch each, bert-base randomly initialised with BERT's init
 #    (made, and checked on a few pairs, by cuda_check.py).
 cubecl_toml "$LOGS/course.log"

@@ -79,7 +79,19 @@ pub fn matmul(
 
     match strategy {
         MatmulStrategy::Cube => {
-            launch_matmul(&Strategy::default(), lhs, rhs, out_launch)?;
+            match strategy_override() {
+                // A routine that cannot take this problem (tile sizes, TMA on an older GPU)
+                // says so before launching; the default then runs it.
+                Some(chosen) => {
+                    if let Err(err) =
+                        launch_matmul(chosen, lhs.clone(), rhs.clone(), out_launch.clone())
+                    {
+                        report_fallback(&err);
+                        launch_matmul(&Strategy::default(), lhs, rhs, out_launch)?;
+                    }
+                }
+                None => launch_matmul(&Strategy::default(), lhs, rhs, out_launch)?,
+            }
             Ok(out)
         }
         #[cfg(feature = "autotune")]
@@ -87,6 +99,137 @@ pub fn matmul(
             matmul_autotune(lhs, rhs, Some(out_launch), out_dtype);
             Ok(out)
         }
+    }
+}
+
+/// burnbert: the matrix-product routine named by `BURN_CUBECL_MATMUL`, read once, to compare
+/// routines on a GPU without autotune (which, in burnbert's measurements, tuned for minutes
+/// before a first training step). Unset, or a name not listed here (which is reported once), leaves
+/// upstream's default. The names are the accelerated candidates of this crate's autotune set.
+#[cfg(feature = "std")]
+fn strategy_override() -> Option<&'static Strategy> {
+    use cubek::matmul::multi_level::{
+        Strategy as Routine,
+        components::tile::TileMatmulKind,
+        routines::batch::{
+            double_buffering::DoubleBufferingArgs, ordered_double_buffering::OrderedSelectionArgs,
+            simple::SimpleArgs,
+        },
+    };
+    use cubek::matmul::routine::BlueprintStrategy::Inferred;
+
+    static CHOSEN: std::sync::OnceLock<Option<Strategy>> = std::sync::OnceLock::new();
+    CHOSEN
+        .get_or_init(|| {
+            let name = std::env::var("BURN_CUBECL_MATMUL")
+                .ok()
+                .filter(|n| !n.is_empty())?;
+            let simple = |multi_rows, tile_matmul| SimpleArgs {
+                multi_rows,
+                tile_matmul,
+            };
+            let ordered = |row_count, tile_matmul| OrderedSelectionArgs {
+                partition_k: Some(2),
+                row_count: Some(row_count),
+                rows_per_plane: Some(2),
+                tile_matmul,
+            };
+            let double = |tile_matmul| DoubleBufferingArgs {
+                specialized: false,
+                tile_matmul,
+            };
+            let (cmma, mma) = (TileMatmulKind::Cmma, TileMatmulKind::Mma);
+            let routines = [
+                (
+                    "simple-cmma",
+                    Routine::SimpleCyclicCmma(Inferred(simple(false, cmma))),
+                ),
+                (
+                    "simple-mma",
+                    Routine::SimpleCyclicMma(Inferred(simple(false, mma))),
+                ),
+                (
+                    "simple-multi-rows-cmma",
+                    Routine::SimpleCyclicCmma(Inferred(simple(true, cmma))),
+                ),
+                (
+                    "simple-multi-rows-mma",
+                    Routine::SimpleCyclicMma(Inferred(simple(true, mma))),
+                ),
+                (
+                    "ordered-4-cmma",
+                    Routine::OrderedDoubleCmma(Inferred(ordered(4, cmma))),
+                ),
+                (
+                    "ordered-4-mma",
+                    Routine::OrderedDoubleMma(Inferred(ordered(4, mma))),
+                ),
+                (
+                    "ordered-8-cmma",
+                    Routine::OrderedDoubleCmma(Inferred(ordered(8, cmma))),
+                ),
+                (
+                    "ordered-8-mma",
+                    Routine::OrderedDoubleMma(Inferred(ordered(8, mma))),
+                ),
+                (
+                    "double-cmma",
+                    Routine::DoubleCyclicCmma(Inferred(double(cmma))),
+                ),
+                (
+                    "double-mma",
+                    Routine::DoubleCyclicMma(Inferred(double(mma))),
+                ),
+                (
+                    "specialized-cmma",
+                    Routine::SpecializedCyclicCmma(Inferred(().into())),
+                ),
+                (
+                    "specialized-mma",
+                    Routine::SpecializedCyclicMma(Inferred(().into())),
+                ),
+                (
+                    "simple-tma-cmma",
+                    Routine::SimpleTmaCmma(Inferred(simple(false, cmma))),
+                ),
+                (
+                    "simple-tma-mma",
+                    Routine::SimpleTmaMma(Inferred(simple(false, mma))),
+                ),
+                (
+                    "specialized-tma-cmma",
+                    Routine::SpecializedTmaCmma(Inferred(().into())),
+                ),
+                (
+                    "specialized-tma-mma",
+                    Routine::SpecializedTmaMma(Inferred(().into())),
+                ),
+            ];
+            let names: Vec<&str> = routines.iter().map(|(n, _)| *n).collect();
+            let chosen = routines.into_iter().find(|(n, _)| *n == name);
+            if chosen.is_none() {
+                eprintln!(
+                    "BURN_CUBECL_MATMUL={name} is not one of {}; using the default routine",
+                    names.join(", ")
+                );
+            }
+            chosen.map(|(_, routine)| Strategy::from(routine))
+        })
+        .as_ref()
+}
+
+#[cfg(not(feature = "std"))]
+fn strategy_override() -> Option<&'static Strategy> {
+    None
+}
+
+/// Says, the first time only, that the routine `BURN_CUBECL_MATMUL` chose could not take a
+/// problem, so that a comparison of routines knows which ones really ran.
+fn report_fallback(err: &MatmulSetupError) {
+    static REPORTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if !REPORTED.swap(true, core::sync::atomic::Ordering::Relaxed) {
+        #[cfg(feature = "std")]
+        eprintln!("BURN_CUBECL_MATMUL's routine declined a problem ({err:?}); the default ran it");
     }
 }
 
