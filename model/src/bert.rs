@@ -12,10 +12,7 @@
 
 use burn::module::{Initializer, Module};
 use burn::nn::activation::ActivationConfig;
-use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
-    LinearConfig,
-};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -23,6 +20,7 @@ use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::config::{Activation, BertConfig};
 use crate::dropout::{dropout, dropout_applies};
+use crate::layer_norm::LayerNorm;
 
 /// One batch of tokenized text, as the tokenizer gives it.
 #[derive(Debug, Clone)]
@@ -80,9 +78,7 @@ fn linear(config: &BertConfig, d_in: usize, d_out: usize, device: &Device) -> Li
 
 fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {
     // BERT's epsilon is 1e-12, not Burn's default 1e-5.
-    LayerNormConfig::new(config.hidden_size)
-        .with_epsilon(config.layer_norm_eps)
-        .init(device)
+    LayerNorm::new(config.hidden_size, config.layer_norm_eps, device)
 }
 
 /// `linear` on every token of `[batch, seq, d_in]`, as one `[batch × seq, d_in]` matrix

@@ -109,6 +109,21 @@ pub fn is_cpu_backend(device: &Device) -> bool {
         .any(|cpu| cpu == device)
 }
 
+/// Whether `device`, or the device it adds autodiff to, runs on CubeCL (CUDA, wgpu), where
+/// burnbert's own kernels apply.
+pub fn is_cube_device(device: &Device) -> bool {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    return matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        burn::backend::DispatchDevice::Cube(_)
+    );
+    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 /// Runs `work(d, device)` for every device, each in a thread of its own (one device runs
 /// in this thread), and returns the results in device order; a panic in one is raised here.
 pub fn on_each_device<T: Send>(

@@ -17,6 +17,7 @@ mod checkpoint;
 mod config;
 mod device;
 mod dropout;
+mod layer_norm;
 
 use std::path::PathBuf;
 
@@ -24,8 +25,10 @@ pub use bert::*;
 pub use checkpoint::{LoadReport, checkpoint_name};
 pub use config::{Activation, BertConfig};
 pub use device::{
-    available_devices, is_cpu_backend, on_each_device, parse_device, select_device, select_devices,
+    available_devices, is_cpu_backend, is_cube_device, on_each_device, parse_device, select_device,
+    select_devices,
 };
+pub use layer_norm::LayerNorm;
 
 /// What can go wrong reading a model; every message names the file.
 #[derive(Debug, thiserror::Error)]

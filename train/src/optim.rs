@@ -100,7 +100,7 @@ impl AdamW {
             return Some(Fused::Host);
         }
         #[cfg(feature = "gpu")]
-        if one_dtype && cube::runs_on_cube(&device) {
+        if one_dtype && burnbert_model::is_cube_device(&device) {
             return Some(Fused::Cube);
         }
         None

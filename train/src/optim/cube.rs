@@ -8,7 +8,7 @@
 //! gradient and both moments and updates the three in place.
 
 use burn::backend::Cube;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Tensor;
 use burn_cubecl::cubecl::{CubeDim, calculate_cube_count_elemwise};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
@@ -56,11 +56,6 @@ mod kernel {
         moment_1[i] = F::cast_from(m);
         moment_2[i] = F::cast_from(v);
     }
-}
-
-/// Whether `device` runs on CubeCL, where [`adamw_step`] applies.
-pub fn runs_on_cube(device: &Device) -> bool {
-    matches!(device.as_dispatch(), burn::backend::DispatchDevice::Cube(_))
 }
 
 /// One AdamW step of a parameter on a CubeCL device, in one kernel launch that updates the

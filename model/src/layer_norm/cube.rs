@@ -1,0 +1,337 @@
+//! LayerNorm as one CubeCL kernel forward and one backward (plus the two column sums of the
+//! weight and bias gradients), with its own autodiff node.
+//!
+//! One cube of [`UNITS`] units normalizes one row: the units stride over the row, and the
+//! row's sums meet in shared memory. Statistics are in f32 whatever the tensors' float type,
+//! with the two-pass variance PyTorch uses.
+
+use burn::backend::Cube;
+use burn::backend::autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::ops::FloatTensorOps;
+use burn::tensor::{DType, GradientCheckpointingStrategy, Shape, Tensor};
+use burn_cubecl::cubecl::{CubeDim, calculate_cube_count_elemwise};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+
+use kernel::{UNITS, backward_kernel, forward_kernel};
+
+/// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
+mod kernel {
+    use burn_cubecl::cubecl::{self, prelude::*};
+
+    /// Units per cube, one cube per row: a power of two, for the tree sum.
+    pub const UNITS: u32 = 128;
+
+    /// The sum of every unit's `value` in the cube, in every unit.
+    #[cube]
+    fn cube_sum(value: f32, shared: &mut Shared<[f32]>) -> f32 {
+        shared[UNIT_POS as usize] = value;
+        sync_cube();
+        let mut active = CUBE_DIM / 2;
+        while active > 0 {
+            if UNIT_POS < active {
+                let other = shared[(UNIT_POS + active) as usize];
+                shared[UNIT_POS as usize] += other;
+            }
+            sync_cube();
+            active /= 2;
+        }
+        let sum = shared[0];
+        // Every unit reads the sum before the next call overwrites it.
+        sync_cube();
+        sum
+    }
+
+    /// `output = (x - mean) * rstd * gamma + beta` for one row per cube, keeping each row's
+    /// mean and `rstd = 1 / sqrt(var + epsilon)` for the backward pass.
+    #[cube(launch)]
+    pub fn forward_kernel<F: Float>(
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        output: &mut Tensor<F>,
+        mean: &mut Tensor<f32>,
+        rstd: &mut Tensor<f32>,
+        epsilon: f32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        if row >= mean.len() {
+            terminate!();
+        }
+        let width = gamma.len();
+        let start = row * width;
+        let mut shared = Shared::new_slice(UNITS as usize);
+
+        let mut sum = 0.0f32;
+        let mut i = UNIT_POS as usize;
+        while i < width {
+            sum += f32::cast_from(x[start + i]);
+            i += CUBE_DIM as usize;
+        }
+        let row_mean = cube_sum(sum, &mut shared) / width as f32;
+
+        let mut squares = 0.0f32;
+        i = UNIT_POS as usize;
+        while i < width {
+            let centered = f32::cast_from(x[start + i]) - row_mean;
+            squares += centered * centered;
+            i += CUBE_DIM as usize;
+        }
+        let variance = cube_sum(squares, &mut shared) / width as f32;
+        let row_rstd = 1.0 / (variance + epsilon).sqrt();
+
+        i = UNIT_POS as usize;
+        while i < width {
+            let normalized = (f32::cast_from(x[start + i]) - row_mean) * row_rstd;
+            output[start + i] =
+                F::cast_from(normalized * f32::cast_from(gamma[i]) + f32::cast_from(beta[i]));
+            i += CUBE_DIM as usize;
+        }
+        if UNIT_POS == 0 {
+            mean[row] = row_mean;
+            rstd[row] = row_rstd;
+        }
+    }
+
+    /// For one row per cube, with `x̂ = (x - mean) * rstd` and `g = dy * gamma`:
+    /// `dx = rstd * (g - mean(g) - x̂ * mean(g * x̂))`, and `dy * x̂`, whose column sums are
+    /// gamma's gradient.
+    #[cube(launch)]
+    pub fn backward_kernel<F: Float>(
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        mean: &Tensor<f32>,
+        rstd: &Tensor<f32>,
+        grad: &Tensor<F>,
+        grad_x: &mut Tensor<F>,
+        grad_times_normalized: &mut Tensor<F>,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        if row >= mean.len() {
+            terminate!();
+        }
+        let width = gamma.len();
+        let start = row * width;
+        let (row_mean, row_rstd) = (mean[row], rstd[row]);
+        let mut shared = Shared::new_slice(UNITS as usize);
+
+        let mut sum_g = 0.0f32;
+        let mut sum_g_normalized = 0.0f32;
+        let mut i = UNIT_POS as usize;
+        while i < width {
+            let normalized = (f32::cast_from(x[start + i]) - row_mean) * row_rstd;
+            let g = f32::cast_from(grad[start + i]) * f32::cast_from(gamma[i]);
+            sum_g += g;
+            sum_g_normalized += g * normalized;
+            i += CUBE_DIM as usize;
+        }
+        let mean_g = cube_sum(sum_g, &mut shared) / width as f32;
+        let mean_g_normalized = cube_sum(sum_g_normalized, &mut shared) / width as f32;
+
+        i = UNIT_POS as usize;
+        while i < width {
+            let normalized = (f32::cast_from(x[start + i]) - row_mean) * row_rstd;
+            let dy = f32::cast_from(grad[start + i]);
+            let g = dy * f32::cast_from(gamma[i]);
+            grad_x[start + i] =
+                F::cast_from(row_rstd * (g - mean_g - normalized * mean_g_normalized));
+            grad_times_normalized[start + i] = F::cast_from(dy * normalized);
+            i += CUBE_DIM as usize;
+        }
+    }
+}
+
+/// Whether [`layer_norm`] takes these tensors: on a CubeCL device, without gradient
+/// checkpointing, all of one float type.
+pub fn applies<const D: usize>(input: &Tensor<D>, gamma: &Tensor<1>, beta: &Tensor<1>) -> bool {
+    let device = input.device();
+    let checkpointing = device.gradient_checkpointing_strategy();
+    crate::device::is_cube_device(&device)
+        && matches!(
+            checkpointing,
+            None | Some(GradientCheckpointingStrategy::Disabled)
+        )
+        && gamma.dtype() == input.dtype()
+        && beta.dtype() == input.dtype()
+}
+
+/// LayerNorm of `input` over its last axis on a CubeCL device, differentiable when the device
+/// tracks gradients. The caller checks [`applies`].
+pub fn layer_norm<const D: usize>(
+    input: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> Tensor<D> {
+    if !input.device().is_autodiff() {
+        let plain = |tensor: Tensor<D>| tensor.try_into_primitive::<Cube>();
+        let vector = |tensor: Tensor<1>| tensor.try_into_primitive::<Cube>();
+        let (input, gamma, beta) = (
+            plain(input).expect("a CubeCL tensor (checked by `applies`)"),
+            vector(gamma).expect("a CubeCL tensor (checked by `applies`)"),
+            vector(beta).expect("a CubeCL tensor (checked by `applies`)"),
+        );
+        let (output, _, _) = forward(input, gamma, beta, epsilon);
+        return Tensor::from_primitive::<Cube>(output);
+    }
+
+    type Tracked = Autodiff<Cube, NoCheckpointing>;
+    let input = input
+        .try_into_primitive::<Tracked>()
+        .expect("an autodiff CubeCL tensor without checkpointing (checked by `applies`)");
+    let vector = |tensor: Tensor<1>| {
+        tensor
+            .try_into_primitive::<Tracked>()
+            .expect("an autodiff CubeCL tensor without checkpointing (checked by `applies`)")
+    };
+    let (gamma, beta) = (vector(gamma), vector(beta));
+    let output = match LayerNormBackward
+        .prepare::<NoCheckpointing>([input.node(), gamma.node(), beta.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let (x, gamma) = (input.primitive().clone(), gamma.primitive().clone());
+            let (output, mean, rstd) =
+                forward(x.clone(), gamma.clone(), beta.into_primitive(), epsilon);
+            prep.finish((x, gamma, mean, rstd), output)
+        }
+        OpsKind::UnTracked(prep) => {
+            let (output, _, _) = forward(
+                input.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                epsilon,
+            );
+            prep.finish(output)
+        }
+    };
+    Tensor::from_primitive::<Tracked>(output)
+}
+
+/// The autodiff node: its state is the input, gamma, and each row's mean and rstd.
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl Backward<Cube, 3> for LayerNormBackward {
+    type State = (CubeTensor, CubeTensor, CubeTensor, CubeTensor);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let grad = grads.consume::<Cube>(&ops.node);
+        let (x, gamma, mean, rstd) = ops.state;
+        let width = gamma.meta.num_elements();
+        let (grad_x, grad_times_normalized) = backward(x, gamma, mean, rstd, grad.clone());
+        // Column sums over every row, as [width].
+        let column_sums = |tensor: CubeTensor| {
+            let rows = tensor.meta.num_elements() / width;
+            let matrix = Cube::float_reshape(tensor, Shape::new([rows, width]));
+            Cube::float_reshape(Cube::float_sum_dim(matrix, 0), Shape::new([width]))
+        };
+        if let Some(node) = node_x {
+            grads.register::<Cube>(node.id, grad_x);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Cube>(node.id, column_sums(grad_times_normalized));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Cube>(node.id, column_sums(grad));
+        }
+    }
+}
+
+/// Launches one cube per row.
+fn row_launch(tensor: &CubeTensor, rows: usize) -> (CubeDim, burn_cubecl::cubecl::CubeCount) {
+    let cube_dim = CubeDim::new_1d(UNITS);
+    let count = calculate_cube_count_elemwise(&tensor.client, rows * UNITS as usize, cube_dim);
+    (cube_dim, count)
+}
+
+/// The normalized rows, and each row's mean and rstd in f32.
+fn forward(
+    x: CubeTensor,
+    gamma: CubeTensor,
+    beta: CubeTensor,
+    epsilon: f64,
+) -> (CubeTensor, CubeTensor, CubeTensor) {
+    let (x, gamma, beta) = (
+        into_contiguous(x),
+        into_contiguous(gamma),
+        into_contiguous(beta),
+    );
+    let rows = x.meta.num_elements() / gamma.meta.num_elements();
+    let new = |shape: Shape, dtype: DType| {
+        empty_device_dtype(x.client.clone(), x.device.clone(), shape, dtype)
+    };
+    let output = new(x.meta.shape().clone(), x.dtype);
+    let (mean, rstd) = (
+        new(Shape::new([rows]), DType::F32),
+        new(Shape::new([rows]), DType::F32),
+    );
+    let (cube_dim, cube_count) = row_launch(&x, rows);
+    let dtype = burn::backend::cubecl::dtype_to_storage_type(x.dtype);
+    forward_kernel::launch(
+        &x.client.clone(),
+        cube_count,
+        cube_dim,
+        x.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        beta.into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        mean.clone().into_tensor_arg(),
+        rstd.clone().into_tensor_arg(),
+        epsilon as f32,
+        dtype,
+    );
+    (output, mean, rstd)
+}
+
+/// The input's gradient, and `grad * x̂` (whose column sums are gamma's gradient).
+fn backward(
+    x: CubeTensor,
+    gamma: CubeTensor,
+    mean: CubeTensor,
+    rstd: CubeTensor,
+    grad: CubeTensor,
+) -> (CubeTensor, CubeTensor) {
+    let (x, grad) = (into_contiguous(x), into_contiguous(grad));
+    let rows = mean.meta.num_elements();
+    let new = || {
+        empty_device_dtype(
+            x.client.clone(),
+            x.device.clone(),
+            x.meta.shape().clone(),
+            x.dtype,
+        )
+    };
+    let (grad_x, grad_times_normalized) = (new(), new());
+    let (cube_dim, cube_count) = row_launch(&x, rows);
+    let dtype = burn::backend::cubecl::dtype_to_storage_type(x.dtype);
+    backward_kernel::launch(
+        &x.client.clone(),
+        cube_count,
+        cube_dim,
+        x.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        mean.into_tensor_arg(),
+        rstd.into_tensor_arg(),
+        grad.into_tensor_arg(),
+        grad_x.clone().into_tensor_arg(),
+        grad_times_normalized.clone().into_tensor_arg(),
+        dtype,
+    );
+    (grad_x, grad_times_normalized)
+}
