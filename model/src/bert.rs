@@ -174,14 +174,9 @@ impl BertSelfAttention {
         let v = heads(per_token(&self.value, hidden));
 
         let context = if dropout_applies(&self.dropout, &device) {
-            let scores = q
-                .matmul(k.transpose())
-                .div_scalar((self.head_dim as f64).sqrt());
-            // transformers adds the dtype's most negative finite value at padded keys, so
-            // their softmax weight is exactly 0; masking with it gives the same numbers.
-            let min = scores.dtype().finfo().map_or(f32::MIN as f64, |f| f.min);
-            let scores = scores.mask_fill(padding, min);
-            dropout(&self.dropout, softmax(scores, 3)).matmul(v)
+            let probabilities =
+                attention_probabilities(q.matmul(k.transpose()), padding, self.head_dim);
+            dropout(&self.dropout, probabilities).matmul(v)
         } else {
             // Without dropout on the probabilities, Burn's fused attention computes the same
             // softmax(QKᵀ/√d)·V (flex splits it over batch × heads on every core). It gives
@@ -191,6 +186,25 @@ impl BertSelfAttention {
         };
         context.swap_dims(1, 2).reshape([batch, seq, hidden_size])
     }
+}
+
+/// `softmax(scores / √head_dim)` over the keys, padded keys weighing 0. On GPUs one kernel
+/// each way (`crate::cube::softmax`); elsewhere Burn's operations.
+pub(crate) fn attention_probabilities(
+    scores: Tensor<4>,
+    padding: Tensor<4, Bool>,
+    head_dim: usize,
+) -> Tensor<4> {
+    let divisor = (head_dim as f64).sqrt();
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if crate::cube::applies(&scores) {
+        return crate::cube::softmax::masked_softmax(scores, padding, divisor);
+    }
+    // transformers adds the dtype's most negative finite value at padded keys, so their
+    // softmax weight is exactly 0; masking with it gives the same numbers.
+    let scores = scores.div_scalar(divisor);
+    let min = scores.dtype().finfo().map_or(f32::MIN as f64, |f| f.min);
+    softmax(scores.mask_fill(padding, min), 3)
 }
 
 /// Dense + dropout + residual LayerNorm after attention (transformers' `BertSelfOutput`).

@@ -4,15 +4,14 @@
 //! Burn 0.22 computes LayerNorm from primitive operations on every backend except flex's
 //! inference path, and its autodiff differentiates each of them: about 9 kernel launches
 //! forward and 25 backward per LayerNorm on a GPU, for the 25 LayerNorms of a bert-base step.
-//! Burn has no hook for a fused version short of a backend extension, so the GPU version is
-//! written here (`cube.rs`); the CPU backends keep Burn's.
+//! The GPU version is burnbert's (`crate::cube::layer_norm`); the CPU backends keep Burn's.
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{DType, Device, FloatDType, Tensor};
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
-mod cube;
+use crate::cube::layer_norm as cube;
 
 /// LayerNorm with a weight (`gamma`) and a bias (`beta`). The names are those of Burn's
 /// `LayerNorm`, to which `crate::checkpoint` maps transformers' `weight` and `bias` (and which

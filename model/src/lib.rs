@@ -15,6 +15,8 @@
 mod bert;
 mod checkpoint;
 mod config;
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+mod cube;
 mod device;
 mod dropout;
 mod layer_norm;

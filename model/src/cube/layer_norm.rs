@@ -1,57 +1,31 @@
-//! LayerNorm as one CubeCL kernel forward and one backward (plus the two column sums of the
-//! weight and bias gradients), with its own autodiff node.
-//!
-//! One cube of [`UNITS`] units normalizes one row: the units stride over the row, and the
-//! row's sums meet in shared memory. Statistics are in f32 whatever the tensors' float type,
-//! with the two-pass variance PyTorch uses.
+//! LayerNorm as one kernel forward and one backward (plus the two column sums of the weight
+//! and bias gradients), with its own autodiff node. Statistics use the two-pass variance
+//! PyTorch uses.
 
 use burn::backend::Cube;
 use burn::backend::autodiff::{
-    Autodiff,
     checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
 use burn::backend::ops::FloatTensorOps;
-use burn::tensor::{DType, GradientCheckpointingStrategy, Shape, Tensor};
-use burn_cubecl::cubecl::{CubeDim, calculate_cube_count_elemwise};
+use burn::tensor::{DType, Shape, Tensor};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use kernel::{UNITS, backward_kernel, forward_kernel};
+use super::{Tracked, plain, row_launch, tracked};
+use kernel::{layer_norm_backward, layer_norm_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
 mod kernel {
+    use super::super::{UNITS, reduce::cube_sum};
     use burn_cubecl::cubecl::{self, prelude::*};
-
-    /// Units per cube, one cube per row: a power of two, for the tree sum.
-    pub const UNITS: u32 = 128;
-
-    /// The sum of every unit's `value` in the cube, in every unit.
-    #[cube]
-    fn cube_sum(value: f32, shared: &mut Shared<[f32]>) -> f32 {
-        shared[UNIT_POS as usize] = value;
-        sync_cube();
-        let mut active = CUBE_DIM / 2;
-        while active > 0 {
-            if UNIT_POS < active {
-                let other = shared[(UNIT_POS + active) as usize];
-                shared[UNIT_POS as usize] += other;
-            }
-            sync_cube();
-            active /= 2;
-        }
-        let sum = shared[0];
-        // Every unit reads the sum before the next call overwrites it.
-        sync_cube();
-        sum
-    }
 
     /// `output = (x - mean) * rstd * gamma + beta` for one row per cube, keeping each row's
     /// mean and `rstd = 1 / sqrt(var + epsilon)` for the backward pass.
     #[cube(launch)]
-    pub fn forward_kernel<F: Float>(
+    pub fn layer_norm_forward<F: Float>(
         x: &Tensor<F>,
         gamma: &Tensor<F>,
         beta: &Tensor<F>,
@@ -104,7 +78,7 @@ mod kernel {
     /// `dx = rstd * (g - mean(g) - x̂ * mean(g * x̂))`, and `dy * x̂`, whose column sums are
     /// gamma's gradient.
     #[cube(launch)]
-    pub fn backward_kernel<F: Float>(
+    pub fn layer_norm_backward<F: Float>(
         x: &Tensor<F>,
         gamma: &Tensor<F>,
         mean: &Tensor<f32>,
@@ -149,18 +123,10 @@ mod kernel {
     }
 }
 
-/// Whether [`layer_norm`] takes these tensors: on a CubeCL device, without gradient
-/// checkpointing, all of one float type.
+/// Whether [`layer_norm`] takes these tensors: those [`super::applies`] to, all of one
+/// float type.
 pub fn applies<const D: usize>(input: &Tensor<D>, gamma: &Tensor<1>, beta: &Tensor<1>) -> bool {
-    let device = input.device();
-    let checkpointing = device.gradient_checkpointing_strategy();
-    crate::device::is_cube_device(&device)
-        && matches!(
-            checkpointing,
-            None | Some(GradientCheckpointingStrategy::Disabled)
-        )
-        && gamma.dtype() == input.dtype()
-        && beta.dtype() == input.dtype()
+    super::applies(input) && gamma.dtype() == input.dtype() && beta.dtype() == input.dtype()
 }
 
 /// LayerNorm of `input` over its last axis on a CubeCL device, differentiable when the device
@@ -172,27 +138,10 @@ pub fn layer_norm<const D: usize>(
     epsilon: f64,
 ) -> Tensor<D> {
     if !input.device().is_autodiff() {
-        let plain = |tensor: Tensor<D>| tensor.try_into_primitive::<Cube>();
-        let vector = |tensor: Tensor<1>| tensor.try_into_primitive::<Cube>();
-        let (input, gamma, beta) = (
-            plain(input).expect("a CubeCL tensor (checked by `applies`)"),
-            vector(gamma).expect("a CubeCL tensor (checked by `applies`)"),
-            vector(beta).expect("a CubeCL tensor (checked by `applies`)"),
-        );
-        let (output, _, _) = forward(input, gamma, beta, epsilon);
+        let (output, _, _) = forward(plain(input), plain(gamma), plain(beta), epsilon);
         return Tensor::from_primitive::<Cube>(output);
     }
-
-    type Tracked = Autodiff<Cube, NoCheckpointing>;
-    let input = input
-        .try_into_primitive::<Tracked>()
-        .expect("an autodiff CubeCL tensor without checkpointing (checked by `applies`)");
-    let vector = |tensor: Tensor<1>| {
-        tensor
-            .try_into_primitive::<Tracked>()
-            .expect("an autodiff CubeCL tensor without checkpointing (checked by `applies`)")
-    };
-    let (gamma, beta) = (vector(gamma), vector(beta));
+    let (input, gamma, beta) = (tracked(input), tracked(gamma), tracked(beta));
     let output = match LayerNormBackward
         .prepare::<NoCheckpointing>([input.node(), gamma.node(), beta.node()])
         .compute_bound()
@@ -253,13 +202,6 @@ impl Backward<Cube, 3> for LayerNormBackward {
     }
 }
 
-/// Launches one cube per row.
-fn row_launch(tensor: &CubeTensor, rows: usize) -> (CubeDim, burn_cubecl::cubecl::CubeCount) {
-    let cube_dim = CubeDim::new_1d(UNITS);
-    let count = calculate_cube_count_elemwise(&tensor.client, rows * UNITS as usize, cube_dim);
-    (cube_dim, count)
-}
-
 /// The normalized rows, and each row's mean and rstd in f32.
 fn forward(
     x: CubeTensor,
@@ -272,7 +214,8 @@ fn forward(
         into_contiguous(gamma),
         into_contiguous(beta),
     );
-    let rows = x.meta.num_elements() / gamma.meta.num_elements();
+    let width = gamma.meta.num_elements();
+    let rows = x.meta.num_elements() / width;
     let new = |shape: Shape, dtype: DType| {
         empty_device_dtype(x.client.clone(), x.device.clone(), shape, dtype)
     };
@@ -281,9 +224,9 @@ fn forward(
         new(Shape::new([rows]), DType::F32),
         new(Shape::new([rows]), DType::F32),
     );
-    let (cube_dim, cube_count) = row_launch(&x, rows);
+    let (cube_dim, cube_count) = row_launch(&x, rows, width);
     let dtype = burn::backend::cubecl::dtype_to_storage_type(x.dtype);
-    forward_kernel::launch(
+    layer_norm_forward::launch(
         &x.client.clone(),
         cube_count,
         cube_dim,
@@ -308,7 +251,7 @@ fn backward(
     grad: CubeTensor,
 ) -> (CubeTensor, CubeTensor) {
     let (x, grad) = (into_contiguous(x), into_contiguous(grad));
-    let rows = mean.meta.num_elements();
+    let (rows, width) = (mean.meta.num_elements(), gamma.meta.num_elements());
     let new = || {
         empty_device_dtype(
             x.client.clone(),
@@ -318,9 +261,9 @@ fn backward(
         )
     };
     let (grad_x, grad_times_normalized) = (new(), new());
-    let (cube_dim, cube_count) = row_launch(&x, rows);
+    let (cube_dim, cube_count) = row_launch(&x, rows, width);
     let dtype = burn::backend::cubecl::dtype_to_storage_type(x.dtype);
-    backward_kernel::launch(
+    layer_norm_backward::launch(
         &x.client.clone(),
         cube_count,
         cube_dim,

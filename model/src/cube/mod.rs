@@ -1,0 +1,102 @@
+//! burnbert's own CubeCL kernels for the GPU backends (CUDA, wgpu), each with its autodiff
+//! node: LayerNorm, and the attention's scaled, masked softmax.
+//!
+//! Burn 0.22 builds both from primitive operations and differentiates each of them, one
+//! kernel launch and one pass over memory apiece; its automatic fusion, which would merge
+//! them, is off in burnbert (it compiled for minutes before a first step, BENCHMARKS.md).
+//! Here each is one kernel forward and one backward. The CPU backends keep Burn's versions.
+//!
+//! Both work row by row: one cube of [`UNITS`] units per row, striding over it, with the row's
+//! sums and maxima meeting in shared memory. Arithmetic is f32 whatever the tensors' float type.
+
+pub mod layer_norm;
+pub mod softmax;
+
+use burn::backend::Cube;
+use burn::backend::autodiff::{Autodiff, checkpoint::strategy::NoCheckpointing};
+use burn::tensor::{GradientCheckpointingStrategy, Tensor};
+use burn_cubecl::cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
+use burn_cubecl::tensor::CubeTensor;
+
+/// The most units in a cube, one cube per row: a power of two, for the tree reductions.
+const UNITS: u32 = 128;
+
+/// An autodiff tensor on a CubeCL device, as Burn's autodiff backend holds it.
+type Tracked = Autodiff<Cube, NoCheckpointing>;
+
+/// Whether these kernels take `tensor`: on a CubeCL device, without gradient checkpointing
+/// (whose autodiff type the kernels' nodes are not written for).
+pub fn applies<const D: usize>(tensor: &Tensor<D>) -> bool {
+    let device = tensor.device();
+    crate::device::is_cube_device(&device)
+        && matches!(
+            device.gradient_checkpointing_strategy(),
+            None | Some(GradientCheckpointingStrategy::Disabled)
+        )
+}
+
+/// The CubeCL tensor under a tensor on a device without autodiff.
+fn plain<const D: usize>(tensor: Tensor<D>) -> CubeTensor {
+    tensor
+        .try_into_primitive::<Cube>()
+        .expect("a CubeCL tensor (checked by `applies`)")
+}
+
+/// The autodiff tensor under a tensor on an autodiff device.
+fn tracked<const D: usize>(
+    tensor: Tensor<D>,
+) -> <Tracked as burn::backend::BackendTypes>::FloatTensorPrimitive {
+    tensor
+        .try_into_primitive::<Tracked>()
+        .expect("an autodiff CubeCL tensor without checkpointing (checked by `applies`)")
+}
+
+/// One cube per row of `rows`, of `width` elements each: as many units as the row has
+/// elements, rounded up to a power of two, from a plane of 32 up to [`UNITS`].
+fn row_launch(tensor: &CubeTensor, rows: usize, width: usize) -> (CubeDim, CubeCount) {
+    let units = (width.next_power_of_two() as u32).clamp(32, UNITS);
+    let cube_dim = CubeDim::new_1d(units);
+    let count = calculate_cube_count_elemwise(&tensor.client, rows * units as usize, cube_dim);
+    (cube_dim, count)
+}
+
+/// Reductions over a cube's units, for the kernels.
+mod reduce {
+    use burn_cubecl::cubecl::{self, prelude::*};
+
+    /// The sum (or with `maximum`, the maximum) of every unit's `value` in the cube, in every
+    /// unit. `shared` holds one value per unit; the cube has a power-of-two number of units.
+    #[cube]
+    fn cube_reduce(value: f32, shared: &mut Shared<[f32]>, #[comptime] maximum: bool) -> f32 {
+        shared[UNIT_POS as usize] = value;
+        sync_cube();
+        let mut active = CUBE_DIM / 2;
+        while active > 0 {
+            if UNIT_POS < active {
+                let mine = shared[UNIT_POS as usize];
+                let other = shared[(UNIT_POS + active) as usize];
+                shared[UNIT_POS as usize] = if maximum {
+                    max(mine, other)
+                } else {
+                    mine + other
+                };
+            }
+            sync_cube();
+            active /= 2;
+        }
+        let result = shared[0];
+        // Every unit reads the result before the next reduction overwrites it.
+        sync_cube();
+        result
+    }
+
+    #[cube]
+    pub fn cube_sum(value: f32, shared: &mut Shared<[f32]>) -> f32 {
+        cube_reduce(value, shared, false)
+    }
+
+    #[cube]
+    pub fn cube_max(value: f32, shared: &mut Shared<[f32]>) -> f32 {
+        cube_reduce(value, shared, true)
+    }
+}

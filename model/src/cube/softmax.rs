@@ -1,0 +1,314 @@
+//! The attention's `softmax(mask_fill(scores / divisor, padded keys, MIN))` over the keys as
+//! one kernel forward and one backward, with its own autodiff node.
+//!
+//! Burn computes it as a division, a mask fill and five softmax operations (maximum, subtract,
+//! exponential, sum, divide), each a pass over the `[batch, heads, queries, keys]` scores and
+//! each differentiated on its own.
+
+use burn::backend::Cube;
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::tensor::{Bool, FloatDType, Tensor};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+
+use super::{Tracked, plain, row_launch, tracked};
+use kernel::{masked_softmax_backward, masked_softmax_forward};
+
+/// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
+mod kernel {
+    use super::super::{
+        UNITS,
+        reduce::{cube_max, cube_sum},
+    };
+    use burn_cubecl::cubecl::{self, prelude::*};
+
+    /// Where a padded key's score goes: transformers adds the float type's most negative
+    /// value, so that a row of padding alone still sums to 1.
+    const PADDED: f32 = -3.4028235e38;
+
+    /// The row's probabilities, one row of keys per cube. `padded` is `[batch, keys]`, 1 at
+    /// padded keys, and `rows_per_batch` rows (heads × queries) share a batch's row of it.
+    #[cube(launch)]
+    pub fn masked_softmax_forward<F: Float>(
+        scores: &Tensor<F>,
+        padded: &Tensor<F>,
+        output: &mut Tensor<F>,
+        rows_per_batch: u32,
+        divisor: f32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        let width = padded.shape(1);
+        if row * width >= scores.len() {
+            terminate!();
+        }
+        let start = row * width;
+        let mask_start = (row / rows_per_batch as usize) * width;
+        let mut shared = Shared::new_slice(UNITS as usize);
+
+        let mut row_max = f32::new(PADDED);
+        let mut i = UNIT_POS as usize;
+        while i < width {
+            let score = f32::cast_from(scores[start + i]) / divisor;
+            let padded_key = f32::cast_from(padded[mask_start + i]) > 0.5;
+            row_max = max(row_max, select(padded_key, PADDED, score));
+            i += CUBE_DIM as usize;
+        }
+        let row_max = cube_max(row_max, &mut shared);
+
+        let mut sum = 0.0f32;
+        i = UNIT_POS as usize;
+        while i < width {
+            let score = f32::cast_from(scores[start + i]) / divisor;
+            let padded_key = f32::cast_from(padded[mask_start + i]) > 0.5;
+            sum += (select(padded_key, PADDED, score) - row_max).exp();
+            i += CUBE_DIM as usize;
+        }
+        let sum = cube_sum(sum, &mut shared);
+
+        i = UNIT_POS as usize;
+        while i < width {
+            let score = f32::cast_from(scores[start + i]) / divisor;
+            let padded_key = f32::cast_from(padded[mask_start + i]) > 0.5;
+            let probability = (select(padded_key, PADDED, score) - row_max).exp() / sum;
+            output[start + i] = F::cast_from(probability);
+            i += CUBE_DIM as usize;
+        }
+    }
+
+    /// The scores' gradient from the probabilities `y` and theirs, `g`:
+    /// `y * (g - sum(g * y)) / divisor`, and 0 at padded keys (whose scores were replaced).
+    #[cube(launch)]
+    pub fn masked_softmax_backward<F: Float>(
+        output: &Tensor<F>,
+        grad: &Tensor<F>,
+        padded: &Tensor<F>,
+        grad_scores: &mut Tensor<F>,
+        rows_per_batch: u32,
+        divisor: f32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        let width = padded.shape(1);
+        if row * width >= output.len() {
+            terminate!();
+        }
+        let start = row * width;
+        let mask_start = (row / rows_per_batch as usize) * width;
+        let mut shared = Shared::new_slice(UNITS as usize);
+
+        let mut dot = 0.0f32;
+        let mut i = UNIT_POS as usize;
+        while i < width {
+            dot += f32::cast_from(grad[start + i]) * f32::cast_from(output[start + i]);
+            i += CUBE_DIM as usize;
+        }
+        let dot = cube_sum(dot, &mut shared);
+
+        i = UNIT_POS as usize;
+        while i < width {
+            let y = f32::cast_from(output[start + i]);
+            let gradient = y * (f32::cast_from(grad[start + i]) - dot) / divisor;
+            let padded_key = f32::cast_from(padded[mask_start + i]) > 0.5;
+            grad_scores[start + i] = F::cast_from(select(padded_key, 0.0, gradient));
+            i += CUBE_DIM as usize;
+        }
+    }
+}
+
+/// Attention probabilities from `scores` (`[batch, heads, queries, keys]`) on a CubeCL device:
+/// `softmax(scores / divisor)` over the keys, with the keys where `padding`
+/// (`[batch, 1, 1, keys]`) is true weighing 0; differentiable when the device tracks
+/// gradients. The caller checks [`super::applies`].
+pub fn masked_softmax(scores: Tensor<4>, padding: Tensor<4, Bool>, divisor: f64) -> Tensor<4> {
+    let [batch, heads, queries, keys] = scores.dims();
+    let rows_per_batch = (heads * queries) as u32;
+    // 1.0 at padded keys, in the scores' float type: one launch, for all heads and queries.
+    let dtype = FloatDType::from(scores.dtype());
+    let padded = padding.reshape([batch, keys]).float().cast(dtype);
+    let divisor = divisor as f32;
+    if !scores.device().is_autodiff() {
+        let output = forward(plain(scores), plain(padded), rows_per_batch, divisor);
+        return Tensor::from_primitive::<Cube>(output);
+    }
+    let (scores, padded) = (tracked(scores), tracked(padded).into_primitive());
+    let output = match MaskedSoftmaxBackward
+        .prepare::<NoCheckpointing>([scores.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let output = forward(
+                scores.into_primitive(),
+                padded.clone(),
+                rows_per_batch,
+                divisor,
+            );
+            prep.finish((output.clone(), padded, rows_per_batch, divisor), output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(
+            scores.into_primitive(),
+            padded,
+            rows_per_batch,
+            divisor,
+        )),
+    };
+    Tensor::from_primitive::<Tracked>(output)
+}
+
+/// The autodiff node: its state is the probabilities, the padding and the two scalars.
+#[derive(Debug)]
+struct MaskedSoftmaxBackward;
+
+impl Backward<Cube, 1> for MaskedSoftmaxBackward {
+    type State = (CubeTensor, CubeTensor, u32, f32);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_scores] = ops.parents;
+        let grad = grads.consume::<Cube>(&ops.node);
+        let (output, padded, rows_per_batch, divisor) = ops.state;
+        if let Some(node) = node_scores {
+            let grad = into_contiguous(grad);
+            let grad_scores = empty_device_dtype(
+                output.client.clone(),
+                output.device.clone(),
+                output.meta.shape().clone(),
+                output.dtype,
+            );
+            let width = padded.meta.shape()[1];
+            let rows = output.meta.num_elements() / width;
+            let (cube_dim, cube_count) = row_launch(&output, rows, width);
+            let dtype = burn::backend::cubecl::dtype_to_storage_type(output.dtype);
+            masked_softmax_backward::launch(
+                &output.client.clone(),
+                cube_count,
+                cube_dim,
+                output.into_tensor_arg(),
+                grad.into_tensor_arg(),
+                padded.into_tensor_arg(),
+                grad_scores.clone().into_tensor_arg(),
+                rows_per_batch,
+                divisor,
+                dtype,
+            );
+            grads.register::<Cube>(node.id, grad_scores);
+        }
+    }
+}
+
+/// The probabilities, one cube per row of keys.
+fn forward(
+    scores: CubeTensor,
+    padded: CubeTensor,
+    rows_per_batch: u32,
+    divisor: f32,
+) -> CubeTensor {
+    let (scores, padded) = (into_contiguous(scores), into_contiguous(padded));
+    let width = padded.meta.shape()[1];
+    let rows = scores.meta.num_elements() / width;
+    let output = empty_device_dtype(
+        scores.client.clone(),
+        scores.device.clone(),
+        scores.meta.shape().clone(),
+        scores.dtype,
+    );
+    let (cube_dim, cube_count) = row_launch(&scores, rows, width);
+    let dtype = burn::backend::cubecl::dtype_to_storage_type(scores.dtype);
+    masked_softmax_forward::launch(
+        &scores.client.clone(),
+        cube_count,
+        cube_dim,
+        scores.into_tensor_arg(),
+        padded.into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        rows_per_batch,
+        divisor,
+        dtype,
+    );
+    output
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use crate::bert::attention_probabilities;
+    use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+
+    /// The probabilities and the scores' gradient for the loss `sum(probabilities × weights)`
+    /// on `device` (with autodiff), `batch × 3 heads × 5 queries × keys`, where batch row `b`
+    /// has its last `padded[b]` keys padded.
+    fn run(
+        device: &Device,
+        scores: &[f32],
+        weights: &[f32],
+        padded: &[usize],
+        keys: usize,
+    ) -> [Vec<f32>; 2] {
+        let device = device.clone().autodiff();
+        let shape = [padded.len(), 3, 5, keys];
+        let tensor = |values: &[f32]| {
+            Tensor::<4>::from_data(TensorData::new(values.to_vec(), shape), &device)
+        };
+        let scores = tensor(scores).require_grad();
+        let mask: Vec<i64> = padded
+            .iter()
+            .flat_map(|&p| (0..keys).map(move |k| (k >= keys - p) as i64))
+            .collect();
+        let padding =
+            Tensor::<2, Int>::from_data(TensorData::new(mask, [padded.len(), keys]), &device)
+                .equal_elem(1)
+                .reshape([padded.len(), 1, 1, keys]);
+        if crate::is_cube_device(&device) {
+            assert!(super::super::applies(&scores));
+        }
+        let probabilities = attention_probabilities(scores.clone(), padding, 64);
+        let grads = (probabilities.clone() * tensor(weights)).sum().backward();
+        let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        [values(probabilities), values(scores.grad(&grads).unwrap())]
+    }
+
+    /// On wgpu (lavapipe) the kernels give the CPU's probabilities and gradient (Burn's
+    /// division, mask fill and softmax, differentiated by its autodiff), for rows of keys
+    /// shorter and longer than a cube, some keys padded, and a row with every key padded.
+    #[test]
+    fn gpu_kernels_match_the_cpu_forward_and_backward() {
+        let (cpu, gpu) = (
+            crate::parse_device("cpu").unwrap(),
+            crate::parse_device("wgpu").unwrap(),
+        );
+        for keys in [40, 200] {
+            let padded = [0, 7, keys];
+            let n = padded.len() * 3 * 5 * keys;
+            let random = |std: f64| {
+                Tensor::<1>::random([n], Distribution::Normal(0.0, std), &cpu)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap()
+            };
+            let (scores, weights) = (random(20.0), random(1.0));
+            let expected = run(&cpu, &scores, &weights, &padded, keys);
+            let actual = run(&gpu, &scores, &weights, &padded, keys);
+            for ((a, e), name) in actual
+                .iter()
+                .zip(&expected)
+                .zip(["probabilities", "gradient"])
+            {
+                for (i, (a, e)) in a.iter().zip(e).enumerate() {
+                    assert!(
+                        (a - e).abs() <= 1e-6 + 1e-4 * e.abs(),
+                        "{keys} keys: {name}[{i}]: {a} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+}
