@@ -112,6 +112,10 @@ compiled train-f32-warm
 du -sh target/environment
 profile "profile train f32" $TRAIN --dtype f32
 
+# 2a. The course recipe's batch size: are its steps bound by the GPU or by launching kernels?
+#     (kernel_profile.py's GPU busy time against the measured step)
+profile "profile train f32 batch 8" --model-shape $SHAPE --batch 8 --seq 128 --mode train --dtype f32
+
 # 2b. Each matrix-product routine of burn-cubecl's autotune set, chosen with BURN_CUBECL_MATMUL
 #     (vendor/README.md): which beats the default on the target step? MATMULS overrides the list.
 for routine in ${MATMULS:-double-cmma double-mma ordered-8-cmma specialized-cmma specialized-mma simple-tma-cmma specialized-tma-cmma simple-mma}; do
