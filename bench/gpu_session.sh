@@ -111,6 +111,12 @@ bench_alone "train f32 warm" 45 "$BIN/bench" $TRAIN --dtype f32 --steps 20 --war
 compiled train-f32-warm
 du -sh target/environment
 profile "profile train f32" $TRAIN --dtype f32
+# The same step with Burn's operations instead of burnbert's AdamW, LayerNorm and softmax
+# kernels, on the same machine: what the kernels are worth.
+export BURNBERT_GPU_KERNELS=0
+bench_alone "train f32 burn ops" 60 "$BIN/bench" $TRAIN --dtype f32 --steps 20 --warmup 3
+profile "profile train f32 burn ops" $TRAIN --dtype f32
+unset BURNBERT_GPU_KERNELS
 
 # 2a. The course recipe's batch size: are its steps bound by the GPU or by launching kernels?
 #     (kernel_profile.py's GPU busy time against the measured step)

@@ -109,19 +109,34 @@ pub fn is_cpu_backend(device: &Device) -> bool {
         .any(|cpu| cpu == device)
 }
 
-/// Whether `device`, or the device it adds autodiff to, runs on CubeCL (CUDA, wgpu), where
-/// burnbert's own kernels apply.
-pub fn is_cube_device(device: &Device) -> bool {
+/// Whether burnbert's own GPU kernels (AdamW, LayerNorm, the attention's softmax) run on
+/// `device`: on CubeCL devices (CUDA, wgpu), with or without autodiff, unless
+/// `BURNBERT_GPU_KERNELS=0` asks for Burn's operations instead, to compare the two or to step
+/// around a kernel that fails on some GPU.
+pub fn runs_own_kernels(device: &Device) -> bool {
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    return matches!(
-        device.clone().without_autodiff().as_dispatch(),
-        burn::backend::DispatchDevice::Cube(_)
-    );
+    {
+        static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let enabled = *ENABLED.get_or_init(|| {
+            own_kernels_enabled(std::env::var("BURNBERT_GPU_KERNELS").ok().as_deref())
+        });
+        enabled
+            && matches!(
+                device.clone().without_autodiff().as_dispatch(),
+                burn::backend::DispatchDevice::Cube(_)
+            )
+    }
     #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
     {
         let _ = device;
         false
     }
+}
+
+/// `BURNBERT_GPU_KERNELS`: on unless set to `0`, `false` or `off`.
+#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))]
+fn own_kernels_enabled(value: Option<&str>) -> bool {
+    !matches!(value.map(str::trim), Some("0" | "false" | "off"))
 }
 
 /// Runs `work(d, device)` for every device, each in a thread of its own (one device runs
@@ -326,6 +341,21 @@ mod tests {
         use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
         parse_device("cpu").unwrap();
         assert!(CubeClRuntimeConfig::get().compilation.cache);
+    }
+
+    /// burnbert's kernels run on CubeCL devices only, and `BURNBERT_GPU_KERNELS` turns them
+    /// off with 0, false or off; anything else, or nothing, leaves them on.
+    #[test]
+    fn own_kernels_run_on_gpu_backends_unless_turned_off() {
+        assert!(!runs_own_kernels(&parse_device("cpu").unwrap()));
+        #[cfg(feature = "wgpu")]
+        assert!(runs_own_kernels(&parse_device("wgpu").unwrap().autodiff()));
+        for off in ["0", "false", "off", " 0 "] {
+            assert!(!own_kernels_enabled(Some(off)), "{off}");
+        }
+        for on in [None, Some("1"), Some("on"), Some("")] {
+            assert!(own_kernels_enabled(on), "{on:?}");
+        }
     }
 
     #[test]

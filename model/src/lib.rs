@@ -27,8 +27,8 @@ pub use bert::*;
 pub use checkpoint::{LoadReport, checkpoint_name};
 pub use config::{Activation, BertConfig};
 pub use device::{
-    available_devices, is_cpu_backend, is_cube_device, on_each_device, parse_device, select_device,
-    select_devices,
+    available_devices, is_cpu_backend, on_each_device, parse_device, runs_own_kernels,
+    select_device, select_devices,
 };
 pub use layer_norm::LayerNorm;
 

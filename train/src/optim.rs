@@ -100,7 +100,7 @@ impl AdamW {
             return Some(Fused::Host);
         }
         #[cfg(feature = "gpu")]
-        if one_dtype && burnbert_model::is_cube_device(&device) {
+        if one_dtype && burnbert_model::runs_own_kernels(&device) {
             return Some(Fused::Cube);
         }
         None

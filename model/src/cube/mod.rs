@@ -24,11 +24,12 @@ const UNITS: u32 = 128;
 /// An autodiff tensor on a CubeCL device, as Burn's autodiff backend holds it.
 type Tracked = Autodiff<Cube, NoCheckpointing>;
 
-/// Whether these kernels take `tensor`: on a CubeCL device, without gradient checkpointing
-/// (whose autodiff type the kernels' nodes are not written for).
+/// Whether these kernels take `tensor`: where burnbert's kernels run
+/// ([`crate::runs_own_kernels`]), without gradient checkpointing (whose autodiff type the
+/// kernels' nodes are not written for).
 pub fn applies<const D: usize>(tensor: &Tensor<D>) -> bool {
     let device = tensor.device();
-    crate::device::is_cube_device(&device)
+    crate::device::runs_own_kernels(&device)
         && matches!(
             device.gradient_checkpointing_strategy(),
             None | Some(GradientCheckpointingStrategy::Disabled)
