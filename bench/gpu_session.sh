@@ -7,6 +7,9 @@
 #
 # With the device tool: command `bash bench/gpu_session.sh .dev $OUT 2>&1 | tee $OUT/log`,
 # carry [".dev"]. The steps run in order of importance, so a run cut short keeps the first results.
+# PARTS picks the numbered parts below (default all), so that a second call can finish what a
+# first did not. All of them should take about 7 minutes on an H100 (estimated from the second
+# session's 411 s for the parts it had).
 # Results: OUT/log (everything) and OUT/results.jsonl (one JSON object per measurement).
 # Every step has its own time limit, so a slow kernel compilation costs that step only.
 # DEVICE=cpu SHAPE=minilm-l6 BATCH=2 COURSE_PRESET=minilm-l6 rehearse it without a GPU.
@@ -95,58 +98,74 @@ profile() {
 }
 
 TRAIN="--model-shape $SHAPE --batch $BATCH --seq 128 --mode train"
+# part N: whether part N runs this time (PARTS, default all of them).
+part() { [[ " ${PARTS:-1 2 3 4 5 6 7 8 9} " == *" $1 "* ]]; }
+
 # 1. Correctness: logits against transformers on the GPU, tiny fixture.
-cubecl_toml "$LOGS/check-tiny.log"
-step "check tiny-bert" 60 bash -o pipefail -c "$PY bench/cuda_check.py --predict-bin $BIN/predict \
-    --model assets/fixtures/tiny-bert --pairs 64 --device $DEVICE | tee -a $RESULTS"
+if part 1; then
+    cubecl_toml "$LOGS/check-tiny.log"
+    step "check tiny-bert" 60 bash -o pipefail -c "$PY bench/cuda_check.py --predict-bin $BIN/predict \
+        --model assets/fixtures/tiny-bert --pairs 64 --device $DEVICE | tee -a $RESULTS"
+fi
 
 # 2. The issue's target shape, bert-base train 32 × 128 in f32, next to PyTorch: first with no
 #    compiled kernels on disk (cold), then again with them (warm), then profiled.
-rm -rf target/environment
-cubecl_toml "$LOGS/train-f32-cold.log"
-compare "train f32 cold" 90 "$BIN/bench" $TRAIN --dtype f32
-compiled train-f32-cold
-cubecl_toml "$LOGS/train-f32-warm.log"
-bench_alone "train f32 warm" 45 "$BIN/bench" $TRAIN --dtype f32 --steps 20 --warmup 3
-compiled train-f32-warm
-du -sh target/environment
-profile "profile train f32" $TRAIN --dtype f32
-# The same step with Burn's operations instead of burnbert's AdamW, LayerNorm and softmax
-# kernels, on the same machine: what the kernels are worth.
-export BURNBERT_GPU_KERNELS=0
-bench_alone "train f32 burn ops" 60 "$BIN/bench" $TRAIN --dtype f32 --steps 20 --warmup 3
-profile "profile train f32 burn ops" $TRAIN --dtype f32
-unset BURNBERT_GPU_KERNELS
+if part 2; then
+    rm -rf target/environment
+    cubecl_toml "$LOGS/train-f32-cold.log"
+    compare "train f32 cold" 90 "$BIN/bench" $TRAIN --dtype f32
+    compiled train-f32-cold
+    cubecl_toml "$LOGS/train-f32-warm.log"
+    bench_alone "train f32 warm" 45 "$BIN/bench" $TRAIN --dtype f32 --steps 20 --warmup 3
+    compiled train-f32-warm
+    du -sh target/environment
+    profile "profile train f32" $TRAIN --dtype f32
+fi
 
-# 2a. The course recipe's batch size: are its steps bound by the GPU or by launching kernels?
-#     (kernel_profile.py's GPU busy time against the measured step)
-profile "profile train f32 batch 8" --model-shape $SHAPE --batch 8 --seq 128 --mode train --dtype f32
+# 3. The same step with Burn's operations instead of burnbert's AdamW, LayerNorm and softmax
+#    kernels, on the same machine: what the kernels are worth.
+if part 3; then
+    export BURNBERT_GPU_KERNELS=0
+    bench_alone "train f32 burn ops" 60 "$BIN/bench" $TRAIN --dtype f32 --steps 20 --warmup 3
+    profile "profile train f32 burn ops" $TRAIN --dtype f32
+    unset BURNBERT_GPU_KERNELS
+fi
 
-# 2b. Each matrix-product routine of burn-cubecl's autotune set, chosen with BURN_CUBECL_MATMUL
-#     (vendor/README.md): which beats the default on the target step? MATMULS overrides the list.
-for routine in ${MATMULS:-double-cmma double-mma ordered-8-cmma specialized-cmma specialized-mma simple-tma-cmma specialized-tma-cmma simple-mma}; do
-    export BURN_CUBECL_MATMUL=$routine
-    bench_alone "matmul $routine" 40 "$BIN/bench" $TRAIN --dtype f32 --steps 10 --warmup 2
-done
-unset BURN_CUBECL_MATMUL
+# 4. The course recipe's batch size: are its steps bound by the GPU or by launching kernels?
+#    (kernel_profile.py's GPU busy time against the measured step)
+if part 4; then
+    profile "profile train f32 batch 8" --model-shape $SHAPE --batch 8 --seq 128 --mode train --dtype f32
+fi
 
-# 3. The course recipe on MRPC, one epoch each, bert-base randomly initialised with BERT's init
+# 5. Matrix-product routines of burn-cubecl's autotune set, chosen with BURN_CUBECL_MATMUL
+#    (vendor/README.md): does one beat the default on the target step? MATMULS overrides the list.
+if part 5; then
+    for routine in ${MATMULS:-double-cmma ordered-8-cmma specialized-cmma simple-tma-cmma specialized-tma-cmma}; do
+        export BURN_CUBECL_MATMUL=$routine
+        bench_alone "matmul $routine" 25 "$BIN/bench" $TRAIN --dtype f32 --steps 10 --warmup 2
+    done
+    unset BURN_CUBECL_MATMUL
+fi
+
+# 6. The course recipe on MRPC, one epoch each, bert-base randomly initialised with BERT's init
 #    (made, and checked on a few pairs, by cuda_check.py).
-cubecl_toml "$LOGS/course.log"
-step "check bert-base" 60 bash -o pipefail -c "$PY bench/cuda_check.py --predict-bin $BIN/predict \
-    --model $MODELS/bert-base-rand --init-config assets/presets/$COURSE_PRESET.json \
-    --initializer-range 0.02 --seed 42 --tokenizer-dir $PAYLOAD/tokenizer --pairs 8 \
-    --device $DEVICE | tee -a $RESULTS"
-step "course pytorch f32" 90 bash -o pipefail -c "$PY bench/course_mrpc.py --model $MODELS/bert-base-rand \
-    --epochs 1 --device $DEVICE | tee -a $RESULTS"
-step "course burnbert f32" 150 "$BIN/train" --model "$MODELS/bert-base-rand" --num-epochs 1 \
-    --device $DEVICE --output-dir /tmp/burnbert-run
-cp /tmp/burnbert-run/metrics.jsonl /tmp/burnbert-run/all_results.json "$OUT/" 2>/dev/null
-compiled course
+if part 6; then
+    cubecl_toml "$LOGS/course.log"
+    step "check bert-base" 60 bash -o pipefail -c "$PY bench/cuda_check.py --predict-bin $BIN/predict \
+        --model $MODELS/bert-base-rand --init-config assets/presets/$COURSE_PRESET.json \
+        --initializer-range 0.02 --seed 42 --tokenizer-dir $PAYLOAD/tokenizer --pairs 8 \
+        --device $DEVICE | tee -a $RESULTS"
+    step "course pytorch f32" 90 bash -o pipefail -c "$PY bench/course_mrpc.py --model $MODELS/bert-base-rand \
+        --epochs 1 --device $DEVICE | tee -a $RESULTS"
+    step "course burnbert f32" 150 "$BIN/train" --model "$MODELS/bert-base-rand" --num-epochs 1 \
+        --device $DEVICE --output-dir /tmp/burnbert-run
+    cp /tmp/burnbert-run/metrics.jsonl /tmp/burnbert-run/all_results.json "$OUT/" 2>/dev/null
+    compiled course
+fi
 
-# 4. Burn's autotune (a build with `burn/autotune`, if packed): does a tuned matmul choice make
+# 7. Burn's autotune (a build with `burn/autotune`, if packed): does a tuned matmul choice make
 #    the step faster, and what does tuning cost cold and warm? Minimal tuning effort.
-if [ -x "$BIN/bench-autotune" ]; then
+if part 7 && [ -x "$BIN/bench-autotune" ]; then
     export CUBECL_AUTOTUNE_LEVEL=minimal
     cubecl_toml "$LOGS/autotune-cold.log"
     bench_alone "autotune train f32 cold" 120 "$BIN/bench-autotune" $TRAIN --dtype f32 --steps 20 --warmup 3
@@ -157,18 +176,22 @@ if [ -x "$BIN/bench-autotune" ]; then
     unset CUBECL_AUTOTUNE_LEVEL
 fi
 
-# 5. bf16 next to PyTorch's bf16 autocast, and where its time goes.
-cubecl_toml "$LOGS/train-bf16.log"
-compare "train bf16" 90 "$BIN/bench" $TRAIN --dtype bf16
-profile "profile train bf16" $TRAIN --dtype bf16
+# 8. bf16 next to PyTorch's bf16 autocast, and where its time goes.
+if part 8; then
+    cubecl_toml "$LOGS/train-bf16.log"
+    compare "train bf16" 90 "$BIN/bench" $TRAIN --dtype bf16
+    profile "profile train bf16" $TRAIN --dtype bf16
+fi
 
-# 6. Correctness on a MiniLM-shaped model, and inference.
-cubecl_toml "$LOGS/check-minilm.log"
-step "check minilm-shape" 60 bash -o pipefail -c "$PY bench/cuda_check.py --predict-bin $BIN/predict \
-    --model $MODELS/minilm-rand --init-config assets/presets/minilm-l6.json \
-    --tokenizer-dir $PAYLOAD/tokenizer --pairs 64 --device $DEVICE | tee -a $RESULTS"
-cubecl_toml "$LOGS/infer.log"
-compare "infer f32" 60 "$BIN/bench" --model-shape $SHAPE --batch $BATCH --seq 128 --mode infer --dtype f32
+# 9. Correctness on a MiniLM-shaped model, and inference.
+if part 9; then
+    cubecl_toml "$LOGS/check-minilm.log"
+    step "check minilm-shape" 60 bash -o pipefail -c "$PY bench/cuda_check.py --predict-bin $BIN/predict \
+        --model $MODELS/minilm-rand --init-config assets/presets/minilm-l6.json \
+        --tokenizer-dir $PAYLOAD/tokenizer --pairs 64 --device $DEVICE | tee -a $RESULTS"
+    cubecl_toml "$LOGS/infer.log"
+    compare "infer f32" 60 "$BIN/bench" --model-shape $SHAPE --batch $BATCH --seq 128 --mode infer --dtype f32
+fi
 
 tar -C "$LOGS" -cJf "$OUT/cubecl-logs.tar.xz" .
 echo "== done $(date +%T)"
