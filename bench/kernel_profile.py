@@ -30,7 +30,7 @@ UNIT_SECONDS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 # Checked in order; the first keyword found in a kernel's name gives its kind.
 KINDS = [
     ("optimizer", ("adamw",)),
-    ("layer norm / softmax", ("layernorm", "maskedsoftmax")),
+    ("burnbert's layer norm, softmax, gelu", ("layernorm", "maskedsoftmax", "gelu")),
     ("matmul", ("matmul", "gemm", "cmma", "mma")),
     ("random", ("random", "prng", "bernoulli", "uniform", "normal")),
     ("reduce", ("reduce", "sum", "mean", "max", "argmax", "softmax")),

@@ -273,7 +273,17 @@ impl BertIntermediate {
     }
 
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<3> {
-        self.activation.forward(per_token(&self.dense, hidden))
+        let x = per_token(&self.dense, hidden);
+        // On GPUs the exact GELU is one kernel each way, with the exact derivative
+        // (`crate::cube::gelu`); Burn's backward there is the tanh approximation's.
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        if let burn::nn::activation::Activation::Gelu(gelu) = &self.activation
+            && !gelu.approximate
+            && crate::cube::applies(&x)
+        {
+            return crate::cube::gelu::gelu(x);
+        }
+        self.activation.forward(x)
     }
 }
 

@@ -1,14 +1,16 @@
 //! burnbert's own CubeCL kernels for the GPU backends (CUDA, wgpu), each with its autodiff
-//! node: LayerNorm, and the attention's scaled, masked softmax.
+//! node: LayerNorm, the attention's scaled, masked softmax, and the exact GELU.
 //!
 //! Burn 0.22 builds both from primitive operations and differentiates each of them, one
 //! kernel launch and one pass over memory apiece; its automatic fusion, which would merge
 //! them, is off in burnbert (it compiled for minutes before a first step, BENCHMARKS.md).
 //! Here each is one kernel forward and one backward. The CPU backends keep Burn's versions.
 //!
-//! Both work row by row: one cube of [`UNITS`] units per row, striding over it, with the row's
-//! sums and maxima meeting in shared memory. Arithmetic is f32 whatever the tensors' float type.
+//! LayerNorm and softmax work row by row: one cube of up to [`UNITS`] units per row, striding
+//! over it, with the row's sums and maxima meeting in shared memory; GELU takes one unit per
+//! element. Arithmetic is f32 whatever the tensors' float type.
 
+pub mod gelu;
 pub mod layer_norm;
 pub mod softmax;
 
