@@ -5,9 +5,9 @@
 //! developers' 2-core machine, 12 % of a MiniLM train step, most of it for the
 //! attention-probability masks. There the mask is filled here from ChaCha8 instead, which
 //! took a MiniLM forward pass from 510–570 ms to 410–430 ms (BENCHMARKS.md). Its seed is
-//! drawn from Burn's generator, so `Device::seed` keeps runs reproducible as before. GPU
-//! backends keep drawing the mask on the device, where a host-made mask would have to be
-//! copied over.
+//! drawn from Burn's generator, so `Device::seed` keeps runs reproducible as before. On the
+//! GPU backends dropout is one kernel each way (`crate::cube::dropout`), its mask drawn on the
+//! device from a seed that Burn's generator draws there too.
 
 use burn::nn::Dropout;
 use burn::tensor::{Device, Distribution, Shape, Tensor, TensorData};
@@ -25,6 +25,10 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
         return x;
     }
     let keep = 1.0 - layer.prob;
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if crate::cube::applies(&x) {
+        return crate::cube::dropout::dropout(x, keep);
+    }
     let mask = if is_cpu_backend(&device) {
         cpu_mask(x.shape(), keep, &device)
     } else {
@@ -70,63 +74,103 @@ mod tests {
     use burn::module::Module;
     use burn::nn::DropoutConfig;
 
-    fn cpu() -> Device {
-        crate::parse_device("cpu").unwrap().autodiff()
+    /// The CPU, and wgpu (lavapipe) where compiled in, where dropout is burnbert's kernel.
+    fn devices() -> Vec<Device> {
+        let mut devices = vec![crate::parse_device("cpu").unwrap().autodiff()];
+        #[cfg(feature = "wgpu")]
+        devices.push(crate::parse_device("wgpu").unwrap().autodiff());
+        devices
     }
 
     fn ones(device: &Device) -> Tensor<2> {
         Tensor::ones([200, 500], device)
     }
 
+    /// Burn's generators are one per backend and process; tests that seed them and draw take
+    /// turns, or a test running beside them would draw between the seeding and the mask.
+    fn seeding() -> std::sync::MutexGuard<'static, ()> {
+        static GENERATORS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        GENERATORS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     #[test]
     fn zeroes_a_fraction_prob_and_scales_the_rest() {
-        let device = cpu();
-        device.seed(7);
-        let out = dropout(&DropoutConfig::new(0.1).init(), ones(&device)).into_data();
-        let values: Vec<f32> = out.iter::<f32>().collect();
-        let kept = values.iter().filter(|&&v| v != 0.0).count();
-        // 100,000 Bernoulli(0.9) draws: standard deviation 95, so 5 sigma is ±475.
-        assert!((kept as i64 - 90_000).abs() < 475, "{kept} kept of 100000");
-        // A kept 1.0 becomes 1 / 0.9 exactly as Burn computes it in f32.
-        let scale = (1.0 / 0.9f64) as f32;
-        assert!(values.iter().all(|&v| v == 0.0 || v == scale));
+        let _turn = seeding();
+        for device in devices() {
+            device.seed(7);
+            let out = dropout(&DropoutConfig::new(0.1).init(), ones(&device)).into_data();
+            let values: Vec<f32> = out.iter::<f32>().collect();
+            // 100,000 Bernoulli(0.9) draws: standard deviation 95, so 5 sigma is ±475; and in
+            // each tenth (standard deviation 30), ±150.
+            let kept = |values: &[f32]| values.iter().filter(|&&v| v != 0.0).count() as i64;
+            let all = kept(&values);
+            assert!(
+                (all - 90_000).abs() < 475,
+                "{device:?}: {all} kept of 100000"
+            );
+            for (i, tenth) in values.chunks(10_000).enumerate() {
+                let part = kept(tenth);
+                assert!(
+                    (part - 9_000).abs() < 150,
+                    "{device:?}: {part} kept in tenth {i}"
+                );
+            }
+            // A kept 1.0 becomes 1 / 0.9 exactly as Burn computes it in f32.
+            let scale = (1.0 / 0.9f64) as f32;
+            assert!(values.iter().all(|&v| v == 0.0 || v == scale), "{device:?}");
+        }
     }
 
     #[test]
     fn gradient_flows_through_the_kept_elements_only() {
-        let device = cpu();
-        device.seed(3);
-        let x = ones(&device).require_grad();
-        let out = dropout(&DropoutConfig::new(0.5).init(), x.clone());
-        let grads = out.clone().sum().backward();
-        let grad = x.grad(&grads).unwrap();
-        // d(sum)/dx is the mask itself: 2 where kept, 0 where dropped.
-        out.inner().into_data().assert_eq(&grad.into_data(), true);
+        let _turn = seeding();
+        for device in devices() {
+            device.seed(3);
+            let x = ones(&device).require_grad();
+            let out = dropout(&DropoutConfig::new(0.5).init(), x.clone());
+            let grads = out.clone().sum().backward();
+            let grad = x.grad(&grads).unwrap();
+            // d(sum)/dx is the mask itself: 2 where kept, 0 where dropped.
+            out.inner().into_data().assert_eq(&grad.into_data(), true);
+        }
     }
 
     #[test]
     fn burn_seed_makes_masks_reproducible() {
-        let device = cpu();
-        let layer = DropoutConfig::new(0.1).init();
-        let mask = |seed| {
-            device.seed(seed);
-            dropout(&layer, ones(&device)).into_data()
-        };
-        mask(1).assert_eq(&mask(1), true);
-        assert_ne!(mask(1), mask(2));
+        let _turn = seeding();
+        for device in devices() {
+            let layer = DropoutConfig::new(0.1).init();
+            let mask = |seed| {
+                device.seed(seed);
+                dropout(&layer, ones(&device)).into_data()
+            };
+            mask(1).assert_eq(&mask(1), true);
+            assert_ne!(mask(1), mask(2), "{device:?}");
+            // Two layers after one seeding draw two masks.
+            device.seed(1);
+            let (first, second) = (mask_of(&layer, &device), mask_of(&layer, &device));
+            assert_ne!(first, second, "{device:?}");
+        }
+    }
+
+    fn mask_of(layer: &Dropout, device: &Device) -> burn::tensor::TensorData {
+        dropout(layer, ones(device)).into_data()
     }
 
     #[test]
     fn identity_when_evaluating_or_without_autodiff() {
-        let device = cpu();
-        let layer = DropoutConfig::new(0.1).init();
-        let expected = ones(&device).into_data();
-        dropout(&layer.clone().valid(), ones(&device))
-            .into_data()
-            .assert_eq(&expected, true);
-        let plain = device.clone().without_autodiff();
-        dropout(&layer, ones(&plain))
-            .into_data()
-            .assert_eq(&expected, true);
+        for device in devices() {
+            let layer = DropoutConfig::new(0.1).init();
+            let expected = ones(&device).into_data();
+            dropout(&layer.clone().valid(), ones(&device))
+                .into_data()
+                .assert_eq(&expected, true);
+            let plain = device.clone().without_autodiff();
+            dropout(&layer, ones(&plain))
+                .into_data()
+                .assert_eq(&expected, true);
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! burnbert's own CubeCL kernels for the GPU backends (CUDA, wgpu), each with its autodiff
-//! node: LayerNorm, the attention's scaled, masked softmax, and the exact GELU.
+//! node: LayerNorm, the attention's scaled, masked softmax, the exact GELU, and dropout.
 //!
 //! Burn 0.22 builds both from primitive operations and differentiates each of them, one
 //! kernel launch and one pass over memory apiece; its automatic fusion, which would merge
@@ -7,9 +7,10 @@
 //! Here each is one kernel forward and one backward. The CPU backends keep Burn's versions.
 //!
 //! LayerNorm and softmax work row by row: one cube of up to [`UNITS`] units per row, striding
-//! over it, with the row's sums and maxima meeting in shared memory; GELU takes one unit per
-//! element. Arithmetic is f32 whatever the tensors' float type.
+//! over it, with the row's sums and maxima meeting in shared memory; GELU and dropout take one
+//! unit per element. Arithmetic is f32 whatever the tensors' float type.
 
+pub mod dropout;
 pub mod gelu;
 pub mod layer_norm;
 pub mod softmax;

@@ -1,0 +1,153 @@
+//! Dropout as one kernel forward and one backward, with its own autodiff node: the mask is a
+//! hash of a seed and each element's index, drawn again in the backward pass instead of kept.
+//!
+//! Burn's dropout is three kernels forward (a Bernoulli tensor, its scaling, the product) and
+//! keeps the mask for the backward pass: for bert-base at batch 32 × 128, 300 MB of
+//! attention-probability masks per step.
+
+use burn::backend::Cube;
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::tensor::{DType, Distribution, Tensor};
+use burn_cubecl::cubecl::{CubeDim, calculate_cube_count_elemwise};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+
+use super::{Tracked, tracked};
+use kernel::dropout_mask;
+
+/// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
+mod kernel {
+    use burn_cubecl::cubecl::{self, prelude::*};
+
+    /// PCG's output permutation as a 32-bit hash (Jarzynski and Olano, "Hash Functions for
+    /// GPU Rendering", 2020): every input bit moves every output bit.
+    #[cube]
+    fn pcg_hash(input: u32) -> u32 {
+        let state = input * 747_796_405u32 + 2_891_336_453u32;
+        let word = ((state >> ((state >> 28u32) + 4u32)) ^ state) * 277_803_737u32;
+        (word >> 22u32) ^ word
+    }
+
+    /// Whether element `index` is kept: a uniform 32-bit draw below `threshold`.
+    #[cube]
+    fn kept(seed: &Tensor<f32>, index: usize, threshold: u32) -> bool {
+        let stream = pcg_hash(u32::cast_from(seed[0]));
+        pcg_hash(stream ^ u32::cast_from(index)) < threshold
+    }
+
+    /// `output = input * scale` where the mask keeps the element, else 0; one unit per
+    /// element. The same kernel applies the mask to the activations forward and to their
+    /// gradient backward.
+    #[cube(launch)]
+    pub fn dropout_mask<F: Float>(
+        input: &Tensor<F>,
+        seed: &Tensor<f32>,
+        output: &mut Tensor<F>,
+        threshold: u32,
+        scale: f32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let i = ABSOLUTE_POS;
+        if i >= input.len() {
+            terminate!();
+        }
+        let value = f32::cast_from(input[i]) * scale;
+        output[i] = F::cast_from(select(kept(seed, i, threshold), value, 0.0));
+    }
+}
+
+/// `x` with each element zeroed with probability `1 - keep` and the others scaled by
+/// `1 / keep`, on a CubeCL device with autodiff. The seed is drawn from Burn's generator on
+/// the device (so `Device::seed` reproduces runs, and nothing waits for the host). The caller
+/// checks [`super::applies`] and that the device tracks gradients.
+pub fn dropout<const D: usize>(x: Tensor<D>, keep: f64) -> Tensor<D> {
+    // 24 random bits, exactly representable in f32.
+    let seed = Tensor::<1>::random(
+        [1],
+        Distribution::Uniform(0.0, (1 << 24) as f64),
+        (&x.device(), DType::F32),
+    );
+    let seed = tracked(seed).into_primitive();
+    let mask = Mask {
+        seed,
+        threshold: (keep * 2f64.powi(32)).min(u32::MAX as f64) as u32,
+        scale: (1.0 / keep) as f32,
+    };
+    let x = tracked(x);
+    let output = match DropoutBackward
+        .prepare::<NoCheckpointing>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let output = mask.apply(x.into_primitive());
+            prep.finish(mask, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(mask.apply(x.into_primitive())),
+    };
+    Tensor::from_primitive::<Tracked>(output)
+}
+
+/// One dropout mask: enough to draw it again.
+#[derive(Debug, Clone)]
+struct Mask {
+    seed: CubeTensor,
+    threshold: u32,
+    scale: f32,
+}
+
+impl Mask {
+    /// The mask applied to `tensor`: the activations forward, their gradient backward.
+    fn apply(&self, tensor: CubeTensor) -> CubeTensor {
+        let tensor = into_contiguous(tensor);
+        let output = empty_device_dtype(
+            tensor.client.clone(),
+            tensor.device.clone(),
+            tensor.meta.shape().clone(),
+            tensor.dtype,
+        );
+        let elements = tensor.meta.num_elements();
+        let client = tensor.client.clone();
+        let cube_dim = CubeDim::new(&client, elements);
+        let cube_count = calculate_cube_count_elemwise(&client, elements, cube_dim);
+        let dtype = burn::backend::cubecl::dtype_to_storage_type(tensor.dtype);
+        dropout_mask::launch(
+            &client,
+            cube_count,
+            cube_dim,
+            tensor.into_tensor_arg(),
+            self.seed.clone().into_tensor_arg(),
+            output.clone().into_tensor_arg(),
+            self.threshold,
+            self.scale,
+            dtype,
+        );
+        output
+    }
+}
+
+/// The autodiff node: its state is the mask's seed and scalars.
+#[derive(Debug)]
+struct DropoutBackward;
+
+impl Backward<Cube, 1> for DropoutBackward {
+    type State = Mask;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<Cube>(&ops.node);
+        if let Some(node) = node_x {
+            grads.register::<Cube>(node.id, ops.state.apply(grad));
+        }
+    }
+}
