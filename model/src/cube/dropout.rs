@@ -9,15 +9,13 @@ use burn::backend::Cube;
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    ops::{Backward, Ops, OpsKind, unary},
 };
 use burn::tensor::{DType, Distribution, Tensor};
-use burn_cubecl::cubecl::{CubeDim, calculate_cube_count_elemwise};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{Tracked, tracked};
+use super::{Tracked, elementwise_launch, empty_like, tracked};
 use kernel::dropout_mask;
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -105,16 +103,9 @@ impl Mask {
     /// The mask applied to `tensor`: the activations forward, their gradient backward.
     fn apply(&self, tensor: CubeTensor) -> CubeTensor {
         let tensor = into_contiguous(tensor);
-        let output = empty_device_dtype(
-            tensor.client.clone(),
-            tensor.device.clone(),
-            tensor.meta.shape().clone(),
-            tensor.dtype,
-        );
-        let elements = tensor.meta.num_elements();
+        let output = empty_like(&tensor);
         let client = tensor.client.clone();
-        let cube_dim = CubeDim::new(&client, elements);
-        let cube_count = calculate_cube_count_elemwise(&client, elements, cube_dim);
+        let (cube_dim, cube_count) = elementwise_launch(&tensor);
         let dtype = burn::backend::cubecl::dtype_to_storage_type(tensor.dtype);
         dropout_mask::launch(
             &client,
@@ -144,10 +135,6 @@ impl Backward<Cube, 1> for DropoutBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node_x] = ops.parents;
-        let grad = grads.consume::<Cube>(&ops.node);
-        if let Some(node) = node_x {
-            grads.register::<Cube>(node.id, ops.state.apply(grad));
-        }
+        unary::<Cube, _>(ops.parents, ops.node, grads, |grad| ops.state.apply(grad));
     }
 }

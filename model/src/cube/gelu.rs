@@ -10,15 +10,13 @@ use burn::backend::Cube;
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    ops::{Backward, Ops, OpsKind, unary},
 };
 use burn::tensor::Tensor;
-use burn_cubecl::cubecl::{CubeDim, calculate_cube_count_elemwise};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{Tracked, plain, tracked};
+use super::{Tracked, elementwise_launch, empty_like, plain, tracked};
 use kernel::{gelu_backward, gelu_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -97,11 +95,9 @@ impl Backward<Cube, 1> for GeluBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node_x] = ops.parents;
-        let grad = grads.consume::<Cube>(&ops.node);
-        if let Some(node) = node_x {
+        unary::<Cube, _>(ops.parents, ops.node, grads, |grad| {
             let (x, grad) = (into_contiguous(ops.state), into_contiguous(grad));
-            let grad_x = like(&x);
+            let grad_x = empty_like(&x);
             let (cube_dim, cube_count) = elementwise_launch(&x);
             let dtype = burn::backend::cubecl::dtype_to_storage_type(x.dtype);
             gelu_backward::launch(
@@ -113,14 +109,14 @@ impl Backward<Cube, 1> for GeluBackward {
                 grad_x.clone().into_tensor_arg(),
                 dtype,
             );
-            grads.register::<Cube>(node.id, grad_x);
-        }
+            grad_x
+        });
     }
 }
 
 fn forward(x: CubeTensor) -> CubeTensor {
     let x = into_contiguous(x);
-    let output = like(&x);
+    let output = empty_like(&x);
     let (cube_dim, cube_count) = elementwise_launch(&x);
     let dtype = burn::backend::cubecl::dtype_to_storage_type(x.dtype);
     gelu_forward::launch(
@@ -132,26 +128,6 @@ fn forward(x: CubeTensor) -> CubeTensor {
         dtype,
     );
     output
-}
-
-/// A new contiguous tensor of `x`'s shape and type.
-fn like(x: &CubeTensor) -> CubeTensor {
-    empty_device_dtype(
-        x.client.clone(),
-        x.device.clone(),
-        x.meta.shape().clone(),
-        x.dtype,
-    )
-}
-
-/// One unit per element of `x`.
-fn elementwise_launch(x: &CubeTensor) -> (CubeDim, burn_cubecl::cubecl::CubeCount) {
-    let elements = x.meta.num_elements();
-    let cube_dim = CubeDim::new(&x.client, elements);
-    (
-        cube_dim,
-        calculate_cube_count_elemwise(&x.client, elements, cube_dim),
-    )
 }
 
 #[cfg(all(test, feature = "wgpu"))]

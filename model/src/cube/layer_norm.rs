@@ -14,7 +14,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{Tracked, plain, row_launch, tracked};
+use super::{Tracked, empty_like, plain, row_launch, tracked};
 use kernel::{layer_norm_backward, layer_norm_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -216,14 +216,15 @@ fn forward(
     );
     let width = gamma.meta.num_elements();
     let rows = x.meta.num_elements() / width;
-    let new = |shape: Shape, dtype: DType| {
-        empty_device_dtype(x.client.clone(), x.device.clone(), shape, dtype)
+    let statistic = || {
+        empty_device_dtype(
+            x.client.clone(),
+            x.device.clone(),
+            Shape::new([rows]),
+            DType::F32,
+        )
     };
-    let output = new(x.meta.shape().clone(), x.dtype);
-    let (mean, rstd) = (
-        new(Shape::new([rows]), DType::F32),
-        new(Shape::new([rows]), DType::F32),
-    );
+    let (output, mean, rstd) = (empty_like(&x), statistic(), statistic());
     let (cube_dim, cube_count) = row_launch(&x, rows, width);
     let dtype = burn::backend::cubecl::dtype_to_storage_type(x.dtype);
     layer_norm_forward::launch(
@@ -252,15 +253,7 @@ fn backward(
 ) -> (CubeTensor, CubeTensor) {
     let (x, grad) = (into_contiguous(x), into_contiguous(grad));
     let (rows, width) = (mean.meta.num_elements(), gamma.meta.num_elements());
-    let new = || {
-        empty_device_dtype(
-            x.client.clone(),
-            x.device.clone(),
-            x.meta.shape().clone(),
-            x.dtype,
-        )
-    };
-    let (grad_x, grad_times_normalized) = (new(), new());
+    let (grad_x, grad_times_normalized) = (empty_like(&x), empty_like(&x));
     let (cube_dim, cube_count) = row_launch(&x, rows, width);
     let dtype = burn::backend::cubecl::dtype_to_storage_type(x.dtype);
     layer_norm_backward::launch(

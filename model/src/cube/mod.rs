@@ -55,6 +55,24 @@ fn tracked<const D: usize>(
         .expect("an autodiff CubeCL tensor without checkpointing (checked by `applies`)")
 }
 
+/// A new contiguous tensor of `like`'s shape and float type.
+fn empty_like(like: &CubeTensor) -> CubeTensor {
+    burn_cubecl::ops::numeric::empty_device_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        like.meta.shape().clone(),
+        like.dtype,
+    )
+}
+
+/// One unit per element of `tensor`.
+fn elementwise_launch(tensor: &CubeTensor) -> (CubeDim, CubeCount) {
+    let elements = tensor.meta.num_elements();
+    let cube_dim = CubeDim::new(&tensor.client, elements);
+    let count = calculate_cube_count_elemwise(&tensor.client, elements, cube_dim);
+    (cube_dim, count)
+}
+
 /// One cube per row of `rows`, of `width` elements each: as many units as the row has
 /// elements, rounded up to a power of two, from a plane of 32 up to [`UNITS`].
 fn row_launch(tensor: &CubeTensor, rows: usize, width: usize) -> (CubeDim, CubeCount) {

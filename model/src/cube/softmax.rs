@@ -9,14 +9,13 @@ use burn::backend::Cube;
 use burn::backend::autodiff::{
     checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    ops::{Backward, Ops, OpsKind, unary},
 };
 use burn::tensor::{Bool, FloatDType, Tensor};
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{Tracked, plain, row_launch, tracked};
+use super::{Tracked, empty_like, plain, row_launch, tracked};
 use kernel::{masked_softmax_backward, masked_softmax_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -174,17 +173,10 @@ impl Backward<Cube, 1> for MaskedSoftmaxBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let [node_scores] = ops.parents;
-        let grad = grads.consume::<Cube>(&ops.node);
         let (output, padded, rows_per_batch, divisor) = ops.state;
-        if let Some(node) = node_scores {
+        unary::<Cube, _>(ops.parents, ops.node, grads, |grad| {
             let grad = into_contiguous(grad);
-            let grad_scores = empty_device_dtype(
-                output.client.clone(),
-                output.device.clone(),
-                output.meta.shape().clone(),
-                output.dtype,
-            );
+            let grad_scores = empty_like(&output);
             let width = padded.meta.shape()[1];
             let rows = output.meta.num_elements() / width;
             let (cube_dim, cube_count) = row_launch(&output, rows, width);
@@ -201,8 +193,8 @@ impl Backward<Cube, 1> for MaskedSoftmaxBackward {
                 divisor,
                 dtype,
             );
-            grads.register::<Cube>(node.id, grad_scores);
-        }
+            grad_scores
+        });
     }
 }
 
@@ -216,12 +208,7 @@ fn forward(
     let (scores, padded) = (into_contiguous(scores), into_contiguous(padded));
     let width = padded.meta.shape()[1];
     let rows = scores.meta.num_elements() / width;
-    let output = empty_device_dtype(
-        scores.client.clone(),
-        scores.device.clone(),
-        scores.meta.shape().clone(),
-        scores.dtype,
-    );
+    let output = empty_like(&scores);
     let (cube_dim, cube_count) = row_launch(&scores, rows, width);
     let dtype = burn::backend::cubecl::dtype_to_storage_type(scores.dtype);
     masked_softmax_forward::launch(
