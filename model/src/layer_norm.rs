@@ -184,23 +184,33 @@ mod tests {
         }
     }
 
-    /// Without autodiff (evaluation, prediction) the kernel gives the CPU's output too.
+    /// Without autodiff (evaluation, prediction) the kernel gives the CPU's output too, also
+    /// for more rows than a GPU launches cubes along one axis (65,535 on Vulkan), as a large
+    /// evaluation batch has.
     #[test]
     fn gpu_inference_matches_the_cpu() {
         let (cpu, gpu) = (
             crate::parse_device("cpu").unwrap(),
             crate::parse_device("wgpu").unwrap(),
         );
-        let x = Tensor::<3>::random([2, 9, 384], Distribution::Normal(0.5, 2.0), &cpu);
-        let norm = LayerNorm::new(384, 1e-12, &cpu);
-        let norm = LayerNorm {
-            gamma: Param::from_tensor(norm.gamma.val() * 1.5),
-            beta: Param::from_tensor(norm.beta.val() + 0.25),
-            ..norm
-        };
-        let expected = values(norm.forward(x.clone()));
-        let on_gpu = norm.to_device(&gpu);
-        let actual = values(on_gpu.forward(x.to_device(&gpu)));
-        assert_close(&actual, &expected, 1e-5, "inference output");
+        for shape in [[2, 9, 384], [70, 1000, 8]] {
+            let width = shape[2];
+            let x = Tensor::<3>::random(shape, Distribution::Normal(0.5, 2.0), &cpu);
+            let norm = LayerNorm::new(width, 1e-12, &cpu);
+            let norm = LayerNorm {
+                gamma: Param::from_tensor(norm.gamma.val() * 1.5),
+                beta: Param::from_tensor(norm.beta.val() + 0.25),
+                ..norm
+            };
+            let expected = values(norm.forward(x.clone()));
+            let on_gpu = norm.to_device(&gpu);
+            let actual = values(on_gpu.forward(x.to_device(&gpu)));
+            assert_close(
+                &actual,
+                &expected,
+                1e-5,
+                &format!("{shape:?}: inference output"),
+            );
+        }
     }
 }
