@@ -142,21 +142,18 @@ mod tests {
         let _turn = seeding();
         for device in devices() {
             let layer = DropoutConfig::new(0.1).init();
+            let draw = || dropout(&layer, ones(&device)).into_data();
             let mask = |seed| {
                 device.seed(seed);
-                dropout(&layer, ones(&device)).into_data()
+                draw()
             };
             mask(1).assert_eq(&mask(1), true);
             assert_ne!(mask(1), mask(2), "{device:?}");
             // Two layers after one seeding draw two masks.
             device.seed(1);
-            let (first, second) = (mask_of(&layer, &device), mask_of(&layer, &device));
+            let (first, second) = (draw(), draw());
             assert_ne!(first, second, "{device:?}");
         }
-    }
-
-    fn mask_of(layer: &Dropout, device: &Device) -> burn::tensor::TensorData {
-        dropout(layer, ones(device)).into_data()
     }
 
     #[test]

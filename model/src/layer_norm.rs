@@ -13,9 +13,10 @@ use burn::tensor::{DType, Device, FloatDType, Tensor};
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 use crate::cube::layer_norm as cube;
 
-/// LayerNorm with a weight (`gamma`) and a bias (`beta`). The names are those of Burn's
-/// `LayerNorm`, to which `crate::checkpoint` maps transformers' `weight` and `bias` (and which
-/// older checkpoints use themselves).
+/// LayerNorm with a weight (`gamma`) and a bias (`beta`). Burn's `LayerNorm` keeps its
+/// epsilon private, so the GPU kernel could not be given the same one; this module keeps
+/// Burn's parameter names, to which `crate::checkpoint` maps transformers' `weight` and `bias`
+/// (and which older checkpoints use themselves).
 #[derive(Module, Debug)]
 pub struct LayerNorm {
     pub gamma: Param<Tensor<1>>,
