@@ -26,8 +26,9 @@ Precision (--dtype):
 - f32: both in float32.
 - tf32: PyTorch float32 with TF32 matmuls (CUDA only); burnbert runs float32, as Burn has no
   TF32 switch.
-- bf16: PyTorch float32 weights under bf16 autocast; burnbert runs bf16 weights and
-  activations throughout (Burn has no autocast), which only its GPU backends support.
+- bf16: mixed precision on both sides: PyTorch's float32 weights under bf16 autocast, and
+  burnbert's `--mixed-precision bf16` (float32 weights and AdamW state, the encoder computing
+  in bfloat16), which needs a backend with bfloat16 (CUDA, flex).
 
 Peak memory: on the CPU each side's peak RSS; on CUDA PyTorch's max_memory_allocated and
 max_memory_reserved against the largest reservation of Burn's device allocator.
@@ -218,11 +219,11 @@ def run_burnbert(args: argparse.Namespace) -> dict:
     if not binary.is_file():
         return {"error": f"{binary} not found; build it with `cargo build --release --workspace "
                          "--all-targets` or pass --burnbert-bin"}
-    dtype = {"f32": "f32", "tf32": "f32", "bf16": "bf16"}[args.dtype]
+    mixed_precision = "bf16" if args.dtype == "bf16" else "no"
     command = [
         str(binary), "--model-shape", args.model_shape, "--batch", str(args.batch),
         "--seq", str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup),
-        "--mode", args.mode, "--dtype", dtype, "--device", args.device,
+        "--mode", args.mode, "--mixed-precision", mixed_precision, "--device", args.device,
         "--seed", str(args.seed), "--json",
     ]
     env = dict(os.environ)

@@ -176,11 +176,13 @@ if part 7 && [ -x "$BIN/bench-autotune" ]; then
     unset CUBECL_AUTOTUNE_LEVEL
 fi
 
-# 8. bf16 next to PyTorch's bf16 autocast, and where its time goes.
+# 8. bf16 mixed precision next to PyTorch's bf16 autocast, where its time goes, and pure bf16
+#    (weights and optimizer state in bf16 too).
 if part 8; then
     cubecl_toml "$LOGS/train-bf16.log"
     compare "train bf16" 90 "$BIN/bench" $TRAIN --dtype bf16
-    profile "profile train bf16" $TRAIN --dtype bf16
+    profile "profile train bf16 mixed" $TRAIN --mixed-precision bf16
+    bench_alone "train bf16 pure" 45 "$BIN/bench" $TRAIN --dtype bf16 --steps 20 --warmup 3
 fi
 
 # 9. Correctness on a MiniLM-shaped model, and inference.

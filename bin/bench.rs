@@ -19,7 +19,7 @@ use anyhow::Context;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, DeviceConfig, DeviceError, FloatDType, Int, Tensor, TensorData};
-use burnbert::run;
+use burnbert::{MixedPrecision, run};
 use burnbert_model::{BertConfig, BertForSequenceClassification, BertInput, Labels};
 use clap::{Parser, ValueEnum};
 use rand::rngs::StdRng;
@@ -67,6 +67,10 @@ struct Args {
     /// Float type of weights and activations (f16 and bf16 on GPU backends only).
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     dtype: Dtype,
+    /// `bf16`: f32 weights and optimizer, the encoder computing in bfloat16 (as `train
+    /// --mixed-precision bf16`, and PyTorch's autocast).
+    #[arg(long, value_enum, default_value_t = MixedPrecision::No)]
+    mixed_precision: MixedPrecision,
     #[arg(long, value_enum, default_value_t = Mode::Train)]
     mode: Mode,
     /// auto, cpu, ndarray, flex, wgpu[:N] or cuda[:N], as compiled in.
@@ -120,6 +124,7 @@ struct Report {
     parameters: usize,
     mode: Mode,
     dtype: Dtype,
+    mixed_precision: MixedPrecision,
     device: String,
     batch: usize,
     seq: usize,
@@ -172,7 +177,13 @@ fn main() -> std::process::ExitCode {
                 other => other.into(),
             })?;
         device.seed(args.seed);
-        let model = BertForSequenceClassification::new(&config, &device);
+        anyhow::ensure!(
+            args.mixed_precision == MixedPrecision::No || matches!(args.dtype, Dtype::F32),
+            "--mixed-precision keeps the weights in f32: give it without --dtype"
+        );
+        let compute_dtype = args.mixed_precision.compute_dtype(&device)?;
+        let model =
+            BertForSequenceClassification::new(&config, &device).with_compute_dtype(compute_dtype);
         let parameters = model.num_params();
         let total_steps = args.warmup + args.steps;
 
@@ -219,6 +230,7 @@ fn main() -> std::process::ExitCode {
             parameters,
             mode: args.mode,
             dtype: args.dtype,
+            mixed_precision: args.mixed_precision,
             device: format!("{device:?}"),
             batch: args.batch,
             seq: args.seq,
@@ -381,7 +393,10 @@ fn human_line(r: &Report) -> String {
          after {:.2} s",
         r.model_shape,
         flag_name(r.mode),
-        flag_name(r.dtype),
+        match r.mixed_precision {
+            MixedPrecision::No => flag_name(r.dtype),
+            mixed => format!("{}-mixed", flag_name(mixed)),
+        },
         r.device,
         r.batch,
         r.seq,

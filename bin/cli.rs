@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use burn::tensor::Device;
+use burn::tensor::{DType, Device, FloatDType};
 use burnbert_data::{Hub, ModelFiles, PairTokenizer};
 use burnbert_model::{BertConfig, BertForSequenceClassification, LoadReport};
 
@@ -31,6 +31,38 @@ pub struct ModelArgs {
     /// Run data parallel on these devices of --device's backend: numbers (0,1,3) or `all`.
     #[arg(long)]
     pub devices: Option<String>,
+    /// `bf16`: compute the encoder in bfloat16 while the weights and the optimizer stay in
+    /// f32, as Accelerate's `--mixed_precision bf16`.
+    #[arg(long, value_enum, default_value_t = MixedPrecision::No)]
+    pub mixed_precision: MixedPrecision,
+}
+
+/// Accelerate's `mixed_precision` setting. fp16 is not offered: it needs loss scaling to keep
+/// small gradients from flushing to zero, which burnbert does not do; bf16 has f32's range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MixedPrecision {
+    /// Everything in f32.
+    No,
+    /// bfloat16 activations and matrix products, f32 weights, gradients and optimizer state.
+    Bf16,
+}
+
+impl MixedPrecision {
+    /// The compute type for [`BertForSequenceClassification::with_compute_dtype`], checked
+    /// against what `device` can do.
+    pub fn compute_dtype(self, device: &Device) -> anyhow::Result<Option<FloatDType>> {
+        match self {
+            MixedPrecision::No => Ok(None),
+            MixedPrecision::Bf16 if device.supports_dtype(DType::BF16) => {
+                Ok(Some(FloatDType::BF16))
+            }
+            MixedPrecision::Bf16 => anyhow::bail!(
+                "--mixed-precision bf16: {device:?} has no bfloat16 (ndarray and wgpu do not); \
+                 use --device cuda or --device flex, or leave --mixed-precision at `no`"
+            ),
+        }
+    }
 }
 
 /// A model ready to use, with its tokenizer and where it came from.
@@ -82,9 +114,11 @@ impl ModelArgs {
                 config.vocab_size
             );
         }
+        let compute_dtype = self.mixed_precision.compute_dtype(device)?;
         let (model, report) =
             BertForSequenceClassification::from_pretrained(&config, &files.weights, device)
                 .with_context(|| format!("loading model `{}`", self.model))?;
+        let model = model.with_compute_dtype(compute_dtype);
         Ok(LoadedModel {
             model,
             config,

@@ -282,6 +282,7 @@ fn main() -> std::process::ExitCode {
                 "train_seconds": trained.seconds,
                 "steps": trained.state.step,
                 "skipped_nonfinite_steps": trained.state.skipped_nonfinite,
+                "mixed_precision": args.model.mixed_precision,
                 "options": options,
             });
             std::fs::write(

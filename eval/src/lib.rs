@@ -6,7 +6,7 @@ pub mod plot;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 use burnbert_data::{Encoded, Label, PaddingBatcher};
 use burnbert_model::{BertForSequenceClassification, on_each_device};
 
@@ -43,8 +43,10 @@ pub fn predict(
             let batch = batcher.batch(chunk.to_vec(), device);
             let output = model.forward(batch.input, None);
             let [rows, cols] = output.logits.dims();
+            // A model with half-precision weights gives half-precision logits.
             let values = output
                 .logits
+                .cast(FloatDType::F32)
                 .into_data()
                 .try_to_vec::<f32>()
                 .expect("f32 logits");

@@ -16,7 +16,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, Linea
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Device, Int, Tensor};
+use burn::tensor::{Bool, DType, Device, FloatDType, Int, Tensor};
 
 use crate::config::{Activation, BertConfig};
 use crate::dropout::{dropout, dropout_applies};
@@ -81,6 +81,19 @@ fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {
     LayerNorm::new(config.hidden_size, config.layer_norm_eps, device)
 }
 
+/// `linear.forward(x)` in `x`'s float type. Under mixed precision
+/// ([`BertForSequenceClassification::with_compute_dtype`]) the activations are bf16 while the
+/// weights stay f32: the weights are cast for the product, as `torch.autocast` does, and their
+/// gradients come back in f32 through the cast.
+fn dense<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    burn::tensor::module::linear(
+        x,
+        linear.weight.val().cast(dtype),
+        linear.bias.as_ref().map(|bias| bias.val().cast(dtype)),
+    )
+}
+
 /// `linear` on every token of `[batch, seq, d_in]`, as one `[batch × seq, d_in]` matrix
 /// product. Burn 0.22 keeps a 3-d input whose `seq` is a multiple of 8 as `batch` products
 /// with the weight broadcast, and flex packs the weight again for each of them; as one
@@ -88,9 +101,12 @@ fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {
 fn per_token(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [batch, seq, d_in] = x.dims();
     let d_out = linear.weight.dims()[1];
-    linear
-        .forward(x.reshape([batch * seq, d_in]))
-        .reshape([batch, seq, d_out])
+    dense(linear, x.reshape([batch * seq, d_in])).reshape([batch, seq, d_out])
+}
+
+/// Whether `dtype` is a 16-bit float, whose sums burnbert widens to f32.
+pub(crate) fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
 }
 
 fn dropout_layer(p: f64) -> Dropout {
@@ -199,6 +215,13 @@ pub(crate) fn attention_probabilities(
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     if crate::cube::applies(&scores) {
         return crate::cube::softmax::masked_softmax(scores, padding, divisor);
+    }
+    // Like the kernel, 16-bit scores are normalised in f32 (torch.autocast runs softmax in
+    // f32 too).
+    let dtype = scores.dtype();
+    if is_half(dtype) {
+        return attention_probabilities(scores.cast(FloatDType::F32), padding, head_dim)
+            .cast(dtype);
     }
     // transformers adds the dtype's most negative finite value at padded keys, so their
     // softmax weight is exactly 0; masking with it gives the same numbers.
@@ -373,7 +396,7 @@ impl BertPooler {
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [batch, _, hidden_size] = hidden.dims();
         let cls = hidden.narrow(1, 0, 1).reshape([batch, hidden_size]);
-        self.dense.forward(cls).tanh()
+        dense(&self.dense, cls).tanh()
     }
 }
 
@@ -383,6 +406,10 @@ pub struct BertModel {
     pub embeddings: BertEmbeddings,
     pub encoder: BertEncoder,
     pub pooler: Option<BertPooler>,
+    /// Mixed precision: the float type the encoder and pooler compute in, when it is not the
+    /// parameters' own. Set with [`BertForSequenceClassification::with_compute_dtype`].
+    #[module(skip)]
+    compute_dtype: Option<FloatDType>,
 }
 
 impl BertModel {
@@ -391,9 +418,13 @@ impl BertModel {
             embeddings: BertEmbeddings::new(config, device),
             encoder: BertEncoder::new(config, device),
             pooler: Some(BertPooler::new(config, device)),
+            compute_dtype: None,
         }
     }
 
+    /// Runs the embeddings in the parameters' float type (a lookup of f32 rows is cheaper
+    /// than casting a 30,522-row table), the encoder and pooler in the mixed-precision type if one is set,
+    /// and returns the outputs in the parameters' type again.
     pub fn forward(&self, input: BertInput) -> BertOutput {
         let [batch, seq] = input.attention_mask.dims();
         let padding = input
@@ -403,13 +434,18 @@ impl BertModel {
         let embedded = self
             .embeddings
             .forward(input.input_ids, input.token_type_ids);
+        let param_dtype = embedded.dtype();
+        let embedded = match self.compute_dtype {
+            Some(dtype) => embedded.cast(dtype),
+            None => embedded,
+        };
         let last_hidden_state = self.encoder.forward(embedded, padding);
         let pooler_output = self
             .pooler
             .as_ref()
-            .map(|p| p.forward(last_hidden_state.clone()));
+            .map(|p| p.forward(last_hidden_state.clone()).cast(param_dtype));
         BertOutput {
-            last_hidden_state,
+            last_hidden_state: last_hidden_state.cast(param_dtype),
             pooler_output,
         }
     }
@@ -436,6 +472,16 @@ impl BertForSequenceClassification {
             dropout: dropout_layer(head_dropout),
             classifier: linear(config, config.hidden_size, config.label_count(), device),
         }
+    }
+
+    /// Mixed precision: the encoder computes in `dtype` (bf16, say) while the parameters, their
+    /// gradients and so the optimizer's state stay in their own type (f32), as Accelerate's
+    /// `mixed_precision="bf16"` trains. The embeddings, the classification head and the loss
+    /// stay in the parameters' type; LayerNorm and the attention's softmax accumulate in f32.
+    /// `None` computes everything in the parameters' type.
+    pub fn with_compute_dtype(mut self, dtype: Option<FloatDType>) -> Self {
+        self.bert.compute_dtype = dtype;
+        self
     }
 
     /// Logits for a batch, and the mean loss when labels are given.

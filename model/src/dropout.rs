@@ -30,7 +30,7 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
         return crate::cube::dropout::dropout(x, keep);
     }
     let mask = if is_cpu_backend(&device) {
-        cpu_mask(x.shape(), keep, &device)
+        cpu_mask(x.shape(), keep, &device).cast(x.dtype())
     } else {
         x.random_like(Distribution::Bernoulli(keep))
             .mul_scalar(1.0 / keep)

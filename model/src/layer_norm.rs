@@ -8,7 +8,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::{DType, Device, FloatDType, Tensor};
+use burn::tensor::{Device, FloatDType, Tensor};
 
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 use crate::cube::layer_norm as cube;
@@ -38,14 +38,18 @@ impl LayerNorm {
 
     /// Normalizes `input` over its last axis: `(x - mean) / sqrt(var + eps) * gamma + beta`,
     /// with the biased variance, as PyTorch.
+    /// Under mixed precision (`input` in bf16, the parameters in f32) gamma and beta are cast
+    /// to the input's type.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        let (gamma, beta) = (self.gamma.val(), self.beta.val());
+        let dtype = input.dtype();
+        let (gamma, beta) = (self.gamma.val().cast(dtype), self.beta.val().cast(dtype));
         #[cfg(any(feature = "cuda", feature = "wgpu"))]
         if cube::applies(&input, &gamma, &beta) {
             return cube::layer_norm(input, gamma, beta, self.epsilon);
         }
-        // As Burn's `LayerNorm`: f16 cannot hold the sum of squares, so it is widened.
-        if input.dtype() == DType::F16 {
+        // As Burn's `LayerNorm` for f16, which cannot hold the sum of squares, and as the GPU
+        // kernel: 16-bit inputs are normalised in f32.
+        if crate::bert::is_half(dtype) {
             let wide = FloatDType::F32;
             let output = burn::tensor::module::layer_norm(
                 input.cast(wide),
@@ -53,7 +57,7 @@ impl LayerNorm {
                 Some(beta.cast(wide)),
                 self.epsilon,
             );
-            return output.cast(FloatDType::F16);
+            return output.cast(dtype);
         }
         burn::tensor::module::layer_norm(input, gamma, Some(beta), self.epsilon)
     }

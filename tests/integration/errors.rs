@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use burnbert::ModelArgs;
+use burnbert::{MixedPrecision, ModelArgs};
 
 use crate::common::*;
 
@@ -15,16 +15,20 @@ fn tiny_model_dir(dir: &Path) {
     }
 }
 
-fn load_error(dir: &Path) -> String {
-    let args = ModelArgs {
+fn model_args(dir: &Path) -> ModelArgs {
+    ModelArgs {
         model: dir.to_str().unwrap().into(),
         revision: "main".into(),
         offline: true,
         max_length: None,
         device: "cpu".into(),
         devices: None,
-    };
-    match args.load(&cpu(), None) {
+        mixed_precision: MixedPrecision::No,
+    }
+}
+
+fn load_error(dir: &Path) -> String {
+    match model_args(dir).load(&cpu(), None) {
         Ok(_) => panic!("{} loaded", dir.display()),
         Err(e) => format!("{e:#}"),
     }
@@ -188,6 +192,60 @@ fn a_diverging_loss_stops_with_the_step_or_is_skipped_on_request() {
         results["skipped_nonfinite_steps"], 5,
         "steps 2..=6 of 6 diverge: {results}"
     );
+}
+
+/// `--mixed-precision bf16` where the backend has no bfloat16 (ndarray) says so and how to
+/// go on; on flex the same run trains and records the setting.
+#[test]
+fn mixed_precision_needs_bfloat16_and_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train_file, validation_file) = tiny_data(dir.path());
+    let model = fixture("tiny-bert");
+    let out = dir.path().join("run");
+    let run = |device: &str| {
+        train(&[
+            "--model",
+            model.to_str().unwrap(),
+            "--train-file",
+            &train_file,
+            "--validation-file",
+            &validation_file,
+            "--num-epochs",
+            "1",
+            "--mixed-precision",
+            "bf16",
+            "--device",
+            device,
+            "--output-dir",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+    };
+    if cfg!(feature = "ndarray") {
+        let refused = run("ndarray");
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert_eq!(refused.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("--mixed-precision bf16") && err.contains("no bfloat16"),
+            "{err}"
+        );
+        assert!(!out.join("all_results.json").exists());
+    }
+    if cfg!(feature = "flex") {
+        let trained = run("flex");
+        let err = String::from_utf8_lossy(&trained.stderr);
+        assert!(trained.status.success(), "{err}");
+        let results: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("all_results.json")).unwrap())
+                .unwrap();
+        assert_eq!(results["mixed_precision"], "bf16");
+        assert!(
+            results["epochs"][0]["train_loss"]
+                .as_f64()
+                .unwrap()
+                .is_finite()
+        );
+    }
 }
 
 /// Kill -9 a run after its first checkpoint, resume it, and end where an uninterrupted

@@ -3,7 +3,7 @@
 //! checkpoint (all-MiniLM-L6-v2) from the offline Hugging Face cache.
 
 use crate::common::*;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use burnbert_data::Hub;
 use burnbert_model::{BertConfig, BertForSequenceClassification, BertInput, Labels};
 
@@ -221,6 +221,84 @@ fn all_minilm_l6_v2_from_the_offline_cache_matches_transformers() {
         1e-3,
         "MiniLM token sums",
     );
+}
+
+/// Largest absolute difference between two arrays.
+fn max_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Mixed precision (`--mixed-precision bf16`) on every backend with bfloat16, and in f16 on
+/// wgpu (lavapipe has no bfloat16), which runs burnbert's GPU kernels as CUDA does in bf16:
+/// MiniLM's outputs stay within a few times the distance that bf16 autocast moves
+/// transformers' own (both measured from transformers' f32 outputs), come back in f32, and do
+/// move: a run that ignored the setting would sit within f32 rounding of the reference.
+#[test]
+fn all_minilm_l6_v2_in_mixed_precision_is_as_close_as_torch_autocast() {
+    require_hf_home();
+    let reference = json("minilm_reference.json");
+    let files = Hub::from_env("main", true)
+        .model_files("sentence-transformers/all-MiniLM-L6-v2")
+        .unwrap();
+    let config = BertConfig::from_file(&files.config).unwrap();
+    let [batch, _] = dims2(&reference["input_ids"]);
+    let runs: Vec<(Device, FloatDType)> = devices()
+        .into_iter()
+        .filter_map(|device| {
+            if device.supports_dtype(DType::BF16) {
+                Some((device, FloatDType::BF16))
+            } else if burnbert_model::runs_own_kernels(&device) {
+                Some((device, FloatDType::F16))
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert!(
+        !cfg!(feature = "flex") || runs.iter().any(|(_, d)| *d == FloatDType::BF16),
+        "flex has bfloat16"
+    );
+    for (device, dtype) in runs {
+        let model =
+            BertForSequenceClassification::from_pretrained(&config, &files.weights, &device)
+                .unwrap()
+                .0
+                .with_compute_dtype(Some(dtype));
+        let output = model.bert.forward(input(&reference, &device));
+        let pooled = output.pooler_output.unwrap();
+        let cls = output
+            .last_hidden_state
+            .narrow(1, 0, 1)
+            .reshape([batch, 384]);
+        assert_eq!((pooled.dtype(), cls.dtype()), (DType::F32, DType::F32));
+        for (what, ours, f32_key, autocast_key) in [
+            (
+                "pooler_output",
+                pooled,
+                "pooler_output",
+                "autocast_bf16_pooler_output",
+            ),
+            (
+                "[CLS]",
+                cls,
+                "last_hidden_state_cls",
+                "autocast_bf16_last_hidden_state_cls",
+            ),
+        ] {
+            let exact = floats(&reference[f32_key]);
+            let ours = max_difference(&values(ours), &exact);
+            let autocast = max_difference(&floats(&reference[autocast_key]), &exact);
+            println!("{device:?} {what}: burnbert {dtype:?} {ours}, bf16 autocast {autocast}");
+            assert!(
+                ours > 2.0 * TOLERANCE && ours <= 4.0 * autocast,
+                "{device:?} MiniLM {what}: {dtype:?} moved it by {ours}, bf16 autocast by {autocast}"
+            );
+        }
+    }
 }
 
 /// Burn's exact GELU, forward and backward, against PyTorch's in float64 on every backend.
