@@ -190,9 +190,13 @@ impl BertSelfAttention {
         let v = heads(per_token(&self.value, hidden));
 
         let context = if dropout_applies(&self.dropout, &device) {
+            let per_head = |cols| [batch, self.num_heads, seq, cols];
+            let scores = for_matmul(q).matmul(for_matmul(k).transpose());
             let probabilities =
-                attention_probabilities(q.matmul(k.transpose()), padding, self.head_dim);
-            dropout(&self.dropout, probabilities).matmul(v)
+                attention_probabilities(scores.reshape(per_head(seq)), padding, self.head_dim);
+            for_matmul(dropout(&self.dropout, probabilities))
+                .matmul(for_matmul(v))
+                .reshape(per_head(self.head_dim))
         } else {
             // Without dropout on the probabilities, Burn's fused attention computes the same
             // softmax(QKᵀ/√d)·V (flex splits it over batch × heads on every core). It gives
@@ -202,6 +206,21 @@ impl BertSelfAttention {
         };
         context.swap_dims(1, 2).reshape([batch, seq, hidden_size])
     }
+}
+
+/// On GPUs, heads `[batch, heads, rows, cols]` as one contiguous batch `[1, batch × heads, rows,
+/// cols]`. cubek's matrix product copies a head-split view (its batch dimensions are swapped)
+/// before every product that reads it, forward and backward; the reshape copies it once, and
+/// its backward copies the gradient once for both products that read it. A bert-base training
+/// step's copies went from 252 to 120 (lavapipe, BENCHMARKS.md). flex multiplies the views
+/// faster than it copies them.
+fn for_matmul(heads: Tensor<4>) -> Tensor<4> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if crate::cube::applies(&heads) {
+        let [batch, count, rows, cols] = heads.dims();
+        return heads.reshape([1, batch * count, rows, cols]);
+    }
+    heads
 }
 
 /// `softmax(scores / √head_dim)` over the keys, padded keys weighing 0. On GPUs one kernel
