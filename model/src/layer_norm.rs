@@ -66,7 +66,7 @@ impl LayerNorm {
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {
     use super::*;
-    use burn::tensor::{Distribution, TensorData};
+    use burn::tensor::{DType, Distribution, TensorData};
 
     /// Values of `tensor` as f32, for comparing.
     fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
