@@ -104,6 +104,39 @@ fn per_token(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     dense(linear, x.reshape([batch * seq, d_in])).reshape([batch, seq, d_out])
 }
 
+/// `layer_norm(dropout(dense(hidden)) + residual)`: the "Add & Norm" of transformers'
+/// `BertSelfOutput` and `BertOutput`. On GPUs, after the matrix product, the bias, dropout,
+/// residual sum and LayerNorm are one kernel each way (`crate::cube::add_norm`).
+fn add_norm(
+    dense: &Linear,
+    dropout_layer: &Dropout,
+    layer_norm: &LayerNorm,
+    hidden: Tensor<3>,
+    residual: Tensor<3>,
+) -> Tensor<3> {
+    #[cfg(any(feature = "cuda", feature = "wgpu"))]
+    if let Some(bias) = &dense.bias
+        && crate::cube::applies(&hidden)
+    {
+        let ([batch, seq, d_in], d_out) = (hidden.dims(), dense.weight.dims()[1]);
+        let weight = dense.weight.val().cast(hidden.dtype());
+        let product = hidden.reshape([batch * seq, d_in]).matmul(weight);
+        let keep =
+            dropout_applies(dropout_layer, &product.device()).then(|| 1.0 - dropout_layer.prob);
+        let normalized = crate::cube::add_norm::add_norm(
+            product,
+            bias.val(),
+            residual.reshape([batch * seq, d_out]),
+            [layer_norm.gamma.val(), layer_norm.beta.val()],
+            layer_norm.epsilon,
+            keep,
+        );
+        return normalized.reshape([batch, seq, d_out]);
+    }
+    let x = dropout(dropout_layer, per_token(dense, hidden));
+    layer_norm.forward(x + residual)
+}
+
 /// Whether `dtype` is a 16-bit float, whose sums burnbert widens to f32.
 pub(crate) fn is_half(dtype: DType) -> bool {
     matches!(dtype, DType::F16 | DType::BF16)
@@ -267,8 +300,13 @@ impl BertSelfOutput {
     }
 
     pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let x = dropout(&self.dropout, per_token(&self.dense, hidden));
-        self.layer_norm.forward(x + residual)
+        add_norm(
+            &self.dense,
+            &self.dropout,
+            &self.layer_norm,
+            hidden,
+            residual,
+        )
     }
 }
 
@@ -347,8 +385,13 @@ impl BertFeedForwardOutput {
     }
 
     pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        let x = dropout(&self.dropout, per_token(&self.dense, hidden));
-        self.layer_norm.forward(x + residual)
+        add_norm(
+            &self.dense,
+            &self.dropout,
+            &self.layer_norm,
+            hidden,
+            residual,
+        )
     }
 }
 

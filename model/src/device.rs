@@ -109,8 +109,8 @@ pub fn is_cpu_backend(device: &Device) -> bool {
         .any(|cpu| cpu == device)
 }
 
-/// Whether burnbert's own GPU kernels (AdamW, LayerNorm, the attention's softmax, GELU,
-/// dropout) run on `device`: on CubeCL devices (CUDA, wgpu), with or without autodiff, unless
+/// Whether burnbert's own GPU kernels (AdamW, LayerNorm, Add & Norm, the attention's softmax,
+/// GELU, dropout) run on `device`: on CubeCL devices (CUDA, wgpu), with or without autodiff, unless
 /// `BURNBERT_GPU_KERNELS=0` asks for Burn's operations instead, to compare the two or to step
 /// around a kernel that fails on some GPU.
 pub fn runs_own_kernels(device: &Device) -> bool {

@@ -68,6 +68,16 @@ fn cpu_mask<const D: usize>(shape: Shape, keep: f64, device: &Device) -> Tensor<
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
+/// Burn's generators are one per backend and process; tests that seed them and draw take
+/// turns, or a test running beside them would draw between the seeding and the mask.
+#[cfg(test)]
+pub(crate) fn seeding() -> std::sync::MutexGuard<'static, ()> {
+    static GENERATORS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GENERATORS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,15 +94,6 @@ mod tests {
 
     fn ones(device: &Device) -> Tensor<2> {
         Tensor::ones([200, 500], device)
-    }
-
-    /// Burn's generators are one per backend and process; tests that seed them and draw take
-    /// turns, or a test running beside them would draw between the seeding and the mask.
-    fn seeding() -> std::sync::MutexGuard<'static, ()> {
-        static GENERATORS: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        GENERATORS
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     #[test]

@@ -11,15 +11,16 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind, unary},
 };
-use burn::tensor::{DType, Distribution, Tensor};
+use burn::tensor::{DType, Device, Distribution, Tensor};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::{Tracked, elementwise_launch, empty_like, tracked};
 use kernel::dropout_mask;
 
-/// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
-mod kernel {
+/// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's. [`kept`] is shared
+/// with `super::super::add_norm`, which drops out inside its own kernel.
+pub(super) mod kernel {
     use burn_cubecl::cubecl::{self, prelude::*};
 
     /// PCG's output permutation as a 32-bit hash (Jarzynski and Olano, "Hash Functions for
@@ -33,7 +34,7 @@ mod kernel {
 
     /// Whether element `index` is kept: a uniform 32-bit draw below `threshold`.
     #[cube]
-    fn kept(seed: &Tensor<f32>, index: usize, threshold: u32) -> bool {
+    pub fn kept(seed: &Tensor<f32>, index: usize, threshold: u32) -> bool {
         let stream = pcg_hash(u32::cast_from(seed[0]));
         pcg_hash(stream ^ u32::cast_from(index)) < threshold
     }
@@ -64,18 +65,7 @@ mod kernel {
 /// the device (so `Device::seed` reproduces runs, and nothing waits for the host). The caller
 /// checks [`super::applies`] and that the device tracks gradients.
 pub fn dropout<const D: usize>(x: Tensor<D>, keep: f64) -> Tensor<D> {
-    // 24 random bits, exactly representable in f32.
-    let seed = Tensor::<1>::random(
-        [1],
-        Distribution::Uniform(0.0, (1 << 24) as f64),
-        (&x.device(), DType::F32),
-    );
-    let seed = tracked(seed).into_primitive();
-    let mask = Mask {
-        seed,
-        threshold: (keep * 2f64.powi(32)).min(u32::MAX as f64) as u32,
-        scale: (1.0 / keep) as f32,
-    };
+    let mask = Mask::draw(&x.device(), keep);
     let x = tracked(x);
     let output = match DropoutBackward
         .prepare::<NoCheckpointing>([x.node()])
@@ -93,13 +83,31 @@ pub fn dropout<const D: usize>(x: Tensor<D>, keep: f64) -> Tensor<D> {
 
 /// One dropout mask: enough to draw it again.
 #[derive(Debug, Clone)]
-struct Mask {
-    seed: CubeTensor,
-    threshold: u32,
-    scale: f32,
+pub(super) struct Mask {
+    pub seed: CubeTensor,
+    /// An element is kept where its 32-bit hash is below this.
+    pub threshold: u32,
+    /// `1 / keep`.
+    pub scale: f32,
 }
 
 impl Mask {
+    /// A mask keeping each element with probability `keep`, its seed drawn from Burn's
+    /// generator on `device` (an autodiff CubeCL device).
+    pub fn draw(device: &Device, keep: f64) -> Self {
+        // 24 random bits, exactly representable in f32.
+        let seed = Tensor::<1>::random(
+            [1],
+            Distribution::Uniform(0.0, (1 << 24) as f64),
+            (device, DType::F32),
+        );
+        Self {
+            seed: tracked(seed).into_primitive(),
+            threshold: (keep * 2f64.powi(32)).min(u32::MAX as f64) as u32,
+            scale: (1.0 / keep) as f32,
+        }
+    }
+
     /// The mask applied to `tensor`: the activations forward, their gradient backward.
     fn apply(&self, tensor: CubeTensor) -> CubeTensor {
         let tensor = into_contiguous(tensor);

@@ -17,28 +17,27 @@ use burn_cubecl::tensor::CubeTensor;
 use super::{Tracked, empty_like, plain, row_launch, tracked};
 use kernel::{layer_norm_backward, layer_norm_forward};
 
-/// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
-mod kernel {
+/// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's. The row helpers are
+/// shared with `super::super::add_norm`, whose kernels normalise a sum computed first.
+pub(super) mod kernel {
     use super::super::{UNITS, reduce::cube_sum};
     use burn_cubecl::cubecl::{self, prelude::*};
 
-    /// `output = (x - mean) * rstd * gamma + beta` for one row per cube, keeping each row's
-    /// mean and `rstd = 1 / sqrt(var + epsilon)` for the backward pass.
-    #[cube(launch)]
-    pub fn layer_norm_forward<F: Float>(
+    /// LayerNorm of row `row` of `x`, `(x - mean) * rstd * gamma + beta`, into `output`, by the
+    /// units of one cube; keeps the row's mean and `rstd = 1 / sqrt(var + epsilon)` for the
+    /// backward pass.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    pub fn normalize_row<F: Float>(
         x: &Tensor<F>,
         gamma: &Tensor<F>,
         beta: &Tensor<F>,
         output: &mut Tensor<F>,
         mean: &mut Tensor<f32>,
         rstd: &mut Tensor<f32>,
+        row: usize,
         epsilon: f32,
-        #[define(F)] _dtype: ElemType,
     ) {
-        let row = CUBE_POS;
-        if row >= mean.len() {
-            terminate!();
-        }
         let width = gamma.len();
         let start = row * width;
         let mut shared = Shared::new_slice(UNITS as usize);
@@ -74,11 +73,12 @@ mod kernel {
         }
     }
 
-    /// For one row per cube, with `x̂ = (x - mean) * rstd` and `g = dy * gamma`:
-    /// `dx = rstd * (g - mean(g) - x̂ * mean(g * x̂))`, and `dy * x̂`, whose column sums are
-    /// gamma's gradient.
-    #[cube(launch)]
-    pub fn layer_norm_backward<F: Float>(
+    /// The backward pass of [`normalize_row`] for row `row`, by the units of one cube: with
+    /// `x̂ = (x - mean) * rstd` and `g = dy * gamma`, `dx = rstd * (g - mean(g) - x̂ *
+    /// mean(g * x̂))`, and `dy * x̂`, whose column sums are gamma's gradient.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    pub fn normalize_row_backward<F: Float>(
         x: &Tensor<F>,
         gamma: &Tensor<F>,
         mean: &Tensor<f32>,
@@ -86,12 +86,8 @@ mod kernel {
         grad: &Tensor<F>,
         grad_x: &mut Tensor<F>,
         grad_times_normalized: &mut Tensor<F>,
-        #[define(F)] _dtype: ElemType,
+        row: usize,
     ) {
-        let row = CUBE_POS;
-        if row >= mean.len() {
-            terminate!();
-        }
         let width = gamma.len();
         let start = row * width;
         let (row_mean, row_rstd) = (mean[row], rstd[row]);
@@ -120,6 +116,53 @@ mod kernel {
             grad_times_normalized[start + i] = F::cast_from(dy * normalized);
             i += CUBE_DIM as usize;
         }
+    }
+
+    /// [`normalize_row`] for one row per cube.
+    #[cube(launch)]
+    pub fn layer_norm_forward<F: Float>(
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        output: &mut Tensor<F>,
+        mean: &mut Tensor<f32>,
+        rstd: &mut Tensor<f32>,
+        epsilon: f32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        if row >= mean.len() {
+            terminate!();
+        }
+        normalize_row::<F>(x, gamma, beta, output, mean, rstd, row, epsilon);
+    }
+
+    /// [`normalize_row_backward`] for one row per cube.
+    #[cube(launch)]
+    pub fn layer_norm_backward<F: Float>(
+        x: &Tensor<F>,
+        gamma: &Tensor<F>,
+        mean: &Tensor<f32>,
+        rstd: &Tensor<f32>,
+        grad: &Tensor<F>,
+        grad_x: &mut Tensor<F>,
+        grad_times_normalized: &mut Tensor<F>,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        if row >= mean.len() {
+            terminate!();
+        }
+        normalize_row_backward::<F>(
+            x,
+            gamma,
+            mean,
+            rstd,
+            grad,
+            grad_x,
+            grad_times_normalized,
+            row,
+        );
     }
 }
 
@@ -182,14 +225,7 @@ impl Backward<Cube, 3> for LayerNormBackward {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let grad = grads.consume::<Cube>(&ops.node);
         let (x, gamma, mean, rstd) = ops.state;
-        let width = gamma.meta.num_elements();
         let (grad_x, grad_times_normalized) = backward(x, gamma, mean, rstd, grad.clone());
-        // Column sums over every row, as [width].
-        let column_sums = |tensor: CubeTensor| {
-            let rows = tensor.meta.num_elements() / width;
-            let matrix = Cube::float_reshape(tensor, Shape::new([rows, width]));
-            Cube::float_reshape(Cube::float_sum_dim(matrix, 0), Shape::new([width]))
-        };
         if let Some(node) = node_x {
             grads.register::<Cube>(node.id, grad_x);
         }
@@ -200,6 +236,29 @@ impl Backward<Cube, 3> for LayerNormBackward {
             grads.register::<Cube>(node.id, column_sums(grad));
         }
     }
+}
+
+/// The sum over every row of `tensor`, whose last axis is the row, as `[width]`: the gradient
+/// of a vector (gamma, beta, a bias) added to every row.
+pub(super) fn column_sums(tensor: CubeTensor) -> CubeTensor {
+    let shape = tensor.meta.shape().clone();
+    let width = shape[shape.num_dims() - 1];
+    let rows = tensor.meta.num_elements() / width;
+    let matrix = Cube::float_reshape(tensor, Shape::new([rows, width]));
+    Cube::float_reshape(Cube::float_sum_dim(matrix, 0), Shape::new([width]))
+}
+
+/// Each row's mean and rstd, as f32 tensors of `rows`.
+pub(super) fn statistics(like: &CubeTensor, rows: usize) -> (CubeTensor, CubeTensor) {
+    let statistic = || {
+        empty_device_dtype(
+            like.client.clone(),
+            like.device.clone(),
+            Shape::new([rows]),
+            DType::F32,
+        )
+    };
+    (statistic(), statistic())
 }
 
 /// The normalized rows, and each row's mean and rstd in f32.
@@ -216,15 +275,7 @@ fn forward(
     );
     let width = gamma.meta.num_elements();
     let rows = x.meta.num_elements() / width;
-    let statistic = || {
-        empty_device_dtype(
-            x.client.clone(),
-            x.device.clone(),
-            Shape::new([rows]),
-            DType::F32,
-        )
-    };
-    let (output, mean, rstd) = (empty_like(&x), statistic(), statistic());
+    let (output, (mean, rstd)) = (empty_like(&x), statistics(&x, rows));
     let (cube_dim, cube_count) = row_launch(&x, rows, width);
     let dtype = burn::backend::cubecl::dtype_to_storage_type(x.dtype);
     layer_norm_forward::launch(

@@ -1,15 +1,18 @@
 //! burnbert's own CubeCL kernels for the GPU backends (CUDA, wgpu), each with its autodiff
-//! node: LayerNorm, the attention's scaled, masked softmax, the exact GELU, and dropout.
+//! node: LayerNorm, the attention's scaled, masked softmax, the exact GELU, dropout, and the
+//! "Add & Norm" that follows the attention and the feed-forward network (bias, dropout,
+//! residual sum and LayerNorm in one).
 //!
-//! Burn 0.22 builds both from primitive operations and differentiates each of them, one
+//! Burn 0.22 builds each from primitive operations and differentiates each of them, one
 //! kernel launch and one pass over memory apiece; its automatic fusion, which would merge
 //! them, is off in burnbert (it compiled for minutes before a first step, BENCHMARKS.md).
 //! Here each is one kernel forward and one backward. The CPU backends keep Burn's versions.
 //!
-//! LayerNorm and softmax work row by row: one cube of up to [`UNITS`] units per row, striding
+//! LayerNorm, Add & Norm and softmax work row by row: one cube of up to [`UNITS`] units per row, striding
 //! over it, with the row's sums and maxima meeting in shared memory; GELU and dropout take one
 //! unit per element. Arithmetic is f32 whatever the tensors' float type.
 
+pub mod add_norm;
 pub mod dropout;
 pub mod gelu;
 pub mod layer_norm;

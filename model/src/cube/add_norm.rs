@@ -1,0 +1,440 @@
+//! "Add & Norm" after the attention and after the feed-forward network,
+//! `LayerNorm(dropout(hidden + bias) + residual)`, as one kernel forward and one backward
+//! (plus the column sums of the bias, gamma and beta gradients), with its own autodiff node.
+//!
+//! Apart, the bias, the dropout, the residual sum and the LayerNorm are four kernels forward
+//! and each a pass over the activations; the backward pass adds the dropout's. The dropout
+//! mask is [`super::dropout`]'s, drawn from a seed and each element's index.
+
+use burn::backend::Cube;
+use burn::backend::autodiff::{
+    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::tensor::Tensor;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+
+use super::dropout::Mask;
+use super::layer_norm::{column_sums, kernel::layer_norm_backward, statistics};
+use super::{Tracked, empty_like, plain, row_launch, tracked};
+use kernel::{add_norm_backward, add_norm_forward};
+
+/// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
+mod kernel {
+    use super::super::dropout::kernel::kept;
+    use super::super::layer_norm::kernel::{normalize_row, normalize_row_backward};
+    use burn_cubecl::cubecl::{self, prelude::*};
+
+    /// For one row per cube: `sum = dropout(hidden + bias) + residual`, kept for the
+    /// backward pass, and its LayerNorm into `output`. Without `dropout` nothing is dropped
+    /// (`seed`, `threshold` and `scale` are not read).
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_norm_forward<F: Float>(
+        hidden: &Tensor<F>,
+        bias: &Tensor<F>,
+        residual: &Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        seed: &Tensor<f32>,
+        sum: &mut Tensor<F>,
+        output: &mut Tensor<F>,
+        mean: &mut Tensor<f32>,
+        rstd: &mut Tensor<f32>,
+        threshold: u32,
+        scale: f32,
+        epsilon: f32,
+        #[comptime] dropout: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        if row >= mean.len() {
+            terminate!();
+        }
+        let width = gamma.len();
+        let start = row * width;
+        // Each unit writes the elements it reads again in `normalize_row`: no sync needed.
+        let mut i = UNIT_POS as usize;
+        while i < width {
+            let index = start + i;
+            let mut value = f32::cast_from(hidden[index]) + f32::cast_from(bias[i]);
+            if dropout {
+                value = select(kept(seed, index, threshold), value * scale, 0.0);
+            }
+            sum[index] = F::cast_from(value + f32::cast_from(residual[index]));
+            i += CUBE_DIM as usize;
+        }
+        normalize_row::<F>(&*sum, gamma, beta, output, mean, rstd, row, epsilon);
+    }
+
+    /// For one row per cube: the LayerNorm's backward pass on `sum`, giving the residual's
+    /// gradient `grad_sum` and `grad * x̂`; and `grad_hidden`, `grad_sum` through the dropout
+    /// mask (also the bias's gradient, summed over the rows).
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_norm_backward<F: Float>(
+        sum: &Tensor<F>,
+        gamma: &Tensor<F>,
+        mean: &Tensor<f32>,
+        rstd: &Tensor<f32>,
+        grad: &Tensor<F>,
+        seed: &Tensor<f32>,
+        grad_sum: &mut Tensor<F>,
+        grad_times_normalized: &mut Tensor<F>,
+        grad_hidden: &mut Tensor<F>,
+        threshold: u32,
+        scale: f32,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let row = CUBE_POS;
+        if row >= mean.len() {
+            terminate!();
+        }
+        normalize_row_backward::<F>(
+            sum,
+            gamma,
+            mean,
+            rstd,
+            grad,
+            grad_sum,
+            grad_times_normalized,
+            row,
+        );
+        // Each unit reads back the elements of `grad_sum` it wrote.
+        let width = gamma.len();
+        let start = row * width;
+        let mut i = UNIT_POS as usize;
+        while i < width {
+            let index = start + i;
+            let value = f32::cast_from(grad_sum[index]) * scale;
+            grad_hidden[index] = F::cast_from(select(kept(seed, index, threshold), value, 0.0));
+            i += CUBE_DIM as usize;
+        }
+    }
+}
+
+/// `LayerNorm(dropout(hidden + bias) + residual)` over the last axis, with gamma, beta and
+/// epsilon, and dropout keeping each element with probability `keep` (`None`: no dropout; it
+/// needs a device that tracks gradients); in `hidden`'s float type, to which the others are
+/// cast. The caller checks [`super::applies`].
+pub fn add_norm<const D: usize>(
+    hidden: Tensor<D>,
+    bias: Tensor<1>,
+    residual: Tensor<D>,
+    [gamma, beta]: [Tensor<1>; 2],
+    epsilon: f64,
+    keep: Option<f64>,
+) -> Tensor<D> {
+    let dtype = hidden.dtype();
+    let residual = residual.cast(dtype);
+    let [bias, gamma, beta] = [bias, gamma, beta].map(|vector| vector.cast(dtype));
+    let device = hidden.device();
+    if !device.is_autodiff() {
+        assert!(
+            keep.is_none(),
+            "dropout needs a device that tracks gradients"
+        );
+        let inputs = [hidden, residual].map(plain);
+        let vectors = [bias, gamma, beta].map(plain);
+        let (output, _) = forward(inputs, vectors, None, epsilon);
+        return Tensor::from_primitive::<Cube>(output);
+    }
+    let mask = keep.map(|keep| Mask::draw(&device, keep));
+    let (hidden, residual) = (tracked(hidden), tracked(residual));
+    let (bias, gamma, beta) = (tracked(bias), tracked(gamma), tracked(beta));
+    let parents = [&hidden, &bias, &residual, &gamma, &beta].map(|tensor| tensor.node());
+    let output = match AddNormBackward
+        .prepare::<NoCheckpointing>(parents)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let gamma_kept = gamma.primitive().clone();
+            let inputs = [hidden, residual].map(|tensor| tensor.into_primitive());
+            let vectors = [bias, gamma, beta].map(|tensor| tensor.into_primitive());
+            let (output, (sum, mean, rstd)) = forward(inputs, vectors, mask.as_ref(), epsilon);
+            prep.finish(
+                State {
+                    sum,
+                    gamma: gamma_kept,
+                    mean,
+                    rstd,
+                    mask,
+                },
+                output,
+            )
+        }
+        OpsKind::UnTracked(prep) => {
+            let inputs = [hidden, residual].map(|tensor| tensor.into_primitive());
+            let vectors = [bias, gamma, beta].map(|tensor| tensor.into_primitive());
+            prep.finish(forward(inputs, vectors, mask.as_ref(), epsilon).0)
+        }
+    };
+    Tensor::from_primitive::<Tracked>(output)
+}
+
+/// What the backward pass needs: the normalised sum, gamma, each row's statistics, the mask.
+#[derive(Debug, Clone)]
+struct State {
+    sum: CubeTensor,
+    gamma: CubeTensor,
+    mean: CubeTensor,
+    rstd: CubeTensor,
+    mask: Option<Mask>,
+}
+
+/// The autodiff node, for the parents hidden, bias, residual, gamma and beta.
+#[derive(Debug)]
+struct AddNormBackward;
+
+impl Backward<Cube, 5> for AddNormBackward {
+    type State = State;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 5>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_hidden, node_bias, node_residual, node_gamma, node_beta] = ops.parents;
+        let grad = into_contiguous(grads.consume::<Cube>(&ops.node));
+        let state = ops.state;
+        let (sum, gamma) = (into_contiguous(state.sum), state.gamma);
+        let rows = state.mean.meta.num_elements();
+        let (grad_sum, grad_times_normalized) = (empty_like(&sum), empty_like(&sum));
+        let (cube_dim, cube_count) = row_launch(&sum, rows, gamma.meta.num_elements());
+        let (client, dtype) = (sum.client.clone(), sum.dtype);
+        let dtype = burn::backend::cubecl::dtype_to_storage_type(dtype);
+        let grad_hidden = match state.mask {
+            Some(mask) => {
+                let grad_hidden = empty_like(&sum);
+                add_norm_backward::launch(
+                    &client,
+                    cube_count,
+                    cube_dim,
+                    sum.into_tensor_arg(),
+                    gamma.into_tensor_arg(),
+                    state.mean.into_tensor_arg(),
+                    state.rstd.into_tensor_arg(),
+                    grad.clone().into_tensor_arg(),
+                    mask.seed.into_tensor_arg(),
+                    grad_sum.clone().into_tensor_arg(),
+                    grad_times_normalized.clone().into_tensor_arg(),
+                    grad_hidden.clone().into_tensor_arg(),
+                    mask.threshold,
+                    mask.scale,
+                    dtype,
+                );
+                grad_hidden
+            }
+            None => {
+                layer_norm_backward::launch(
+                    &client,
+                    cube_count,
+                    cube_dim,
+                    sum.into_tensor_arg(),
+                    gamma.into_tensor_arg(),
+                    state.mean.into_tensor_arg(),
+                    state.rstd.into_tensor_arg(),
+                    grad.clone().into_tensor_arg(),
+                    grad_sum.clone().into_tensor_arg(),
+                    grad_times_normalized.clone().into_tensor_arg(),
+                    dtype,
+                );
+                // Nothing dropped: the hidden input's gradient is the residual's.
+                grad_sum.clone()
+            }
+        };
+        if let Some(node) = node_bias {
+            grads.register::<Cube>(node.id, column_sums(grad_hidden.clone()));
+        }
+        if let Some(node) = node_hidden {
+            grads.register::<Cube>(node.id, grad_hidden);
+        }
+        if let Some(node) = node_residual {
+            grads.register::<Cube>(node.id, grad_sum);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<Cube>(node.id, column_sums(grad_times_normalized));
+        }
+        if let Some(node) = node_beta {
+            grads.register::<Cube>(node.id, column_sums(grad));
+        }
+    }
+}
+
+/// The normalised rows, and the sum they normalise with each row's mean and rstd.
+fn forward(
+    [hidden, residual]: [CubeTensor; 2],
+    [bias, gamma, beta]: [CubeTensor; 3],
+    mask: Option<&Mask>,
+    epsilon: f64,
+) -> (CubeTensor, (CubeTensor, CubeTensor, CubeTensor)) {
+    let [hidden, residual] = [hidden, residual].map(into_contiguous);
+    let [bias, gamma, beta] = [bias, gamma, beta].map(into_contiguous);
+    let width = gamma.meta.num_elements();
+    let rows = hidden.meta.num_elements() / width;
+    let (sum, output) = (empty_like(&hidden), empty_like(&hidden));
+    let (mean, rstd) = statistics(&hidden, rows);
+    let (cube_dim, cube_count) = row_launch(&hidden, rows, width);
+    let dtype = burn::backend::cubecl::dtype_to_storage_type(hidden.dtype);
+    // Without a mask the kernel reads no seed; any f32 tensor stands in for it.
+    let (seed, threshold, scale) = match mask {
+        Some(mask) => (mask.seed.clone(), mask.threshold, mask.scale),
+        None => (mean.clone(), u32::MAX, 1.0),
+    };
+    add_norm_forward::launch(
+        &hidden.client.clone(),
+        cube_count,
+        cube_dim,
+        hidden.into_tensor_arg(),
+        bias.into_tensor_arg(),
+        residual.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        beta.into_tensor_arg(),
+        seed.into_tensor_arg(),
+        sum.clone().into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        mean.clone().into_tensor_arg(),
+        rstd.clone().into_tensor_arg(),
+        threshold,
+        scale,
+        epsilon as f32,
+        mask.is_some(),
+        dtype,
+    );
+    (output, (sum, mean, rstd))
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, TensorData};
+
+    const ROWS: usize = 37;
+    const WIDTH: usize = 200;
+
+    /// The inputs hidden, bias, residual, gamma, beta and the weights of the loss
+    /// `sum(output × weights)`, drawn on the CPU.
+    fn inputs() -> [Vec<f32>; 6] {
+        let cpu = crate::parse_device("cpu").unwrap();
+        let random = |n: usize, mean: f64, std: f64| {
+            Tensor::<1>::random([n], Distribution::Normal(mean, std), &cpu)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let matrix = ROWS * WIDTH;
+        [
+            random(matrix, 0.5, 2.0),
+            random(WIDTH, 0.0, 1.0),
+            random(matrix, -1.0, 3.0),
+            random(WIDTH, 1.0, 0.5),
+            random(WIDTH, 0.0, 1.0),
+            random(matrix, 0.0, 1.0),
+        ]
+    }
+
+    /// The output and the gradients of the five inputs on `device` (with autodiff), by
+    /// `add_norm` (`fused`) or by Burn's operations and burnbert's other kernels.
+    fn run(
+        device: &Device,
+        inputs: &[Vec<f32>; 6],
+        keep: Option<f64>,
+        fused: bool,
+    ) -> Vec<Vec<f32>> {
+        let device = device.clone().autodiff();
+        let tensor = |values: &Vec<f32>| {
+            let shape = match values.len() {
+                WIDTH => vec![WIDTH],
+                _ => vec![ROWS, WIDTH],
+            };
+            TensorData::new(values.clone(), shape)
+        };
+        let matrix = |i: usize| Tensor::<2>::from_data(tensor(&inputs[i]), &device).require_grad();
+        let vector = |i: usize| Tensor::<1>::from_data(tensor(&inputs[i]), &device).require_grad();
+        let (hidden, bias, residual) = (matrix(0), vector(1), matrix(2));
+        let (gamma, beta) = (vector(3), vector(4));
+        let weights = Tensor::<2>::from_data(tensor(&inputs[5]), &device);
+        let output = if fused {
+            add_norm(
+                hidden.clone(),
+                bias.clone(),
+                residual.clone(),
+                [gamma.clone(), beta.clone()],
+                1e-12,
+                keep,
+            )
+        } else {
+            let biased = hidden.clone() + bias.clone().unsqueeze();
+            let dropped = match keep {
+                Some(keep) => crate::cube::dropout::dropout(biased, keep),
+                None => biased,
+            };
+            let layer_norm = crate::LayerNorm {
+                gamma: burn::module::Param::from_tensor(gamma.clone()),
+                beta: burn::module::Param::from_tensor(beta.clone()),
+                epsilon: 1e-12,
+            };
+            crate::layer_norm::LayerNorm::forward(&layer_norm, dropped + residual.clone())
+        };
+        let grads = (output.clone() * weights).sum().backward();
+        let mut results = vec![output.into_data().try_to_vec::<f32>().unwrap()];
+        for grad in [hidden.grad(&grads), residual.grad(&grads)] {
+            results.push(grad.unwrap().into_data().try_to_vec::<f32>().unwrap());
+        }
+        for grad in [bias.grad(&grads), gamma.grad(&grads), beta.grad(&grads)] {
+            results.push(grad.unwrap().into_data().try_to_vec::<f32>().unwrap());
+        }
+        results
+    }
+
+    fn assert_close(actual: &[Vec<f32>], expected: &[Vec<f32>], tolerance: f32, what: &str) {
+        let names = ["output", "hidden", "residual", "bias", "gamma", "beta"];
+        for ((actual, expected), name) in actual.iter().zip(expected).zip(names) {
+            let scale = expected.iter().map(|e| e.abs()).fold(1e-3, f32::max);
+            for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+                assert!(
+                    (a - e).abs() <= tolerance * scale,
+                    "{what}: {name}[{i}]: {a} vs {e}"
+                );
+            }
+        }
+    }
+
+    /// Without dropout, the kernel's output and gradients against Burn's operations on the
+    /// CPU.
+    #[test]
+    fn matches_the_cpu_without_dropout() {
+        let inputs = inputs();
+        let wgpu = crate::parse_device("wgpu").unwrap();
+        let cpu = crate::parse_device("cpu").unwrap();
+        let expected = run(&cpu, &inputs, None, false);
+        assert_close(
+            &run(&wgpu, &inputs, None, true),
+            &expected,
+            1e-4,
+            "wgpu vs CPU",
+        );
+    }
+
+    /// With dropout, the kernel against the dropout and LayerNorm kernels apart, from the same
+    /// seed: the same mask, output and gradients.
+    #[test]
+    fn drops_out_as_the_dropout_kernel_does() {
+        let _turn = crate::dropout::seeding();
+        let inputs = inputs();
+        let wgpu = crate::parse_device("wgpu").unwrap();
+        wgpu.seed(7);
+        let apart = run(&wgpu, &inputs, Some(0.9), false);
+        wgpu.seed(7);
+        let fused = run(&wgpu, &inputs, Some(0.9), true);
+        assert_close(&fused, &apart, 1e-5, "fused vs apart");
+        // The mask dropped about a tenth of the hidden gradients.
+        let dropped = fused[1].iter().filter(|&&g| g == 0.0).count() as f64;
+        let fraction = dropped / (ROWS * WIDTH) as f64;
+        assert!((0.07..0.13).contains(&fraction), "dropped {fraction}");
+    }
+}
