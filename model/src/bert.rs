@@ -104,39 +104,6 @@ fn per_token(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     dense(linear, x.reshape([batch * seq, d_in])).reshape([batch, seq, d_out])
 }
 
-/// `layer_norm(dropout(dense(hidden)) + residual)`: the "Add & Norm" of transformers'
-/// `BertSelfOutput` and `BertOutput`. On GPUs, after the matrix product, the bias, dropout,
-/// residual sum and LayerNorm are one kernel each way (`crate::cube::add_norm`).
-fn add_norm(
-    dense: &Linear,
-    dropout_layer: &Dropout,
-    layer_norm: &LayerNorm,
-    hidden: Tensor<3>,
-    residual: Tensor<3>,
-) -> Tensor<3> {
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    if let Some(bias) = &dense.bias
-        && crate::cube::applies(&hidden)
-    {
-        let ([batch, seq, d_in], d_out) = (hidden.dims(), dense.weight.dims()[1]);
-        let weight = dense.weight.val().cast(hidden.dtype());
-        let product = hidden.reshape([batch * seq, d_in]).matmul(weight);
-        let keep =
-            dropout_applies(dropout_layer, &product.device()).then(|| 1.0 - dropout_layer.prob);
-        let normalized = crate::cube::add_norm::add_norm(
-            product,
-            bias.val(),
-            residual.reshape([batch * seq, d_out]),
-            [layer_norm.gamma.val(), layer_norm.beta.val()],
-            layer_norm.epsilon,
-            keep,
-        );
-        return normalized.reshape([batch, seq, d_out]);
-    }
-    let x = dropout(dropout_layer, per_token(dense, hidden));
-    layer_norm.forward(x + residual)
-}
-
 /// Whether `dtype` is a 16-bit float, whose sums burnbert widens to f32.
 pub(crate) fn is_half(dtype: DType) -> bool {
     matches!(dtype, DType::F16 | DType::BF16)
@@ -282,31 +249,52 @@ pub(crate) fn attention_probabilities(
     softmax(scores.mask_fill(padding, min), 3)
 }
 
-/// Dense + dropout + residual LayerNorm after attention (transformers' `BertSelfOutput`).
+/// Dense + dropout + residual LayerNorm, the "Add & Norm" after the attention and after the
+/// feed-forward network: transformers' `BertSelfOutput` and `BertOutput`, which differ only
+/// in the dense layer's input size.
 #[derive(Module, Debug)]
-pub struct BertSelfOutput {
+pub struct BertAddNorm {
     pub dense: Linear,
     pub layer_norm: LayerNorm,
     pub dropout: Dropout,
 }
 
-impl BertSelfOutput {
-    pub fn new(config: &BertConfig, device: &Device) -> Self {
+impl BertAddNorm {
+    /// `d_in` is the hidden size after the attention, the intermediate size after the
+    /// feed-forward network.
+    pub fn new(config: &BertConfig, d_in: usize, device: &Device) -> Self {
         Self {
-            dense: linear(config, config.hidden_size, config.hidden_size, device),
+            dense: linear(config, d_in, config.hidden_size, device),
             layer_norm: layer_norm(config, device),
             dropout: dropout_layer(config.hidden_dropout_prob),
         }
     }
 
+    /// `layer_norm(dropout(dense(hidden)) + residual)`. On GPUs, after the matrix product, the
+    /// bias, dropout, residual sum and LayerNorm are one kernel each way
+    /// (`crate::cube::add_norm`).
     pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        add_norm(
-            &self.dense,
-            &self.dropout,
-            &self.layer_norm,
-            hidden,
-            residual,
-        )
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        if let Some(bias) = &self.dense.bias
+            && crate::cube::applies(&hidden)
+        {
+            let ([batch, seq, d_in], d_out) = (hidden.dims(), self.dense.weight.dims()[1]);
+            let weight = self.dense.weight.val().cast(hidden.dtype());
+            let product = hidden.reshape([batch * seq, d_in]).matmul(weight);
+            let keep =
+                dropout_applies(&self.dropout, &product.device()).then(|| 1.0 - self.dropout.prob);
+            let normalized = crate::cube::add_norm::add_norm(
+                product,
+                bias.val(),
+                residual.reshape([batch * seq, d_out]),
+                [self.layer_norm.gamma.val(), self.layer_norm.beta.val()],
+                self.layer_norm.epsilon,
+                keep,
+            );
+            return normalized.reshape([batch, seq, d_out]);
+        }
+        let x = dropout(&self.dropout, per_token(&self.dense, hidden));
+        self.layer_norm.forward(x + residual)
     }
 }
 
@@ -315,14 +303,14 @@ impl BertSelfOutput {
 pub struct BertAttention {
     /// `attention.self` in the checkpoint.
     pub self_attention: BertSelfAttention,
-    pub output: BertSelfOutput,
+    pub output: BertAddNorm,
 }
 
 impl BertAttention {
     pub fn new(config: &BertConfig, device: &Device) -> Self {
         Self {
             self_attention: BertSelfAttention::new(config, device),
-            output: BertSelfOutput::new(config, device),
+            output: BertAddNorm::new(config, config.hidden_size, device),
         }
     }
 
@@ -367,40 +355,13 @@ impl BertIntermediate {
     }
 }
 
-/// Projection back to the hidden size + dropout + residual LayerNorm (transformers' `BertOutput`).
-#[derive(Module, Debug)]
-pub struct BertFeedForwardOutput {
-    pub dense: Linear,
-    pub layer_norm: LayerNorm,
-    pub dropout: Dropout,
-}
-
-impl BertFeedForwardOutput {
-    pub fn new(config: &BertConfig, device: &Device) -> Self {
-        Self {
-            dense: linear(config, config.intermediate_size, config.hidden_size, device),
-            layer_norm: layer_norm(config, device),
-            dropout: dropout_layer(config.hidden_dropout_prob),
-        }
-    }
-
-    pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        add_norm(
-            &self.dense,
-            &self.dropout,
-            &self.layer_norm,
-            hidden,
-            residual,
-        )
-    }
-}
-
 /// One transformer block: attention, then the feed-forward network.
 #[derive(Module, Debug)]
 pub struct BertLayer {
     pub attention: BertAttention,
     pub intermediate: BertIntermediate,
-    pub output: BertFeedForwardOutput,
+    /// The projection back to the hidden size (transformers' `BertOutput`).
+    pub output: BertAddNorm,
 }
 
 impl BertLayer {
@@ -408,7 +369,7 @@ impl BertLayer {
         Self {
             attention: BertAttention::new(config, device),
             intermediate: BertIntermediate::new(config, device),
-            output: BertFeedForwardOutput::new(config, device),
+            output: BertAddNorm::new(config, config.intermediate_size, device),
         }
     }
 

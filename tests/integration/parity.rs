@@ -168,17 +168,21 @@ fn padding_does_not_change_real_tokens() {
     assert_close(&unpadded, padded_row2, 1e-5, "row 2 padded vs alone");
 }
 
-#[test]
-fn all_minilm_l6_v2_from_the_offline_cache_matches_transformers() {
+/// all-MiniLM-L6-v2 from the offline cache on `device`, with its load report.
+fn minilm(device: &Device) -> (BertForSequenceClassification, burnbert_model::LoadReport) {
     require_hf_home();
-    let reference = json("minilm_reference.json");
     let files = Hub::from_env("main", true)
         .model_files("sentence-transformers/all-MiniLM-L6-v2")
         .unwrap();
     let config = BertConfig::from_file(&files.config).unwrap();
+    BertForSequenceClassification::from_pretrained(&config, &files.weights, device).unwrap()
+}
+
+#[test]
+fn all_minilm_l6_v2_from_the_offline_cache_matches_transformers() {
+    let reference = json("minilm_reference.json");
     let device = cpu();
-    let (model, report) =
-        BertForSequenceClassification::from_pretrained(&config, &files.weights, &device).unwrap();
+    let (model, report) = minilm(&device);
     assert!(
         report
             .unused
@@ -239,12 +243,7 @@ fn max_difference(a: &[f32], b: &[f32]) -> f32 {
 /// move: a run that ignored the setting would sit within f32 rounding of the reference.
 #[test]
 fn all_minilm_l6_v2_in_mixed_precision_is_as_close_as_torch_autocast() {
-    require_hf_home();
     let reference = json("minilm_reference.json");
-    let files = Hub::from_env("main", true)
-        .model_files("sentence-transformers/all-MiniLM-L6-v2")
-        .unwrap();
-    let config = BertConfig::from_file(&files.config).unwrap();
     let [batch, _] = dims2(&reference["input_ids"]);
     let runs: Vec<(Device, FloatDType)> = devices()
         .into_iter()
@@ -263,11 +262,7 @@ fn all_minilm_l6_v2_in_mixed_precision_is_as_close_as_torch_autocast() {
         "flex has bfloat16"
     );
     for (device, dtype) in runs {
-        let model =
-            BertForSequenceClassification::from_pretrained(&config, &files.weights, &device)
-                .unwrap()
-                .0
-                .with_compute_dtype(Some(dtype));
+        let model = minilm(&device).0.with_compute_dtype(Some(dtype));
         let output = model.bert.forward(input(&reference, &device));
         let pooled = output.pooler_output.unwrap();
         let cls = output
