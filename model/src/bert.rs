@@ -104,6 +104,18 @@ fn per_token(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     dense(linear, x.reshape([batch * seq, d_in])).reshape([batch, seq, d_out])
 }
 
+/// `x · weight` on every token, without `linear`'s bias, which the GPU kernel that follows
+/// adds.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn per_token_unbiased(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [batch, seq, d_in] = x.dims();
+    let weight = linear.weight.val().cast(x.dtype());
+    let d_out = weight.dims()[1];
+    x.reshape([batch * seq, d_in])
+        .matmul(weight)
+        .reshape([batch, seq, d_out])
+}
+
 /// Whether `dtype` is a 16-bit float, whose sums burnbert widens to f32.
 pub(crate) fn is_half(dtype: DType) -> bool {
     matches!(dtype, DType::F16 | DType::BF16)
@@ -278,20 +290,16 @@ impl BertAddNorm {
         if let Some(bias) = &self.dense.bias
             && crate::cube::applies(&hidden)
         {
-            let ([batch, seq, d_in], d_out) = (hidden.dims(), self.dense.weight.dims()[1]);
-            let weight = self.dense.weight.val().cast(hidden.dtype());
-            let product = hidden.reshape([batch * seq, d_in]).matmul(weight);
             let keep =
-                dropout_applies(&self.dropout, &product.device()).then(|| 1.0 - self.dropout.prob);
-            let normalized = crate::cube::add_norm::add_norm(
-                product,
+                dropout_applies(&self.dropout, &hidden.device()).then(|| 1.0 - self.dropout.prob);
+            return crate::cube::add_norm::add_norm(
+                per_token_unbiased(&self.dense, hidden),
                 bias.val(),
-                residual.reshape([batch * seq, d_out]),
+                residual,
                 [self.layer_norm.gamma.val(), self.layer_norm.beta.val()],
                 self.layer_norm.epsilon,
                 keep,
             );
-            return normalized.reshape([batch, seq, d_out]);
         }
         let x = dropout(&self.dropout, per_token(&self.dense, hidden));
         self.layer_norm.forward(x + residual)
@@ -341,17 +349,17 @@ impl BertIntermediate {
     }
 
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let x = per_token(&self.dense, hidden);
-        // On GPUs the exact GELU is one kernel each way, with the exact derivative
-        // (`crate::cube::gelu`); Burn's backward there is the tanh approximation's.
+        // On GPUs the bias and the exact GELU are one kernel each way, with the exact
+        // derivative (`crate::cube::gelu`); Burn's backward there is the tanh approximation's.
         #[cfg(any(feature = "cuda", feature = "wgpu"))]
         if let burn::nn::activation::Activation::Gelu(gelu) = &self.activation
             && !gelu.approximate
-            && crate::cube::applies(&x)
+            && let Some(bias) = &self.dense.bias
+            && crate::cube::applies(&hidden)
         {
-            return crate::cube::gelu::gelu(x);
+            return crate::cube::gelu::gelu(per_token_unbiased(&self.dense, hidden), bias.val());
         }
-        self.activation.forward(x)
+        self.activation.forward(per_token(&self.dense, hidden))
     }
 }
 
