@@ -30,8 +30,8 @@ UNIT_SECONDS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 # Checked in order; the first keyword found in a kernel's name gives its kind.
 KINDS = [
     ("optimizer", ("adamw",)),
-    ("burnbert's layer norm, add & norm, softmax, gelu",
-     ("layernorm", "addnorm", "maskedsoftmax", "gelu")),
+    ("burnbert's layer norm, add & norm, softmax, gelu, heads",
+     ("layernorm", "addnorm", "maskedsoftmax", "gelu", "splitheads", "mergeheads")),
     ("matmul", ("matmul", "gemm", "cmma", "mma")),
     ("random", ("random", "prng", "bernoulli", "uniform", "normal")),
     ("reduce", ("reduce", "sum", "mean", "max", "argmax", "softmax")),

@@ -191,24 +191,15 @@ impl BertSelfAttention {
 
     /// `padding` is true at padded key positions, `[batch, 1, 1, seq]`.
     pub fn forward(&self, hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
-        let [batch, seq, hidden_size] = hidden.dims();
-        let heads = |x: Tensor<3>| {
-            x.reshape([batch, seq, self.num_heads, self.head_dim])
-                .swap_dims(1, 2)
-        };
+        let [batch, seq, _] = hidden.dims();
         let device = hidden.device();
-        let q = heads(per_token(&self.query, hidden.clone()));
-        let k = heads(per_token(&self.key, hidden.clone()));
-        let v = heads(per_token(&self.value, hidden));
+        let [q, k, v] =
+            [&self.query, &self.key, &self.value].map(|dense| self.heads(dense, &hidden));
 
         let context = if dropout_applies(&self.dropout, &device) {
-            let per_head = |cols| [batch, self.num_heads, seq, cols];
-            let scores = for_matmul(q).matmul(for_matmul(k).transpose());
             let probabilities =
-                attention_probabilities(scores.reshape(per_head(seq)), padding, self.head_dim);
-            for_matmul(dropout(&self.dropout, probabilities))
-                .matmul(for_matmul(v))
-                .reshape(per_head(self.head_dim))
+                attention_probabilities(q.matmul(k.transpose()), padding, self.head_dim);
+            dropout(&self.dropout, probabilities).matmul(v)
         } else {
             // Without dropout on the probabilities, Burn's fused attention computes the same
             // softmax(QKᵀ/√d)·V (flex splits it over batch × heads on every core). It gives
@@ -216,23 +207,40 @@ impl BertSelfAttention {
             let mask = padding.expand([batch, self.num_heads, seq, seq]);
             attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
         };
-        context.swap_dims(1, 2).reshape([batch, seq, hidden_size])
+        merge_heads(context)
+    }
+
+    /// `dense(hidden)` as heads `[batch, heads, seq, head_dim]`. On GPUs they are contiguous,
+    /// made by one kernel that also adds the bias (`crate::cube::heads`): cubek's matrix
+    /// product copies a head-split view (its batch dimensions swapped) before every product
+    /// that reads it, forward and backward. On the CPU they are a view, which flex multiplies
+    /// faster than it copies it.
+    fn heads(&self, dense: &Linear, hidden: &Tensor<3>) -> Tensor<4> {
+        #[cfg(any(feature = "cuda", feature = "wgpu"))]
+        if let Some(bias) = &dense.bias
+            && crate::cube::applies(hidden)
+        {
+            let product = per_token_unbiased(dense, hidden.clone());
+            return crate::cube::heads::split_heads(product, bias.val(), self.num_heads);
+        }
+        let [batch, seq, _] = hidden.dims();
+        per_token(dense, hidden.clone())
+            .reshape([batch, seq, self.num_heads, self.head_dim])
+            .swap_dims(1, 2)
     }
 }
 
-/// On GPUs, heads `[batch, heads, rows, cols]` as one contiguous batch `[1, batch × heads, rows,
-/// cols]`. cubek's matrix product copies a head-split view (its batch dimensions are swapped)
-/// before every product that reads it, forward and backward; the reshape copies it once, and
-/// its backward copies the gradient once for both products that read it. A bert-base training
-/// step's copies went from 252 to 120 (lavapipe, BENCHMARKS.md). flex multiplies the views
-/// faster than it copies them.
-fn for_matmul(heads: Tensor<4>) -> Tensor<4> {
+/// Heads `[batch, heads, seq, head_dim]` merged into `[batch, seq, heads × head_dim]`: on GPUs
+/// one kernel each way (`crate::cube::heads`), elsewhere a copy of the permuted view.
+fn merge_heads(heads: Tensor<4>) -> Tensor<3> {
     #[cfg(any(feature = "cuda", feature = "wgpu"))]
     if crate::cube::applies(&heads) {
-        let [batch, count, rows, cols] = heads.dims();
-        return heads.reshape([1, batch * count, rows, cols]);
+        return crate::cube::heads::merge_heads(heads);
     }
+    let [batch, count, seq, head_dim] = heads.dims();
     heads
+        .swap_dims(1, 2)
+        .reshape([batch, seq, count * head_dim])
 }
 
 /// `softmax(scores / √head_dim)` over the keys, padded keys weighing 0. On GPUs one kernel

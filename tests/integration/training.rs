@@ -253,7 +253,7 @@ fn resuming_a_checkpoint_gives_the_uninterrupted_result() {
 /// The same loop on every compiled-in backend: on wgpu (lavapipe in CI) a few epochs train
 /// to the same losses as on the CPU, within float tolerance. Each backend draws its own random
 /// masks, so dropout is off, or so rare (p = 1e-9) that nothing is dropped while the
-/// attention still takes its training path (dropout kernels, the products of `for_matmul`).
+/// attention still takes its training path (the dropout, Add & Norm and heads kernels).
 #[test]
 fn training_agrees_across_backends() {
     let options = TrainOptions {

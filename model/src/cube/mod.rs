@@ -1,7 +1,8 @@
 //! burnbert's own CubeCL kernels for the GPU backends (CUDA, wgpu), each with its autodiff
 //! node: LayerNorm, the attention's scaled, masked softmax, the exact GELU, dropout, and the
 //! "Add & Norm" that follows the attention and the feed-forward network (bias, dropout,
-//! residual sum and LayerNorm in one).
+//! residual sum and LayerNorm in one), and the attention's heads split (with the bias) and
+//! merged.
 //!
 //! Burn 0.22 builds each from primitive operations and differentiates each of them, one
 //! kernel launch and one pass over memory apiece; its automatic fusion, which would merge
@@ -15,6 +16,7 @@
 pub mod add_norm;
 pub mod dropout;
 pub mod gelu;
+pub mod heads;
 pub mod layer_norm;
 pub mod softmax;
 
