@@ -17,8 +17,8 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::dropout::Mask;
-use super::layer_norm::{column_sums, kernel::layer_norm_backward, statistics};
-use super::{Tracked, empty_like, plain, row_launch, tracked};
+use super::layer_norm::{kernel::layer_norm_backward, statistics};
+use super::{Tracked, column_sums, empty_like, plain, register_biased, row_launch, tracked};
 use kernel::{add_norm_backward, add_norm_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -247,12 +247,8 @@ impl Backward<Cube, 5> for AddNormBackward {
                 grad_sum.clone()
             }
         };
-        if let Some(node) = node_bias {
-            grads.register::<Cube>(node.id, column_sums(grad_hidden.clone()));
-        }
-        if let Some(node) = node_hidden {
-            grads.register::<Cube>(node.id, grad_hidden);
-        }
+        let biased = [node_hidden, node_bias].map(|n| n.map(|n| n.id));
+        register_biased(grads, biased, grad_hidden);
         if let Some(node) = node_residual {
             grads.register::<Cube>(node.id, grad_sum);
         }

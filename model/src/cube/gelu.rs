@@ -18,8 +18,7 @@ use burn::tensor::Tensor;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::layer_norm::column_sums;
-use super::{Tracked, elementwise_launch, empty_like, plain, tracked};
+use super::{Tracked, elementwise_launch, empty_like, plain, register_biased, tracked};
 use kernel::{gelu_backward, gelu_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -124,12 +123,7 @@ impl Backward<Cube, 2> for GeluBackward {
             grad_x.clone().into_tensor_arg(),
             dtype,
         );
-        if let Some(node) = node_bias {
-            grads.register::<Cube>(node.id, column_sums(grad_x.clone()));
-        }
-        if let Some(node) = node_x {
-            grads.register::<Cube>(node.id, grad_x);
-        }
+        register_biased(grads, [node_x, node_bias].map(|n| n.map(|n| n.id)), grad_x);
     }
 }
 

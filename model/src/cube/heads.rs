@@ -17,8 +17,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::layer_norm::column_sums;
-use super::{Tracked, elementwise_launch, plain, tracked};
+use super::{Tracked, elementwise_launch, plain, register_biased, tracked};
 use kernel::{merge_heads_kernel, split_heads_kernel};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -136,12 +135,7 @@ impl Backward<Cube, 2> for SplitBackward {
     ) {
         let [node_x, node_bias] = ops.parents;
         let grad_x = merge(grads.consume::<Cube>(&ops.node));
-        if let Some(node) = node_bias {
-            grads.register::<Cube>(node.id, column_sums(grad_x.clone()));
-        }
-        if let Some(node) = node_x {
-            grads.register::<Cube>(node.id, grad_x);
-        }
+        register_biased(grads, [node_x, node_bias].map(|n| n.map(|n| n.id)), grad_x);
     }
 }
 

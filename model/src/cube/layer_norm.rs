@@ -8,13 +8,12 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
-use burn::backend::ops::FloatTensorOps;
 use burn::tensor::{DType, Shape, Tensor};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{Tracked, empty_like, plain, row_launch, tracked};
+use super::{Tracked, column_sums, empty_like, plain, row_launch, tracked};
 use kernel::{layer_norm_backward, layer_norm_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's. The row helpers are
@@ -236,16 +235,6 @@ impl Backward<Cube, 3> for LayerNormBackward {
             grads.register::<Cube>(node.id, column_sums(grad));
         }
     }
-}
-
-/// The sum over every row of `tensor`, whose last axis is the row, as `[width]`: the gradient
-/// of a vector (gamma, beta, a bias) added to every row.
-pub(super) fn column_sums(tensor: CubeTensor) -> CubeTensor {
-    let shape = tensor.meta.shape().clone();
-    let width = shape[shape.num_dims() - 1];
-    let rows = tensor.meta.num_elements() / width;
-    let matrix = Cube::float_reshape(tensor, Shape::new([rows, width]));
-    Cube::float_reshape(Cube::float_sum_dim(matrix, 0), Shape::new([width]))
 }
 
 /// Each row's mean and rstd, as f32 tensors of `rows`.

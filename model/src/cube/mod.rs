@@ -21,7 +21,11 @@ pub mod layer_norm;
 pub mod softmax;
 
 use burn::backend::Cube;
-use burn::backend::autodiff::{Autodiff, checkpoint::strategy::NoCheckpointing};
+use burn::backend::autodiff::{
+    Autodiff, NodeId, checkpoint::strategy::NoCheckpointing, grads::Gradients,
+};
+use burn::backend::ops::FloatTensorOps;
+use burn::tensor::Shape;
 use burn::tensor::{GradientCheckpointingStrategy, Tensor};
 use burn_cubecl::cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 use burn_cubecl::tensor::CubeTensor;
@@ -68,6 +72,27 @@ fn empty_like(like: &CubeTensor) -> CubeTensor {
         like.meta.shape().clone(),
         like.dtype,
     )
+}
+
+/// The sum over every row of `tensor`, whose last axis is the row, as `[width]`: the gradient
+/// of a vector (gamma, beta, a bias) added to every row.
+fn column_sums(tensor: CubeTensor) -> CubeTensor {
+    let shape = tensor.meta.shape().clone();
+    let width = shape[shape.num_dims() - 1];
+    let rows = tensor.meta.num_elements() / width;
+    let matrix = Cube::float_reshape(tensor, Shape::new([rows, width]));
+    Cube::float_reshape(Cube::float_sum_dim(matrix, 0), Shape::new([width]))
+}
+
+/// Registers `grad`, the gradient of an input to which a bias was added along its rows, for
+/// that input (when it tracks one), and its column sums for the bias.
+fn register_biased(grads: &mut Gradients, [input, bias]: [Option<NodeId>; 2], grad: CubeTensor) {
+    if let Some(bias) = bias {
+        grads.register::<Cube>(bias, column_sums(grad.clone()));
+    }
+    if let Some(input) = input {
+        grads.register::<Cube>(input, grad);
+    }
 }
 
 /// One unit per element of `tensor`.
