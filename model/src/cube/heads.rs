@@ -24,7 +24,8 @@ use kernel::{merge_heads_kernel, split_heads_kernel};
 mod kernel {
     use burn_cubecl::cubecl::{self, prelude::*};
 
-    /// `output[b, h, s, d] = input[b, s, h, d] (+ bias[h, d])`, one unit per element.
+    /// `output[b, h, s, d] = input[b, s, h, d] (+ bias[h, d])`, one unit per element; the
+    /// input is read through its strides.
     #[cube(launch)]
     pub fn split_heads_kernel<F: Float>(
         input: &Tensor<F>,
@@ -44,14 +45,18 @@ mod kernel {
         let s = (i / head_dim) % seq;
         let h = (i / (head_dim * seq)) % heads;
         let b = i / (head_dim * seq * heads);
-        let mut value = f32::cast_from(input[((b * seq + s) * heads + h) * head_dim + d]);
+        let column = h * head_dim + d;
+        let mut value = f32::cast_from(
+            input[b * input.stride(0) + s * input.stride(1) + column * input.stride(2)],
+        );
         if with_bias {
-            value += f32::cast_from(bias[h * head_dim + d]);
+            value += f32::cast_from(bias[column]);
         }
         output[i] = F::cast_from(value);
     }
 
-    /// `output[b, s, h, d] = input[b, h, s, d]`, one unit per element.
+    /// `output[b, s, h, d] = input[b, h, s, d]`, one unit per element; the input is read
+    /// through its strides (the key's gradient comes transposed).
     #[cube(launch)]
     pub fn merge_heads_kernel<F: Float>(
         input: &Tensor<F>,
@@ -69,7 +74,8 @@ mod kernel {
         let h = (i / head_dim) % heads;
         let s = (i / (head_dim * heads)) % seq;
         let b = i / (head_dim * heads * seq);
-        output[i] = input[((b * heads + h) * seq + s) * head_dim + d];
+        output[i] = input
+            [b * input.stride(0) + h * input.stride(1) + s * input.stride(2) + d * input.stride(3)];
     }
 }
 
@@ -161,7 +167,6 @@ impl Backward<Cube, 1> for MergeBackward {
 
 /// `[batch, seq, heads × head_dim]` (+ bias) to `[batch, heads, seq, head_dim]`.
 fn split(x: CubeTensor, bias: Option<CubeTensor>, heads: usize) -> CubeTensor {
-    let x = into_contiguous(x);
     let shape = x.meta.shape().clone();
     let (batch, seq, width) = (shape[0], shape[1], shape[2]);
     let head_dim = width / heads;
@@ -189,7 +194,6 @@ fn split(x: CubeTensor, bias: Option<CubeTensor>, heads: usize) -> CubeTensor {
 
 /// `[batch, heads, seq, head_dim]` to `[batch, seq, heads × head_dim]`.
 fn merge(x: CubeTensor) -> CubeTensor {
-    let x = into_contiguous(x);
     let shape = x.meta.shape().clone();
     let (batch, heads, seq, head_dim) = (shape[0], shape[1], shape[2], shape[3]);
     let output = empty(&x, [batch, seq, heads * head_dim]);
@@ -224,11 +228,12 @@ mod tests {
     use super::*;
     use burn::tensor::{Device, Distribution, TensorData};
 
-    /// Against the views on the CPU: the heads with the bias, the merge, and the gradients of
-    /// the input and the bias through both.
+    /// Against the views on the CPU: the heads with the bias, the merge (of contiguous heads
+    /// and of a transposed view), and the gradients of the inputs and the bias through both.
     #[test]
     fn split_and_merge_match_the_views_on_the_cpu() {
         let (batch, seq, heads, head_dim) = (3, 5, 4, 6);
+        let width = heads * head_dim;
         let cpu = crate::parse_device("cpu").unwrap();
         let random = |shape: Vec<usize>| {
             let n: usize = shape.iter().product();
@@ -238,30 +243,29 @@ mod tests {
                 .unwrap();
             TensorData::new(values, shape)
         };
-        let (x, bias) = (
-            random(vec![batch, seq, heads * head_dim]),
-            random(vec![heads * head_dim]),
-        );
+        let (x, bias) = (random(vec![batch, seq, width]), random(vec![width]));
         let weights = random(vec![batch, heads, seq, head_dim]);
+        // Heads stored as [batch, heads, head_dim, seq], merged from their transposed view.
+        let transposed = random(vec![batch, heads, head_dim, seq]);
         let run = |device: &Device, kernels: bool| {
             let device = device.clone().autodiff();
             let x = Tensor::<3>::from_data(x.clone(), &device).require_grad();
             let bias = Tensor::<1>::from_data(bias.clone(), &device).require_grad();
             let weights = Tensor::<4>::from_data(weights.clone(), &device);
+            let stored = Tensor::<4>::from_data(transposed.clone(), &device).require_grad();
             let split = match kernels {
                 true => split_heads(x.clone(), bias.clone(), heads),
                 false => (x.clone() + bias.clone().unsqueeze())
                     .reshape([batch, seq, heads, head_dim])
                     .swap_dims(1, 2),
             };
+            let merge = |heads: Tensor<4>| match kernels {
+                true => merge_heads(heads),
+                false => heads.swap_dims(1, 2).reshape([batch, seq, width]),
+            };
             // A loss that weighs every element of the heads differently, through the merge.
             let weighted = split.clone() * weights;
-            let merged = match kernels {
-                true => merge_heads(weighted),
-                false => weighted
-                    .swap_dims(1, 2)
-                    .reshape([batch, seq, heads * head_dim]),
-            };
+            let merged = merge(weighted) + merge(stored.clone().swap_dims(2, 3));
             let grads = (merged.clone() * merged.clone()).sum().backward();
             let values = |data: TensorData| data.try_to_vec::<f32>().unwrap();
             [
@@ -269,14 +273,13 @@ mod tests {
                 values(merged.into_data()),
                 values(x.grad(&grads).unwrap().into_data()),
                 values(bias.grad(&grads).unwrap().into_data()),
+                values(stored.grad(&grads).unwrap().into_data()),
             ]
         };
         let expected = run(&cpu, false);
         let actual = run(&crate::parse_device("wgpu").unwrap(), true);
-        for (what, (actual, expected)) in ["split", "merged", "x grad", "bias grad"]
-            .iter()
-            .zip(actual.iter().zip(&expected))
-        {
+        let names = ["split", "merged", "x grad", "bias grad", "transposed grad"];
+        for (what, (actual, expected)) in names.iter().zip(actual.iter().zip(&expected)) {
             assert_eq!(actual.len(), expected.len(), "{what}");
             for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
                 assert!(
