@@ -17,7 +17,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::dropout::Mask;
-use super::layer_norm::{kernel::layer_norm_backward, statistics};
+use super::layer_norm::{self, statistics};
 use super::{Tracked, column_sums, empty_like, plain, register_biased, row_launch, tracked};
 use kernel::{add_norm_backward, add_norm_forward};
 
@@ -202,16 +202,22 @@ impl Backward<Cube, 5> for AddNormBackward {
         let grad = into_contiguous(grads.consume::<Cube>(&ops.node));
         let state = ops.state;
         let (sum, gamma) = (into_contiguous(state.sum), state.gamma);
-        let rows = state.mean.meta.num_elements();
-        let (grad_sum, grad_times_normalized) = (empty_like(&sum), empty_like(&sum));
-        let (cube_dim, cube_count) = row_launch(&sum, rows, gamma.meta.num_elements());
-        let (client, dtype) = (sum.client.clone(), sum.dtype);
-        let dtype = burn::backend::cubecl::dtype_to_storage_type(dtype);
-        let grad_hidden = match state.mask {
+        let (grad_sum, grad_times_normalized, grad_hidden) = match state.mask {
+            // Nothing dropped: LayerNorm's backward pass, and the hidden input's gradient is
+            // the residual's.
+            None => {
+                let (grad_sum, grad_times_normalized) =
+                    layer_norm::backward(sum, gamma, state.mean, state.rstd, grad.clone());
+                (grad_sum.clone(), grad_times_normalized, grad_sum)
+            }
             Some(mask) => {
-                let grad_hidden = empty_like(&sum);
+                let rows = state.mean.meta.num_elements();
+                let (cube_dim, cube_count) = row_launch(&sum, rows, gamma.meta.num_elements());
+                let dtype = burn::backend::cubecl::dtype_to_storage_type(sum.dtype);
+                let outputs = [&sum, &sum, &sum].map(empty_like);
+                let [grad_sum, grad_times_normalized, grad_hidden] = outputs.clone();
                 add_norm_backward::launch(
-                    &client,
+                    &sum.client.clone(),
                     cube_count,
                     cube_dim,
                     sum.into_tensor_arg(),
@@ -220,31 +226,14 @@ impl Backward<Cube, 5> for AddNormBackward {
                     state.rstd.into_tensor_arg(),
                     grad.clone().into_tensor_arg(),
                     mask.seed.into_tensor_arg(),
-                    grad_sum.clone().into_tensor_arg(),
-                    grad_times_normalized.clone().into_tensor_arg(),
-                    grad_hidden.clone().into_tensor_arg(),
+                    grad_sum.into_tensor_arg(),
+                    grad_times_normalized.into_tensor_arg(),
+                    grad_hidden.into_tensor_arg(),
                     mask.threshold,
                     mask.scale,
                     dtype,
                 );
-                grad_hidden
-            }
-            None => {
-                layer_norm_backward::launch(
-                    &client,
-                    cube_count,
-                    cube_dim,
-                    sum.into_tensor_arg(),
-                    gamma.into_tensor_arg(),
-                    state.mean.into_tensor_arg(),
-                    state.rstd.into_tensor_arg(),
-                    grad.clone().into_tensor_arg(),
-                    grad_sum.clone().into_tensor_arg(),
-                    grad_times_normalized.clone().into_tensor_arg(),
-                    dtype,
-                );
-                // Nothing dropped: the hidden input's gradient is the residual's.
-                grad_sum.clone()
+                outputs.into()
             }
         };
         let biased = [node_hidden, node_bias].map(|n| n.map(|n| n.id));

@@ -284,7 +284,7 @@ fn forward(
 }
 
 /// The input's gradient, and `grad * x̂` (whose column sums are gamma's gradient).
-fn backward(
+pub(super) fn backward(
     x: CubeTensor,
     gamma: CubeTensor,
     mean: CubeTensor,
