@@ -17,6 +17,8 @@ mod checkpoint;
 mod config;
 #[cfg(any(feature = "cuda", feature = "wgpu"))]
 mod cube;
+#[cfg(all(feature = "cuda", feature = "wgpu"))]
+pub use cube::cuda_source;
 mod device;
 mod dropout;
 mod layer_norm;

@@ -30,7 +30,7 @@ mod kernel {
     /// For one row per cube: `sum = dropout(hidden + bias) + residual`, kept for the
     /// backward pass, and its LayerNorm into `output`. Without `dropout` nothing is dropped
     /// (`seed`, `threshold` and `scale` are not read).
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     #[allow(clippy::too_many_arguments)]
     pub fn add_norm_forward<F: Float>(
         hidden: &Tensor<F>,
@@ -72,7 +72,7 @@ mod kernel {
     /// For one row per cube: the LayerNorm's backward pass on `sum`, giving the residual's
     /// gradient `grad_sum` and `grad * x̂`; and `grad_hidden`, `grad_sum` through the dropout
     /// mask (also the bias's gradient, summed over the rows).
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     #[allow(clippy::too_many_arguments)]
     pub fn add_norm_backward<F: Float>(
         sum: &Tensor<F>,
@@ -421,5 +421,58 @@ mod tests {
         let dropped = fused[1].iter().filter(|&&g| g == 0.0).count() as f64;
         let fraction = dropped / (ROWS * WIDTH) as f64;
         assert!((0.07..0.13).contains(&fraction), "dropped {fraction}");
+    }
+
+    /// The kernels' CUDA C++ compiles for an H100 in every float type, with and without dropout
+    /// (`crate::cuda_source`).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn compiles_for_cuda() {
+        use crate::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
+        let e = Expansion::new().expect("a wgpu device");
+        let (count, dim) = e.cubes();
+        for dtype in FLOAT_TYPES {
+            for dropout in [false, true] {
+                assert_compiles(super::kernel::add_norm_forward::create_dummy_kernel(
+                    e.device_properties.clone(),
+                    e.target_properties.clone(),
+                    count.clone(),
+                    dim,
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    1 << 31,
+                    2.0,
+                    1e-12,
+                    dropout,
+                    storage(dtype),
+                ));
+            }
+            assert_compiles(super::kernel::add_norm_backward::create_dummy_kernel(
+                e.device_properties.clone(),
+                e.target_properties.clone(),
+                count.clone(),
+                dim,
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                1 << 31,
+                2.0,
+                storage(dtype),
+            ));
+        }
     }
 }

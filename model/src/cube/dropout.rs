@@ -42,7 +42,7 @@ pub(super) mod kernel {
     /// `output = input * scale` where the mask keeps the element, else 0; one unit per
     /// element. The same kernel applies the mask to the activations forward and to their
     /// gradient backward.
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     pub fn dropout_mask<F: Float>(
         input: &Tensor<F>,
         seed: &Tensor<f32>,
@@ -144,5 +144,31 @@ impl Backward<Cube, 1> for DropoutBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         unary::<Cube, _>(ops.parents, ops.node, grads, |grad| ops.state.apply(grad));
+    }
+}
+
+#[cfg(all(test, feature = "cuda", feature = "wgpu"))]
+mod tests {
+    /// The kernel's CUDA C++ compiles for an H100 in every float type
+    /// (`crate::cuda_source`).
+    #[test]
+    fn compiles_for_cuda() {
+        use crate::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
+        let e = Expansion::new().expect("a wgpu device");
+        let (count, dim) = e.cubes();
+        for dtype in FLOAT_TYPES {
+            assert_compiles(super::kernel::dropout_mask::create_dummy_kernel(
+                e.device_properties.clone(),
+                e.target_properties.clone(),
+                count.clone(),
+                dim,
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                1 << 31,
+                2.0,
+                storage(dtype),
+            ));
+        }
     }
 }

@@ -36,7 +36,7 @@ mod kernel {
     }
 
     /// One unit per element.
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     pub fn gelu_forward<F: Float>(
         x: &Tensor<F>,
         bias: &Tensor<F>,
@@ -52,7 +52,7 @@ mod kernel {
     }
 
     /// `grad_x = grad · (Φ(v) + v · φ(v))` with `v = x + bias`, one unit per element.
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     pub fn gelu_backward<F: Float>(
         x: &Tensor<F>,
         bias: &Tensor<F>,
@@ -213,6 +213,39 @@ mod tests {
                 (actual as f64 - expected).abs() <= 1e-5 * expected.abs().max(1.0),
                 "bias gradient [{column}]: {actual} vs {expected}"
             );
+        }
+    }
+
+    /// The kernels' CUDA C++ compiles for an H100 in every float type
+    /// (`crate::cuda_source`).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn compiles_for_cuda() {
+        use crate::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
+        let e = Expansion::new().expect("a wgpu device");
+        let (count, dim) = e.cubes();
+        for dtype in FLOAT_TYPES {
+            assert_compiles(super::kernel::gelu_forward::create_dummy_kernel(
+                e.device_properties.clone(),
+                e.target_properties.clone(),
+                count.clone(),
+                dim,
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                storage(dtype),
+            ));
+            assert_compiles(super::kernel::gelu_backward::create_dummy_kernel(
+                e.device_properties.clone(),
+                e.target_properties.clone(),
+                count.clone(),
+                dim,
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                storage(dtype),
+            ));
         }
     }
 }

@@ -26,7 +26,7 @@ mod kernel {
 
     /// `output[b, h, s, d] = input[b, s, h, d] (+ bias[h, d])`, one unit per element; the
     /// input is read through its strides.
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     pub fn split_heads_kernel<F: Float>(
         input: &Tensor<F>,
         bias: &Tensor<F>,
@@ -57,7 +57,7 @@ mod kernel {
 
     /// `output[b, s, h, d] = input[b, h, s, d]`, one unit per element; the input is read
     /// through its strides (the key's gradient comes transposed).
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     pub fn merge_heads_kernel<F: Float>(
         input: &Tensor<F>,
         output: &mut Tensor<F>,
@@ -287,6 +287,46 @@ mod tests {
                     "{what}[{i}]: {a} vs {e}"
                 );
             }
+        }
+    }
+
+    /// The kernels' CUDA C++ compiles for an H100 in every float type, splitting with and without a bias
+    /// (`crate::cuda_source`).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn compiles_for_cuda() {
+        use crate::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
+        let e = Expansion::new().expect("a wgpu device");
+        let (count, dim) = e.cubes();
+        for dtype in FLOAT_TYPES {
+            for with_bias in [false, true] {
+                assert_compiles(super::kernel::split_heads_kernel::create_dummy_kernel(
+                    e.device_properties.clone(),
+                    e.target_properties.clone(),
+                    count.clone(),
+                    dim,
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    16,
+                    12,
+                    64,
+                    with_bias,
+                    storage(dtype),
+                ));
+            }
+            assert_compiles(super::kernel::merge_heads_kernel::create_dummy_kernel(
+                e.device_properties.clone(),
+                e.target_properties.clone(),
+                count.clone(),
+                dim,
+                e.tensor(),
+                e.tensor(),
+                16,
+                12,
+                64,
+                storage(dtype),
+            ));
         }
     }
 }

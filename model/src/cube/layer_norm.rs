@@ -118,7 +118,7 @@ pub(super) mod kernel {
     }
 
     /// [`normalize_row`] for one row per cube.
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     pub fn layer_norm_forward<F: Float>(
         x: &Tensor<F>,
         gamma: &Tensor<F>,
@@ -137,7 +137,7 @@ pub(super) mod kernel {
     }
 
     /// [`normalize_row_backward`] for one row per cube.
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     pub fn layer_norm_backward<F: Float>(
         x: &Tensor<F>,
         gamma: &Tensor<F>,
@@ -310,4 +310,46 @@ pub(super) fn backward(
         dtype,
     );
     (grad_x, grad_times_normalized)
+}
+
+#[cfg(all(test, feature = "cuda", feature = "wgpu"))]
+mod tests {
+    /// The kernels' CUDA C++ compiles for an H100 in every float type
+    /// (`crate::cuda_source`).
+    #[test]
+    fn compiles_for_cuda() {
+        use crate::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
+        let e = Expansion::new().expect("a wgpu device");
+        let (count, dim) = e.cubes();
+        for dtype in FLOAT_TYPES {
+            assert_compiles(super::kernel::layer_norm_forward::create_dummy_kernel(
+                e.device_properties.clone(),
+                e.target_properties.clone(),
+                count.clone(),
+                dim,
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                1e-12,
+                storage(dtype),
+            ));
+            assert_compiles(super::kernel::layer_norm_backward::create_dummy_kernel(
+                e.device_properties.clone(),
+                e.target_properties.clone(),
+                count.clone(),
+                dim,
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                storage(dtype),
+            ));
+        }
+    }
 }

@@ -14,6 +14,8 @@
 //! unit per element. Arithmetic is f32 whatever the tensors' float type.
 
 pub mod add_norm;
+#[cfg(all(feature = "cuda", feature = "wgpu"))]
+pub mod cuda_source;
 pub mod dropout;
 pub mod gelu;
 pub mod heads;

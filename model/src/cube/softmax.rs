@@ -32,7 +32,7 @@ mod kernel {
 
     /// The row's probabilities, one row of keys per cube. `padded` is `[batch, keys]`, 1 at
     /// padded keys, and `rows_per_batch` rows (heads × queries) share a batch's row of it.
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     pub fn masked_softmax_forward<F: Float>(
         scores: &Tensor<F>,
         padded: &Tensor<F>,
@@ -82,7 +82,7 @@ mod kernel {
 
     /// The scores' gradient from the probabilities `y` and theirs, `g`:
     /// `y * (g - sum(g * y)) / divisor`, and 0 at padded keys (whose scores were replaced).
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     pub fn masked_softmax_backward<F: Float>(
         output: &Tensor<F>,
         grad: &Tensor<F>,
@@ -296,6 +296,43 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The kernels' CUDA C++ compiles for an H100 in every float type
+    /// (`crate::cuda_source`).
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn compiles_for_cuda() {
+        use crate::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
+        let e = Expansion::new().expect("a wgpu device");
+        let (count, dim) = e.cubes();
+        for dtype in FLOAT_TYPES {
+            assert_compiles(super::kernel::masked_softmax_forward::create_dummy_kernel(
+                e.device_properties.clone(),
+                e.target_properties.clone(),
+                count.clone(),
+                dim,
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                12,
+                8.0,
+                storage(dtype),
+            ));
+            assert_compiles(super::kernel::masked_softmax_backward::create_dummy_kernel(
+                e.device_properties.clone(),
+                e.target_properties.clone(),
+                count.clone(),
+                dim,
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                12,
+                8.0,
+                storage(dtype),
+            ));
         }
     }
 }

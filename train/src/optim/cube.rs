@@ -35,7 +35,7 @@ mod kernel {
     /// One unit per element, updating the parameter and both moments in place; the
     /// arithmetic in f32 whatever the tensors' float type, and in the order of
     /// `burn::optim::AdamW`.
-    #[cube(launch)]
+    #[cube(launch, create_dummy_kernel)]
     pub fn adamw_kernel<F: Float>(
         param: &mut Tensor<F>,
         grad: &Tensor<F>,
@@ -111,4 +111,31 @@ pub fn adamw_step<const D: usize>(
     );
     let tensor = |primitive: CubeTensor| Tensor::<D>::from_primitive::<Cube>(primitive);
     (tensor(param), tensor(moment_1), tensor(moment_2))
+}
+
+#[cfg(all(test, feature = "cuda", feature = "wgpu"))]
+mod tests {
+    use super::kernel::{StepLaunch, adamw_kernel};
+    use burnbert_model::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
+
+    /// The kernel's CUDA C++ compiles for an H100 in every float type.
+    #[test]
+    fn compiles_for_cuda() {
+        let e = Expansion::new().expect("a wgpu device");
+        let (count, dim) = e.cubes();
+        for dtype in FLOAT_TYPES {
+            assert_compiles(adamw_kernel::create_dummy_kernel(
+                e.device_properties.clone(),
+                e.target_properties.clone(),
+                count.clone(),
+                dim,
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                e.tensor(),
+                StepLaunch::new(0.9, 0.999, 1e-8, 0.1, 0.001, 1.0, 1e-3),
+                storage(dtype),
+            ));
+        }
+    }
 }
