@@ -428,16 +428,14 @@ mod tests {
     #[cfg(feature = "cuda")]
     #[test]
     fn compiles_for_cuda() {
-        use crate::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
-        let e = Expansion::new().expect("a wgpu device");
-        let (count, dim) = e.cubes();
-        for dtype in FLOAT_TYPES {
+        use crate::cuda_source::{assert_compiles, for_each_float_type};
+        for_each_float_type(|e, dtype| {
             for dropout in [false, true] {
                 assert_compiles(super::kernel::add_norm_forward::create_dummy_kernel(
                     e.device_properties.clone(),
                     e.target_properties.clone(),
-                    count.clone(),
-                    dim,
+                    e.count(),
+                    e.dim(),
                     e.tensor(),
                     e.tensor(),
                     e.tensor(),
@@ -452,14 +450,14 @@ mod tests {
                     2.0,
                     1e-12,
                     dropout,
-                    storage(dtype),
+                    dtype,
                 ));
             }
             assert_compiles(super::kernel::add_norm_backward::create_dummy_kernel(
                 e.device_properties.clone(),
                 e.target_properties.clone(),
-                count.clone(),
-                dim,
+                e.count(),
+                e.dim(),
                 e.tensor(),
                 e.tensor(),
                 e.tensor(),
@@ -471,8 +469,8 @@ mod tests {
                 e.tensor(),
                 1 << 31,
                 2.0,
-                storage(dtype),
+                dtype,
             ));
-        }
+        });
     }
 }

@@ -21,7 +21,7 @@ use cubecl_cuda::{CudaCompilationOptions, CudaCompiler, CudaRuntime};
 use cubecl_runtime::{compiler::Compiler, runtime::Runtime};
 
 /// The float types burnbert's kernels are launched with.
-pub const FLOAT_TYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
+const FLOAT_TYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
 /// The directory holding NVRTC's `lib` and the CUDA headers' `include`.
 const TOOLKIT_VARIABLE: &str = "BURNBERT_CUDA_TOOLKIT";
@@ -35,21 +35,26 @@ pub struct Expansion {
 }
 
 impl Expansion {
-    /// On the wgpu device, or `None` where there is none.
-    pub fn new() -> Option<Self> {
-        let device = crate::parse_device("wgpu").ok()?;
+    /// On the wgpu device (lavapipe in the tests).
+    fn new() -> Self {
+        let device =
+            crate::parse_device("wgpu").expect("burnbert's GPU kernels are tested on wgpu");
         let client = super::plain(Tensor::<1>::zeros([1], &device)).client;
-        Some(Self {
+        Self {
             device_properties: client.properties_shared(),
             target_properties: Arc::new(<CudaRuntime as Runtime>::target_properties()),
             device,
-        })
+        }
     }
 
-    /// One cube of [`super::UNITS`] units: the launch's shape, which only sets the kernel's
-    /// launch bounds.
-    pub fn cubes(&self) -> (CubeCount, CubeDim) {
-        (CubeCount::Static(1, 1, 1), CubeDim::new_1d(super::UNITS))
+    /// The launch's cube count: one cube.
+    pub fn count(&self) -> CubeCount {
+        CubeCount::Static(1, 1, 1)
+    }
+
+    /// The launch's cube: [`super::UNITS`] units, which sets the kernel's launch bounds.
+    pub fn dim(&self) -> CubeDim {
+        CubeDim::new_1d(super::UNITS)
     }
 
     /// A tensor argument: a small f32 buffer. A kernel's float type is its `dtype` argument, not
@@ -59,9 +64,16 @@ impl Expansion {
     }
 }
 
-/// The storage type a launch passes for `dtype`.
-pub fn storage(dtype: DType) -> ElemType {
-    burn::backend::cubecl::dtype_to_storage_type(dtype)
+/// Runs `check` with an [`Expansion`] on the wgpu device and each float type's storage type
+/// (the `dtype` argument of a launch).
+pub fn for_each_float_type(check: impl Fn(&Expansion, ElemType)) {
+    let expansion = Expansion::new();
+    for dtype in FLOAT_TYPES {
+        check(
+            &expansion,
+            burn::backend::cubecl::dtype_to_storage_type(dtype),
+        );
+    }
 }
 
 /// Compiles `kernel` to CUDA C++ as cubecl-cuda does for an H100 (compute capability 9.0), and

@@ -153,22 +153,20 @@ mod tests {
     /// (`crate::cuda_source`).
     #[test]
     fn compiles_for_cuda() {
-        use crate::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
-        let e = Expansion::new().expect("a wgpu device");
-        let (count, dim) = e.cubes();
-        for dtype in FLOAT_TYPES {
+        use crate::cuda_source::{assert_compiles, for_each_float_type};
+        for_each_float_type(|e, dtype| {
             assert_compiles(super::kernel::dropout_mask::create_dummy_kernel(
                 e.device_properties.clone(),
                 e.target_properties.clone(),
-                count.clone(),
-                dim,
+                e.count(),
+                e.dim(),
                 e.tensor(),
                 e.tensor(),
                 e.tensor(),
                 1 << 31,
                 2.0,
-                storage(dtype),
+                dtype,
             ));
-        }
+        });
     }
 }

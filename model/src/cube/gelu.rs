@@ -221,31 +221,29 @@ mod tests {
     #[cfg(feature = "cuda")]
     #[test]
     fn compiles_for_cuda() {
-        use crate::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
-        let e = Expansion::new().expect("a wgpu device");
-        let (count, dim) = e.cubes();
-        for dtype in FLOAT_TYPES {
+        use crate::cuda_source::{assert_compiles, for_each_float_type};
+        for_each_float_type(|e, dtype| {
             assert_compiles(super::kernel::gelu_forward::create_dummy_kernel(
                 e.device_properties.clone(),
                 e.target_properties.clone(),
-                count.clone(),
-                dim,
+                e.count(),
+                e.dim(),
                 e.tensor(),
                 e.tensor(),
                 e.tensor(),
-                storage(dtype),
+                dtype,
             ));
             assert_compiles(super::kernel::gelu_backward::create_dummy_kernel(
                 e.device_properties.clone(),
                 e.target_properties.clone(),
-                count.clone(),
-                dim,
+                e.count(),
+                e.dim(),
                 e.tensor(),
                 e.tensor(),
                 e.tensor(),
                 e.tensor(),
-                storage(dtype),
+                dtype,
             ));
-        }
+        });
     }
 }

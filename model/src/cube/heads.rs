@@ -290,21 +290,19 @@ mod tests {
         }
     }
 
-    /// The kernels' CUDA C++ compiles for an H100 in every float type, splitting with and without a bias
-    /// (`crate::cuda_source`).
+    /// The kernels' CUDA C++ compiles for an H100 in every float type, splitting with and
+    /// without a bias (`crate::cuda_source`).
     #[cfg(feature = "cuda")]
     #[test]
     fn compiles_for_cuda() {
-        use crate::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
-        let e = Expansion::new().expect("a wgpu device");
-        let (count, dim) = e.cubes();
-        for dtype in FLOAT_TYPES {
+        use crate::cuda_source::{assert_compiles, for_each_float_type};
+        for_each_float_type(|e, dtype| {
             for with_bias in [false, true] {
                 assert_compiles(super::kernel::split_heads_kernel::create_dummy_kernel(
                     e.device_properties.clone(),
                     e.target_properties.clone(),
-                    count.clone(),
-                    dim,
+                    e.count(),
+                    e.dim(),
                     e.tensor(),
                     e.tensor(),
                     e.tensor(),
@@ -312,21 +310,21 @@ mod tests {
                     12,
                     64,
                     with_bias,
-                    storage(dtype),
+                    dtype,
                 ));
             }
             assert_compiles(super::kernel::merge_heads_kernel::create_dummy_kernel(
                 e.device_properties.clone(),
                 e.target_properties.clone(),
-                count.clone(),
-                dim,
+                e.count(),
+                e.dim(),
                 e.tensor(),
                 e.tensor(),
                 16,
                 12,
                 64,
-                storage(dtype),
+                dtype,
             ));
-        }
+        });
     }
 }

@@ -318,15 +318,13 @@ mod tests {
     /// (`crate::cuda_source`).
     #[test]
     fn compiles_for_cuda() {
-        use crate::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
-        let e = Expansion::new().expect("a wgpu device");
-        let (count, dim) = e.cubes();
-        for dtype in FLOAT_TYPES {
+        use crate::cuda_source::{assert_compiles, for_each_float_type};
+        for_each_float_type(|e, dtype| {
             assert_compiles(super::kernel::layer_norm_forward::create_dummy_kernel(
                 e.device_properties.clone(),
                 e.target_properties.clone(),
-                count.clone(),
-                dim,
+                e.count(),
+                e.dim(),
                 e.tensor(),
                 e.tensor(),
                 e.tensor(),
@@ -334,13 +332,13 @@ mod tests {
                 e.tensor(),
                 e.tensor(),
                 1e-12,
-                storage(dtype),
+                dtype,
             ));
             assert_compiles(super::kernel::layer_norm_backward::create_dummy_kernel(
                 e.device_properties.clone(),
                 e.target_properties.clone(),
-                count.clone(),
-                dim,
+                e.count(),
+                e.dim(),
                 e.tensor(),
                 e.tensor(),
                 e.tensor(),
@@ -348,8 +346,8 @@ mod tests {
                 e.tensor(),
                 e.tensor(),
                 e.tensor(),
-                storage(dtype),
+                dtype,
             ));
-        }
+        });
     }
 }

@@ -116,26 +116,24 @@ pub fn adamw_step<const D: usize>(
 #[cfg(all(test, feature = "cuda", feature = "wgpu"))]
 mod tests {
     use super::kernel::{StepLaunch, adamw_kernel};
-    use burnbert_model::cuda_source::{Expansion, FLOAT_TYPES, assert_compiles, storage};
+    use burnbert_model::cuda_source::{assert_compiles, for_each_float_type};
 
     /// The kernel's CUDA C++ compiles for an H100 in every float type.
     #[test]
     fn compiles_for_cuda() {
-        let e = Expansion::new().expect("a wgpu device");
-        let (count, dim) = e.cubes();
-        for dtype in FLOAT_TYPES {
+        for_each_float_type(|e, dtype| {
             assert_compiles(adamw_kernel::create_dummy_kernel(
                 e.device_properties.clone(),
                 e.target_properties.clone(),
-                count.clone(),
-                dim,
+                e.count(),
+                e.dim(),
                 e.tensor(),
                 e.tensor(),
                 e.tensor(),
                 e.tensor(),
                 StepLaunch::new(0.9, 0.999, 1e-8, 0.1, 0.001, 1.0, 1e-3),
-                storage(dtype),
+                dtype,
             ));
-        }
+        });
     }
 }
