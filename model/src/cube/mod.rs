@@ -28,7 +28,7 @@ use burn::backend::autodiff::{
 };
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::Shape;
-use burn::tensor::{GradientCheckpointingStrategy, Tensor};
+use burn::tensor::{Bool, GradientCheckpointingStrategy, Tensor};
 use burn_cubecl::cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 use burn_cubecl::tensor::CubeTensor;
 
@@ -55,6 +55,16 @@ fn plain<const D: usize>(tensor: Tensor<D>) -> CubeTensor {
     tensor
         .try_into_primitive::<Cube>()
         .expect("a CubeCL tensor (checked by `applies`)")
+}
+
+/// The CubeCL tensor under a bool tensor, on a device with or without autodiff (which keeps
+/// bool tensors as they are).
+fn plain_bool<const D: usize>(tensor: Tensor<D, Bool>) -> CubeTensor {
+    match tensor.device().is_autodiff() {
+        true => tensor.try_into_primitive::<Tracked>(),
+        false => tensor.try_into_primitive::<Cube>(),
+    }
+    .expect("a CubeCL bool tensor (checked by `applies`)")
 }
 
 /// The autodiff tensor under a tensor on an autodiff device.

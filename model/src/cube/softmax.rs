@@ -11,11 +11,12 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind, unary},
 };
-use burn::tensor::{Bool, FloatDType, Tensor};
+use burn::tensor::{Bool, Tensor};
+use burn_cubecl::cubecl::prelude::ElemType;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{Tracked, empty_like, plain, row_launch, tracked};
+use super::{Tracked, empty_like, plain, plain_bool, row_launch, tracked};
 use kernel::{masked_softmax_backward, masked_softmax_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -30,16 +31,23 @@ mod kernel {
     /// value, so that a row of padding alone still sums to 1.
     const PADDED: f32 = -3.4028235e38;
 
-    /// The row's probabilities, one row of keys per cube. `padded` is `[batch, keys]`, 1 at
-    /// padded keys, and `rows_per_batch` rows (heads × queries) share a batch's row of it.
+    /// Whether key `index` of `padded`, Burn's storage of a bool tensor, is padding: any
+    /// value with its lowest bit set is true (as Burn's own `bool_cast` reads it).
+    #[cube]
+    fn is_padded<B: Int>(padded: &Tensor<B>, index: usize) -> bool {
+        (padded[index] & B::new(1)) == B::new(1)
+    }
+
+    /// The row's probabilities, one row of keys per cube. `padded` is `[batch, keys]`, true
+    /// at padded keys, and `rows_per_batch` rows (heads × queries) share a batch's row of it.
     #[cube(launch, create_dummy_kernel)]
-    pub fn masked_softmax_forward<F: Float>(
+    pub fn masked_softmax_forward<F: Float, B: Int>(
         scores: &Tensor<F>,
-        padded: &Tensor<F>,
+        padded: &Tensor<B>,
         output: &mut Tensor<F>,
         rows_per_batch: u32,
         divisor: f32,
-        #[define(F)] _dtype: ElemType,
+        #[define(F, B)] _dtypes: [ElemType; 2],
     ) {
         let row = CUBE_POS;
         let width = padded.shape(1);
@@ -54,7 +62,7 @@ mod kernel {
         let mut i = UNIT_POS as usize;
         while i < width {
             let score = f32::cast_from(scores[start + i]) / divisor;
-            let padded_key = f32::cast_from(padded[mask_start + i]) > 0.5;
+            let padded_key = is_padded(padded, mask_start + i);
             row_max = max(row_max, select(padded_key, PADDED, score));
             i += CUBE_DIM as usize;
         }
@@ -64,7 +72,7 @@ mod kernel {
         i = UNIT_POS as usize;
         while i < width {
             let score = f32::cast_from(scores[start + i]) / divisor;
-            let padded_key = f32::cast_from(padded[mask_start + i]) > 0.5;
+            let padded_key = is_padded(padded, mask_start + i);
             sum += (select(padded_key, PADDED, score) - row_max).exp();
             i += CUBE_DIM as usize;
         }
@@ -73,7 +81,7 @@ mod kernel {
         i = UNIT_POS as usize;
         while i < width {
             let score = f32::cast_from(scores[start + i]) / divisor;
-            let padded_key = f32::cast_from(padded[mask_start + i]) > 0.5;
+            let padded_key = is_padded(padded, mask_start + i);
             let probability = (select(padded_key, PADDED, score) - row_max).exp() / sum;
             output[start + i] = F::cast_from(probability);
             i += CUBE_DIM as usize;
@@ -83,14 +91,14 @@ mod kernel {
     /// The scores' gradient from the probabilities `y` and theirs, `g`:
     /// `y * (g - sum(g * y)) / divisor`, and 0 at padded keys (whose scores were replaced).
     #[cube(launch, create_dummy_kernel)]
-    pub fn masked_softmax_backward<F: Float>(
+    pub fn masked_softmax_backward<F: Float, B: Int>(
         output: &Tensor<F>,
         grad: &Tensor<F>,
-        padded: &Tensor<F>,
+        padded: &Tensor<B>,
         grad_scores: &mut Tensor<F>,
         rows_per_batch: u32,
         divisor: f32,
-        #[define(F)] _dtype: ElemType,
+        #[define(F, B)] _dtypes: [ElemType; 2],
     ) {
         let row = CUBE_POS;
         let width = padded.shape(1);
@@ -113,7 +121,7 @@ mod kernel {
         while i < width {
             let y = f32::cast_from(output[start + i]);
             let gradient = y * (f32::cast_from(grad[start + i]) - dot) / divisor;
-            let padded_key = f32::cast_from(padded[mask_start + i]) > 0.5;
+            let padded_key = is_padded(padded, mask_start + i);
             grad_scores[start + i] = F::cast_from(select(padded_key, 0.0, gradient));
             i += CUBE_DIM as usize;
         }
@@ -127,15 +135,14 @@ mod kernel {
 pub fn masked_softmax(scores: Tensor<4>, padding: Tensor<4, Bool>, divisor: f64) -> Tensor<4> {
     let [batch, heads, queries, keys] = scores.dims();
     let rows_per_batch = (heads * queries) as u32;
-    // 1.0 at padded keys, in the scores' float type: one launch, for all heads and queries.
-    let dtype = FloatDType::from(scores.dtype());
-    let padded = padding.reshape([batch, keys]).float().cast(dtype);
+    // The kernels read the bool tensor as Burn stores it: no cast to floats per layer.
+    let padded = plain_bool(padding.reshape([batch, keys]));
     let divisor = divisor as f32;
     if !scores.device().is_autodiff() {
-        let output = forward(plain(scores), plain(padded), rows_per_batch, divisor);
+        let output = forward(plain(scores), padded, rows_per_batch, divisor);
         return Tensor::from_primitive::<Cube>(output);
     }
-    let (scores, padded) = (tracked(scores), tracked(padded).into_primitive());
+    let scores = tracked(scores);
     let output = match MaskedSoftmaxBackward
         .prepare::<NoCheckpointing>([scores.node()])
         .compute_bound()
@@ -180,7 +187,7 @@ impl Backward<Cube, 1> for MaskedSoftmaxBackward {
             let width = padded.meta.shape()[1];
             let rows = output.meta.num_elements() / width;
             let (cube_dim, cube_count) = row_launch(&output, rows, width);
-            let dtype = burn::backend::cubecl::dtype_to_storage_type(output.dtype);
+            let dtypes = storage_types(&output, &padded);
             masked_softmax_backward::launch(
                 &output.client.clone(),
                 cube_count,
@@ -191,7 +198,7 @@ impl Backward<Cube, 1> for MaskedSoftmaxBackward {
                 grad_scores.clone().into_tensor_arg(),
                 rows_per_batch,
                 divisor,
-                dtype,
+                dtypes,
             );
             grad_scores
         });
@@ -210,7 +217,7 @@ fn forward(
     let rows = scores.meta.num_elements() / width;
     let output = empty_like(&scores);
     let (cube_dim, cube_count) = row_launch(&scores, rows, width);
-    let dtype = burn::backend::cubecl::dtype_to_storage_type(scores.dtype);
+    let dtypes = storage_types(&scores, &padded);
     masked_softmax_forward::launch(
         &scores.client.clone(),
         cube_count,
@@ -220,9 +227,14 @@ fn forward(
         output.clone().into_tensor_arg(),
         rows_per_batch,
         divisor,
-        dtype,
+        dtypes,
     );
     output
+}
+
+/// The kernels' `dtypes`: the scores' float type and the padding's bool storage.
+fn storage_types(scores: &CubeTensor, padded: &CubeTensor) -> [ElemType; 2] {
+    [scores.dtype, padded.dtype].map(burn::backend::cubecl::dtype_to_storage_type)
 }
 
 #[cfg(all(test, feature = "wgpu"))]
@@ -299,38 +311,45 @@ mod tests {
         }
     }
 
-    /// The kernels' CUDA C++ compiles for an H100 in every float type
-    /// (`crate::cuda_source`).
+    /// The kernels' CUDA C++ compiles for an H100 in every float type, with the padding
+    /// stored as u8 or u32 (`crate::cuda_source`).
     #[cfg(feature = "cuda")]
     #[test]
     fn compiles_for_cuda() {
         use crate::cuda_source::{assert_compiles, for_each_float_type};
+        use burn::tensor::{BoolStore, DType};
         for_each_float_type(|e, dtype| {
-            assert_compiles(super::kernel::masked_softmax_forward::create_dummy_kernel(
-                e.device_properties.clone(),
-                e.target_properties.clone(),
-                e.count(),
-                e.dim(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                12,
-                8.0,
-                dtype,
-            ));
-            assert_compiles(super::kernel::masked_softmax_backward::create_dummy_kernel(
-                e.device_properties.clone(),
-                e.target_properties.clone(),
-                e.count(),
-                e.dim(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                12,
-                8.0,
-                dtype,
-            ));
+            for store in [BoolStore::U8, BoolStore::U32] {
+                let dtypes = [
+                    dtype,
+                    burn::backend::cubecl::dtype_to_storage_type(DType::Bool(store)),
+                ];
+                assert_compiles(super::kernel::masked_softmax_forward::create_dummy_kernel(
+                    e.device_properties.clone(),
+                    e.target_properties.clone(),
+                    e.count(),
+                    e.dim(),
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    12,
+                    8.0,
+                    dtypes,
+                ));
+                assert_compiles(super::kernel::masked_softmax_backward::create_dummy_kernel(
+                    e.device_properties.clone(),
+                    e.target_properties.clone(),
+                    e.count(),
+                    e.dim(),
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    e.tensor(),
+                    12,
+                    8.0,
+                    dtypes,
+                ));
+            }
         });
     }
 }
