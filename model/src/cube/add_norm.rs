@@ -1,6 +1,6 @@
 //! "Add & Norm" after the attention and after the feed-forward network,
 //! `LayerNorm(dropout(hidden + bias) + residual)`, as one kernel forward and one backward
-//! (plus the column sums of the bias, gamma and beta gradients), with its own autodiff node.
+//! (plus one reduction for the bias, gamma and beta gradients), with its own autodiff node.
 //!
 //! Apart, the bias, the dropout, the residual sum and the LayerNorm are four kernels forward
 //! and each a pass over the activations; the backward pass adds the dropout's. The dropout
@@ -12,13 +12,18 @@ use burn::backend::autodiff::{
     grads::Gradients,
     ops::{Backward, Ops, OpsKind},
 };
-use burn::tensor::Tensor;
+use burn::backend::ops::FloatTensorOps;
+use burn::tensor::{Shape, Tensor};
 use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::dropout::Mask;
 use super::layer_norm::{self, statistics};
-use super::{Tracked, column_sums, empty_like, plain, register_biased, row_launch, tracked};
+use super::{
+    Tracked, block, block_column_sums, column_sums, empty_like, plain, register_biased, row_launch,
+    tracked,
+};
 use kernel::{add_norm_backward, add_norm_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -70,8 +75,9 @@ mod kernel {
     }
 
     /// For one row per cube: the LayerNorm's backward pass on `sum`, giving the residual's
-    /// gradient `grad_sum` and `grad * x̂`; and `grad_hidden`, `grad_sum` through the dropout
-    /// mask (also the bias's gradient, summed over the rows).
+    /// gradient `grad_sum`; and `partials`, `[3, rows, width]`: `grad * x̂`, `grad`, and the
+    /// hidden input's gradient (`grad_sum` through the dropout mask), whose column sums are
+    /// the gradients of gamma, beta and the bias.
     #[cube(launch, create_dummy_kernel)]
     #[allow(clippy::too_many_arguments)]
     pub fn add_norm_backward<F: Float>(
@@ -82,8 +88,7 @@ mod kernel {
         grad: &Tensor<F>,
         seed: &Tensor<f32>,
         grad_sum: &mut Tensor<F>,
-        grad_times_normalized: &mut Tensor<F>,
-        grad_hidden: &mut Tensor<F>,
+        partials: &mut Tensor<F>,
         threshold: u32,
         scale: f32,
         #[define(F)] _dtype: ElemType,
@@ -92,24 +97,18 @@ mod kernel {
         if row >= mean.len() {
             terminate!();
         }
-        normalize_row_backward::<F>(
-            sum,
-            gamma,
-            mean,
-            rstd,
-            grad,
-            grad_sum,
-            grad_times_normalized,
-            row,
-        );
+        // `grad * x̂` goes to the first block, at the same index as in `sum`.
+        normalize_row_backward::<F>(sum, gamma, mean, rstd, grad, grad_sum, partials, row);
         // Each unit reads back the elements of `grad_sum` it wrote.
         let width = gamma.len();
-        let start = row * width;
+        let (start, block) = (row * width, mean.len() * width);
         let mut i = UNIT_POS as usize;
         while i < width {
             let index = start + i;
+            partials[block + index] = grad[index];
             let value = f32::cast_from(grad_sum[index]) * scale;
-            grad_hidden[index] = F::cast_from(select(kept(seed, index, threshold), value, 0.0));
+            partials[2 * block + index] =
+                F::cast_from(select(kept(seed, index, threshold), value, 0.0));
             i += CUBE_DIM as usize;
         }
     }
@@ -202,50 +201,63 @@ impl Backward<Cube, 5> for AddNormBackward {
         let grad = into_contiguous(grads.consume::<Cube>(&ops.node));
         let state = ops.state;
         let (sum, gamma) = (into_contiguous(state.sum), state.gamma);
-        let (grad_sum, grad_times_normalized, grad_hidden) = match state.mask {
+        let Some(mask) = state.mask else {
             // Nothing dropped: LayerNorm's backward pass, and the hidden input's gradient is
             // the residual's.
-            None => {
-                let (grad_sum, grad_times_normalized) =
-                    layer_norm::backward(sum, gamma, state.mean, state.rstd, grad.clone());
-                (grad_sum.clone(), grad_times_normalized, grad_sum)
+            let (grad_sum, grad_times_normalized) =
+                layer_norm::backward(sum, gamma, state.mean, state.rstd, grad.clone());
+            let biased = [node_hidden, node_bias].map(|n| n.map(|n| n.id));
+            register_biased(grads, biased, grad_sum.clone());
+            if let Some(node) = node_residual {
+                grads.register::<Cube>(node.id, grad_sum);
             }
-            Some(mask) => {
-                let rows = state.mean.meta.num_elements();
-                let (cube_dim, cube_count) = row_launch(&sum, rows, gamma.meta.num_elements());
-                let dtype = burn::backend::cubecl::dtype_to_storage_type(sum.dtype);
-                let outputs = [&sum, &sum, &sum].map(empty_like);
-                let [grad_sum, grad_times_normalized, grad_hidden] = outputs.clone();
-                add_norm_backward::launch(
-                    &sum.client.clone(),
-                    cube_count,
-                    cube_dim,
-                    sum.into_tensor_arg(),
-                    gamma.into_tensor_arg(),
-                    state.mean.into_tensor_arg(),
-                    state.rstd.into_tensor_arg(),
-                    grad.clone().into_tensor_arg(),
-                    mask.seed.into_tensor_arg(),
-                    grad_sum.into_tensor_arg(),
-                    grad_times_normalized.into_tensor_arg(),
-                    grad_hidden.into_tensor_arg(),
-                    mask.threshold,
-                    mask.scale,
-                    dtype,
-                );
-                outputs.into()
+            if let Some(node) = node_gamma {
+                grads.register::<Cube>(node.id, column_sums(grad_times_normalized));
             }
+            if let Some(node) = node_beta {
+                grads.register::<Cube>(node.id, column_sums(grad));
+            }
+            return;
         };
-        let biased = [node_hidden, node_bias].map(|n| n.map(|n| n.id));
-        register_biased(grads, biased, grad_hidden);
-        if let Some(node) = node_residual {
-            grads.register::<Cube>(node.id, grad_sum);
-        }
-        if let Some(node) = node_gamma {
-            grads.register::<Cube>(node.id, column_sums(grad_times_normalized));
-        }
-        if let Some(node) = node_beta {
-            grads.register::<Cube>(node.id, column_sums(grad));
+        let (rows, width) = (state.mean.meta.num_elements(), gamma.meta.num_elements());
+        let (cube_dim, cube_count) = row_launch(&sum, rows, width);
+        let dtype = burn::backend::cubecl::dtype_to_storage_type(sum.dtype);
+        let grad_sum = empty_like(&sum);
+        let partials = empty_device_dtype(
+            sum.client.clone(),
+            sum.device.clone(),
+            Shape::new([3, rows, width]),
+            sum.dtype,
+        );
+        let shape = sum.meta.shape().clone();
+        add_norm_backward::launch(
+            &sum.client.clone(),
+            cube_count,
+            cube_dim,
+            sum.into_tensor_arg(),
+            gamma.into_tensor_arg(),
+            state.mean.into_tensor_arg(),
+            state.rstd.into_tensor_arg(),
+            grad.into_tensor_arg(),
+            mask.seed.into_tensor_arg(),
+            grad_sum.clone().into_tensor_arg(),
+            partials.clone().into_tensor_arg(),
+            mask.threshold,
+            mask.scale,
+            dtype,
+        );
+        let [gamma_grad, beta_grad, bias_grad] = block_column_sums(partials.clone());
+        let grad_hidden = Cube::float_reshape(Cube::float_slice(partials, &block(2)), shape);
+        for (node, grad) in [
+            (node_hidden, grad_hidden),
+            (node_residual, grad_sum),
+            (node_gamma, gamma_grad),
+            (node_beta, beta_grad),
+            (node_bias, bias_grad),
+        ] {
+            if let Some(node) = node {
+                grads.register::<Cube>(node.id, grad);
+            }
         }
     }
 }
@@ -458,7 +470,6 @@ mod tests {
                 e.target_properties.clone(),
                 e.count(),
                 e.dim(),
-                e.tensor(),
                 e.tensor(),
                 e.tensor(),
                 e.tensor(),

@@ -27,8 +27,8 @@ use burn::backend::autodiff::{
     Autodiff, NodeId, checkpoint::strategy::NoCheckpointing, grads::Gradients,
 };
 use burn::backend::ops::FloatTensorOps;
-use burn::tensor::Shape;
 use burn::tensor::{Bool, GradientCheckpointingStrategy, Tensor};
+use burn::tensor::{Shape, Slice};
 use burn_cubecl::cubecl::{CubeCount, CubeDim, calculate_cube_count_elemwise};
 use burn_cubecl::tensor::CubeTensor;
 
@@ -94,6 +94,24 @@ fn column_sums(tensor: CubeTensor) -> CubeTensor {
     let rows = tensor.meta.num_elements() / width;
     let matrix = Cube::float_reshape(tensor, Shape::new([rows, width]));
     Cube::float_reshape(Cube::float_sum_dim(matrix, 0), Shape::new([width]))
+}
+
+/// The column sums of each block of `blocks`, `[N, rows, width]`, in one reduction: the
+/// gradients of N vectors added to every row, as `[width]` each.
+fn block_column_sums<const N: usize>(blocks: CubeTensor) -> [CubeTensor; N] {
+    let width = blocks.meta.shape()[2];
+    let sums = Cube::float_reshape(Cube::float_sum_dim(blocks, 1), Shape::new([N, width]));
+    std::array::from_fn(|k| {
+        Cube::float_reshape(
+            Cube::float_slice(sums.clone(), &block(k)),
+            Shape::new([width]),
+        )
+    })
+}
+
+/// The slice of block `k` along the first axis (a view where the offset is aligned).
+fn block(k: usize) -> [Slice; 1] {
+    [Slice::new(k as isize, Some(k as isize + 1), 1)]
 }
 
 /// Registers `grad`, the gradient of an input to which a bias was added along its rows, for
