@@ -21,8 +21,7 @@ use burn_cubecl::tensor::CubeTensor;
 use super::dropout::Mask;
 use super::layer_norm::{self, statistics};
 use super::{
-    Tracked, block, block_column_sums, column_sums, empty_like, plain, register_biased, row_launch,
-    tracked,
+    Tracked, block, block_column_sums, column_sums, empty_like, plain, row_launch, tracked,
 };
 use kernel::{add_norm_backward, add_norm_forward};
 
@@ -201,60 +200,53 @@ impl Backward<Cube, 5> for AddNormBackward {
         let grad = into_contiguous(grads.consume::<Cube>(&ops.node));
         let state = ops.state;
         let (sum, gamma) = (into_contiguous(state.sum), state.gamma);
-        let Some(mask) = state.mask else {
+        // The gradients of hidden, residual, gamma, beta and the bias.
+        let gradients: [CubeTensor; 5] = match state.mask {
             // Nothing dropped: LayerNorm's backward pass, and the hidden input's gradient is
             // the residual's.
-            let (grad_sum, grad_times_normalized) =
-                layer_norm::backward(sum, gamma, state.mean, state.rstd, grad.clone());
-            let biased = [node_hidden, node_bias].map(|n| n.map(|n| n.id));
-            register_biased(grads, biased, grad_sum.clone());
-            if let Some(node) = node_residual {
-                grads.register::<Cube>(node.id, grad_sum);
+            None => {
+                let (grad_sum, grad_times_normalized) =
+                    layer_norm::backward(sum, gamma, state.mean, state.rstd, grad.clone());
+                let [gamma_grad, beta_grad, bias_grad] =
+                    [grad_times_normalized, grad, grad_sum.clone()].map(column_sums);
+                [grad_sum.clone(), grad_sum, gamma_grad, beta_grad, bias_grad]
             }
-            if let Some(node) = node_gamma {
-                grads.register::<Cube>(node.id, column_sums(grad_times_normalized));
+            Some(mask) => {
+                let (rows, width) = (state.mean.meta.num_elements(), gamma.meta.num_elements());
+                let (cube_dim, cube_count) = row_launch(&sum, rows, width);
+                let dtype = burn::backend::cubecl::dtype_to_storage_type(sum.dtype);
+                let grad_sum = empty_like(&sum);
+                let partials = empty_device_dtype(
+                    sum.client.clone(),
+                    sum.device.clone(),
+                    Shape::new([3, rows, width]),
+                    sum.dtype,
+                );
+                let shape = sum.meta.shape().clone();
+                add_norm_backward::launch(
+                    &sum.client.clone(),
+                    cube_count,
+                    cube_dim,
+                    sum.into_tensor_arg(),
+                    gamma.into_tensor_arg(),
+                    state.mean.into_tensor_arg(),
+                    state.rstd.into_tensor_arg(),
+                    grad.into_tensor_arg(),
+                    mask.seed.into_tensor_arg(),
+                    grad_sum.clone().into_tensor_arg(),
+                    partials.clone().into_tensor_arg(),
+                    mask.threshold,
+                    mask.scale,
+                    dtype,
+                );
+                let [gamma_grad, beta_grad, bias_grad] = block_column_sums(partials.clone());
+                let grad_hidden =
+                    Cube::float_reshape(Cube::float_slice(partials, &block(2)), shape);
+                [grad_hidden, grad_sum, gamma_grad, beta_grad, bias_grad]
             }
-            if let Some(node) = node_beta {
-                grads.register::<Cube>(node.id, column_sums(grad));
-            }
-            return;
         };
-        let (rows, width) = (state.mean.meta.num_elements(), gamma.meta.num_elements());
-        let (cube_dim, cube_count) = row_launch(&sum, rows, width);
-        let dtype = burn::backend::cubecl::dtype_to_storage_type(sum.dtype);
-        let grad_sum = empty_like(&sum);
-        let partials = empty_device_dtype(
-            sum.client.clone(),
-            sum.device.clone(),
-            Shape::new([3, rows, width]),
-            sum.dtype,
-        );
-        let shape = sum.meta.shape().clone();
-        add_norm_backward::launch(
-            &sum.client.clone(),
-            cube_count,
-            cube_dim,
-            sum.into_tensor_arg(),
-            gamma.into_tensor_arg(),
-            state.mean.into_tensor_arg(),
-            state.rstd.into_tensor_arg(),
-            grad.into_tensor_arg(),
-            mask.seed.into_tensor_arg(),
-            grad_sum.clone().into_tensor_arg(),
-            partials.clone().into_tensor_arg(),
-            mask.threshold,
-            mask.scale,
-            dtype,
-        );
-        let [gamma_grad, beta_grad, bias_grad] = block_column_sums(partials.clone());
-        let grad_hidden = Cube::float_reshape(Cube::float_slice(partials, &block(2)), shape);
-        for (node, grad) in [
-            (node_hidden, grad_hidden),
-            (node_residual, grad_sum),
-            (node_gamma, gamma_grad),
-            (node_beta, beta_grad),
-            (node_bias, bias_grad),
-        ] {
+        let nodes = [node_hidden, node_residual, node_gamma, node_beta, node_bias];
+        for (node, grad) in nodes.into_iter().zip(gradients) {
             if let Some(node) = node {
                 grads.register::<Cube>(node.id, grad);
             }
