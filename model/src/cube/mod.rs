@@ -92,8 +92,8 @@ fn column_sums(tensor: CubeTensor) -> CubeTensor {
     let shape = tensor.meta.shape().clone();
     let width = shape[shape.num_dims() - 1];
     let rows = tensor.meta.num_elements() / width;
-    let matrix = Cube::float_reshape(tensor, Shape::new([rows, width]));
-    Cube::float_reshape(Cube::float_sum_dim(matrix, 0), Shape::new([width]))
+    let [sums] = block_column_sums(Cube::float_reshape(tensor, Shape::new([1, rows, width])));
+    sums
 }
 
 /// The column sums of each block of `blocks`, `[N, rows, width]`, in one reduction: the
