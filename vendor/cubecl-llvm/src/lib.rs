@@ -1,4 +1,4 @@
-//! Offline stand-in for `cubecl-llvm` 0.11.3 (see `patches/README.md` in the workspace).
+//! Offline stand-in for `cubecl-llvm` 0.11.3 (see `vendor/README.md` in the workspace).
 //!
 //! `cubecl-cuda` 0.11.3 always depends on `cubecl-llvm`, whose build script needs a
 //! prebuilt LLVM that `tracel-llvm-bundler` downloads at build time. This crate keeps
@@ -22,6 +22,6 @@ pub use target::LlvmTarget;
 
 /// Why the LLVM backend cannot run in this build.
 pub(crate) const NOT_BUILT: &str = "cubecl-cuda selected its LLVM backend, but this workspace \
-     replaces cubecl-llvm with an offline stub (patches/cubecl-llvm) that has no LLVM code \
+     replaces cubecl-llvm with an offline stub (vendor/cubecl-llvm) that has no LLVM code \
      generator. Enable cubecl-cuda's `cpp` feature (NVRTC backend), or remove the \
      `[patch.crates-io]` entry for cubecl-llvm to build the real crate (needs internet).";
