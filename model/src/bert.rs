@@ -9,18 +9,21 @@
 //!
 //! The modules carry no backend type: the `Device` a model is created on decides
 //! where it runs (ndarray, flex, wgpu or CUDA), and an autodiff device makes it trainable.
+//! The operations that have a faster GPU version (LayerNorm, Add & Norm, GELU, the heads, the
+//! attention's softmax, dropout) are called from `crate::ops`, which holds both.
 
 use burn::module::{Initializer, Module};
 use burn::nn::activation::ActivationConfig;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Device, FloatDType, Int, Tensor};
+use burn::tensor::{Bool, Device, FloatDType, Int, Tensor};
 
 use crate::config::{Activation, BertConfig};
-use crate::dropout::{dropout, dropout_applies};
+use crate::dropout::dropout_applies;
 use crate::layer_norm::LayerNorm;
+use crate::ops::{self, dense, dropout};
 
 /// One batch of tokenized text, as the tokenizer gives it.
 #[derive(Debug, Clone)]
@@ -79,46 +82,6 @@ fn linear(config: &BertConfig, d_in: usize, d_out: usize, device: &Device) -> Li
 fn layer_norm(config: &BertConfig, device: &Device) -> LayerNorm {
     // BERT's epsilon is 1e-12, not Burn's default 1e-5.
     LayerNorm::new(config.hidden_size, config.layer_norm_eps, device)
-}
-
-/// `linear.forward(x)` in `x`'s float type. Under mixed precision
-/// ([`BertForSequenceClassification::with_compute_dtype`]) the activations are bf16 while the
-/// weights stay f32: the weights are cast for the product, as `torch.autocast` does, and their
-/// gradients come back in f32 through the cast.
-fn dense<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
-    let dtype = x.dtype();
-    burn::tensor::module::linear(
-        x,
-        linear.weight.val().cast(dtype),
-        linear.bias.as_ref().map(|bias| bias.val().cast(dtype)),
-    )
-}
-
-/// `linear` on every token of `[batch, seq, d_in]`, as one `[batch × seq, d_in]` matrix
-/// product. Burn 0.22 keeps a 3-d input whose `seq` is a multiple of 8 as `batch` products
-/// with the weight broadcast, and flex packs the weight again for each of them; as one
-/// product a MiniLM train step took 1160–1190 ms instead of 1400–1470 (BENCHMARKS.md).
-fn per_token(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
-    let [batch, seq, d_in] = x.dims();
-    let d_out = linear.weight.dims()[1];
-    dense(linear, x.reshape([batch * seq, d_in])).reshape([batch, seq, d_out])
-}
-
-/// `x · weight` on every token, without `linear`'s bias, which the GPU kernel that follows
-/// adds.
-#[cfg(any(feature = "cuda", feature = "wgpu"))]
-fn per_token_unbiased(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
-    let [batch, seq, d_in] = x.dims();
-    let weight = linear.weight.val().cast(x.dtype());
-    let d_out = weight.dims()[1];
-    x.reshape([batch * seq, d_in])
-        .matmul(weight)
-        .reshape([batch, seq, d_out])
-}
-
-/// Whether `dtype` is a 16-bit float, whose sums burnbert widens to f32.
-pub(crate) fn is_half(dtype: DType) -> bool {
-    matches!(dtype, DType::F16 | DType::BF16)
 }
 
 fn dropout_layer(p: f64) -> Dropout {
@@ -193,12 +156,12 @@ impl BertSelfAttention {
     pub fn forward(&self, hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
         let [batch, seq, _] = hidden.dims();
         let device = hidden.device();
-        let [q, k, v] =
-            [&self.query, &self.key, &self.value].map(|dense| self.heads(dense, &hidden));
+        let [q, k, v] = [&self.query, &self.key, &self.value]
+            .map(|dense| ops::split_heads(dense, &hidden, self.num_heads));
 
         let context = if dropout_applies(&self.dropout, &device) {
             let probabilities =
-                attention_probabilities(q.matmul(k.transpose()), padding, self.head_dim);
+                ops::attention_probabilities(q.matmul(k.transpose()), padding, self.head_dim);
             dropout(&self.dropout, probabilities).matmul(v)
         } else {
             // Without dropout on the probabilities, Burn's fused attention computes the same
@@ -207,66 +170,8 @@ impl BertSelfAttention {
             let mask = padding.expand([batch, self.num_heads, seq, seq]);
             attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
         };
-        merge_heads(context)
+        ops::merge_heads(context)
     }
-
-    /// `dense(hidden)` as heads `[batch, heads, seq, head_dim]`. On GPUs they are contiguous,
-    /// made by one kernel that also adds the bias (`crate::cube::heads`): cubek's matrix
-    /// product copies a head-split view (its batch dimensions swapped) before every product
-    /// that reads it, forward and backward. On the CPU they are a view, which flex multiplies
-    /// faster than it copies it.
-    fn heads(&self, dense: &Linear, hidden: &Tensor<3>) -> Tensor<4> {
-        #[cfg(any(feature = "cuda", feature = "wgpu"))]
-        if let Some(bias) = &dense.bias
-            && crate::cube::applies(hidden)
-        {
-            let product = per_token_unbiased(dense, hidden.clone());
-            return crate::cube::heads::split_heads(product, bias.val(), self.num_heads);
-        }
-        let [batch, seq, _] = hidden.dims();
-        per_token(dense, hidden.clone())
-            .reshape([batch, seq, self.num_heads, self.head_dim])
-            .swap_dims(1, 2)
-    }
-}
-
-/// Heads `[batch, heads, seq, head_dim]` merged into `[batch, seq, heads × head_dim]`: on GPUs
-/// one kernel each way (`crate::cube::heads`), elsewhere a copy of the permuted view.
-fn merge_heads(heads: Tensor<4>) -> Tensor<3> {
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    if crate::cube::applies(&heads) {
-        return crate::cube::heads::merge_heads(heads);
-    }
-    let [batch, count, seq, head_dim] = heads.dims();
-    heads
-        .swap_dims(1, 2)
-        .reshape([batch, seq, count * head_dim])
-}
-
-/// `softmax(scores / √head_dim)` over the keys, padded keys weighing 0. On GPUs one kernel
-/// each way (`crate::cube::softmax`); elsewhere Burn's operations.
-pub(crate) fn attention_probabilities(
-    scores: Tensor<4>,
-    padding: Tensor<4, Bool>,
-    head_dim: usize,
-) -> Tensor<4> {
-    let divisor = (head_dim as f64).sqrt();
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    if crate::cube::applies(&scores) {
-        return crate::cube::softmax::masked_softmax(scores, padding, divisor);
-    }
-    // Like the kernel, 16-bit scores are normalised in f32 (torch.autocast runs softmax in
-    // f32 too).
-    let dtype = scores.dtype();
-    if is_half(dtype) {
-        return attention_probabilities(scores.cast(FloatDType::F32), padding, head_dim)
-            .cast(dtype);
-    }
-    // transformers adds the dtype's most negative finite value at padded keys, so their
-    // softmax weight is exactly 0; masking with it gives the same numbers.
-    let scores = scores.div_scalar(divisor);
-    let min = scores.dtype().finfo().map_or(f32::MIN as f64, |f| f.min);
-    softmax(scores.mask_fill(padding, min), 3)
 }
 
 /// Dense + dropout + residual LayerNorm, the "Add & Norm" after the attention and after the
@@ -290,27 +195,15 @@ impl BertAddNorm {
         }
     }
 
-    /// `layer_norm(dropout(dense(hidden)) + residual)`. On GPUs, after the matrix product, the
-    /// bias, dropout, residual sum and LayerNorm are one kernel each way
-    /// (`crate::cube::add_norm`).
+    /// `layer_norm(dropout(dense(hidden)) + residual)`.
     pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
-        #[cfg(any(feature = "cuda", feature = "wgpu"))]
-        if let Some(bias) = &self.dense.bias
-            && crate::cube::applies(&hidden)
-        {
-            let keep =
-                dropout_applies(&self.dropout, &hidden.device()).then(|| 1.0 - self.dropout.prob);
-            return crate::cube::add_norm::add_norm(
-                per_token_unbiased(&self.dense, hidden),
-                bias.val(),
-                residual,
-                [self.layer_norm.gamma.val(), self.layer_norm.beta.val()],
-                self.layer_norm.epsilon,
-                keep,
-            );
-        }
-        let x = dropout(&self.dropout, per_token(&self.dense, hidden));
-        self.layer_norm.forward(x + residual)
+        ops::add_norm(
+            &self.dense,
+            &self.dropout,
+            &self.layer_norm,
+            hidden,
+            residual,
+        )
     }
 }
 
@@ -357,17 +250,12 @@ impl BertIntermediate {
     }
 
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<3> {
-        // On GPUs the bias and the exact GELU are one kernel each way, with the exact
-        // derivative (`crate::cube::gelu`); Burn's backward there is the tanh approximation's.
-        #[cfg(any(feature = "cuda", feature = "wgpu"))]
-        if let burn::nn::activation::Activation::Gelu(gelu) = &self.activation
-            && !gelu.approximate
-            && let Some(bias) = &self.dense.bias
-            && crate::cube::applies(&hidden)
-        {
-            return crate::cube::gelu::gelu(per_token_unbiased(&self.dense, hidden), bias.val());
+        match &self.activation {
+            burn::nn::activation::Activation::Gelu(gelu) if !gelu.approximate => {
+                ops::dense_gelu(&self.dense, hidden)
+            }
+            activation => activation.forward(ops::per_token(&self.dense, hidden)),
         }
-        self.activation.forward(per_token(&self.dense, hidden))
     }
 }
 

@@ -1,4 +1,4 @@
-//! Choosing the run-time `Device` from a `--device` string.
+//! Choosing the run-time `Device` from a `--device` string, and nothing else.
 //!
 //! Cargo features decide which backends are compiled in (`ndarray`, `flex`, `wgpu`,
 //! `cuda`); the string picks one of them at run time.
@@ -109,65 +109,6 @@ pub fn is_cpu_backend(device: &Device) -> bool {
         .any(|cpu| cpu == device)
 }
 
-/// Whether burnbert's own GPU kernels (AdamW, LayerNorm, Add & Norm, the attention's softmax,
-/// GELU, dropout) run on `device`: on CubeCL devices (CUDA, wgpu), with or without autodiff, unless
-/// `BURNBERT_GPU_KERNELS=0` asks for Burn's operations instead, to compare the two or to step
-/// around a kernel that fails on some GPU.
-pub fn runs_own_kernels(device: &Device) -> bool {
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    {
-        static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let enabled = *ENABLED.get_or_init(|| {
-            own_kernels_enabled(std::env::var("BURNBERT_GPU_KERNELS").ok().as_deref())
-        });
-        enabled
-            && matches!(
-                device.clone().without_autodiff().as_dispatch(),
-                burn::backend::DispatchDevice::Cube(_)
-            )
-    }
-    #[cfg(not(any(feature = "cuda", feature = "wgpu")))]
-    {
-        let _ = device;
-        false
-    }
-}
-
-/// `BURNBERT_GPU_KERNELS`: on unless set to `0`, `false` or `off`.
-#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))]
-fn own_kernels_enabled(value: Option<&str>) -> bool {
-    !matches!(value.map(str::trim), Some("0" | "false" | "off"))
-}
-
-/// Runs `work(d, device)` for every device, each in a thread of its own (one device runs
-/// in this thread), and returns the results in device order; a panic in one is raised here.
-pub fn on_each_device<T: Send>(
-    devices: &[Device],
-    work: impl Fn(usize, &Device) -> T + Sync,
-) -> Vec<T> {
-    if let [device] = devices {
-        return vec![work(0, device)];
-    }
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = devices
-            .iter()
-            .enumerate()
-            .map(|(d, device)| {
-                let work = &work;
-                scope.spawn(move || work(d, device))
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|worker| {
-                worker
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-            })
-            .collect()
-    })
-}
-
 fn make_default(backend: &str) {
     // SAFETY: programs call this before they start threads, so nothing reads the
     // environment at the same time.
@@ -187,8 +128,8 @@ fn enumerate(backend: &str) -> Vec<Device> {
 
 /// The device for `spec`, and its backend's name as `BURN_DEVICE` spells it.
 fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    keep_compiled_kernels();
+    // Before the first GPU device is touched; nothing in a CPU-only build.
+    burnbert_kernels::keep_compiled_kernels();
     let (kind, index) = match spec.split_once(':') {
         Some((kind, index)) => {
             let index: usize = index
@@ -259,24 +200,6 @@ fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
     }
 }
 
-/// Turns on CubeCL's on-disk cache of compiled kernels, so that a second run on the same GPU
-/// skips the NVRTC/shader compilation that makes most of the first step's time
-/// (BENCHMARKS.md, "GPU"). CubeCL keeps it off unless configured; burnbert reads the
-/// configuration as CubeCL would (`cubecl.toml` from the working directory up, then its
-/// `CUBECL_*` variables) and changes only that switch. The cache lives in `target/environment`
-/// of the Cargo workspace around the working directory, else in the user's cache directory.
-/// It must run before the first GPU device is touched; it reads the files once per process.
-#[cfg(any(feature = "cuda", feature = "wgpu"))]
-fn keep_compiled_kernels() {
-    use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
-        config.compilation.cache = true;
-        CubeClRuntimeConfig::try_set(config);
-    });
-}
-
 /// How many CUDA devices the driver reports: 0 without the `cuda` feature, and 0 (not a
 /// panic: cubecl checks for `libcuda` first) on a machine without the NVIDIA driver.
 fn cuda_devices() -> usize {
@@ -330,31 +253,6 @@ mod tests {
                 err.contains("needs burnbert built with `--features cuda`"),
                 "{err}"
             ),
-        }
-    }
-
-    /// CubeCL keeps no compiled kernels on disk unless configured; a GPU build of burnbert
-    /// configures it before any device exists (its warm start is measured in BENCHMARKS.md).
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    #[test]
-    fn gpu_builds_keep_compiled_kernels_on_disk() {
-        use cubecl_runtime::config::{CubeClRuntimeConfig, RuntimeConfig};
-        parse_device("cpu").unwrap();
-        assert!(CubeClRuntimeConfig::get().compilation.cache);
-    }
-
-    /// burnbert's kernels run on CubeCL devices only, and `BURNBERT_GPU_KERNELS` turns them
-    /// off with 0, false or off; anything else, or nothing, leaves them on.
-    #[test]
-    fn own_kernels_run_on_gpu_backends_unless_turned_off() {
-        assert!(!runs_own_kernels(&parse_device("cpu").unwrap()));
-        #[cfg(feature = "wgpu")]
-        assert!(runs_own_kernels(&parse_device("wgpu").unwrap().autodiff()));
-        for off in ["0", "false", "off", " 0 "] {
-            assert!(!own_kernels_enabled(Some(off)), "{off}");
-        }
-        for on in [None, Some("1"), Some("on"), Some("")] {
-            assert!(own_kernels_enabled(on), "{on:?}");
         }
     }
 

@@ -1,42 +1,17 @@
-//! Dropout as Burn's `Dropout::forward` computes it, with a faster mask on the CPU backends.
+//! Dropout's condition and its mask on the CPU backends; `crate::ops::dropout` applies it.
 //!
 //! Burn's CPU backends (flex, ndarray) fill a random tensor one element at a time through a
-//! freshly built `Bernoulli` sampler (`TensorData::random`): about 14 ns per element on the
-//! developers' 2-core machine, 12 % of a MiniLM train step, most of it for the
-//! attention-probability masks. There the mask is filled here from ChaCha8 instead, which
-//! took a MiniLM forward pass from 510–570 ms to 410–430 ms (BENCHMARKS.md). Its seed is
-//! drawn from Burn's generator, so `Device::seed` keeps runs reproducible as before. On the
-//! GPU backends dropout is one kernel each way (`crate::cube::dropout`), its mask drawn on the
-//! device from a seed that Burn's generator draws there too.
+//! freshly built `Bernoulli` sampler (`TensorData::random`), a noticeable part of a train step,
+//! most of it for the attention-probability masks. There the mask is filled here from ChaCha8
+//! instead, which is faster (BENCHMARKS.md has the measurements). Its seed is drawn from Burn's
+//! generator, so `Device::seed` keeps runs reproducible as before. On the GPU backends dropout
+//! is one kernel each way (`burnbert_kernels::dropout`), its mask drawn on the device from a
+//! seed that Burn's generator draws there too.
 
 use burn::nn::Dropout;
 use burn::tensor::{Device, Distribution, Shape, Tensor, TensorData};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-use crate::device::is_cpu_backend;
-
-/// `layer` applied to `x`: in training on an autodiff device, each element is zeroed with
-/// probability `layer.prob` and the others are scaled by `1 / (1 - prob)`, as
-/// `torch.nn.Dropout` and Burn do; otherwise `x` unchanged.
-pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
-    let device = x.device();
-    if !dropout_applies(layer, &device) {
-        return x;
-    }
-    let keep = 1.0 - layer.prob;
-    #[cfg(any(feature = "cuda", feature = "wgpu"))]
-    if crate::cube::applies(&x) {
-        return crate::cube::dropout::dropout(x, keep);
-    }
-    let mask = if is_cpu_backend(&device) {
-        cpu_mask(x.shape(), keep, &device).cast(x.dtype())
-    } else {
-        x.random_like(Distribution::Bernoulli(keep))
-            .mul_scalar(1.0 / keep)
-    };
-    x * mask
-}
 
 /// Whether `layer` drops anything on `device`, by the conditions of Burn's
 /// `Dropout::forward`: frozen or evaluating layers, and devices that cannot take a backward
@@ -46,7 +21,7 @@ pub fn dropout_applies(layer: &Dropout, device: &Device) -> bool {
 }
 
 /// A mask of `1 / keep` with probability `keep` and 0 otherwise, made on the host.
-fn cpu_mask<const D: usize>(shape: Shape, keep: f64, device: &Device) -> Tensor<D> {
+pub(crate) fn cpu_mask<const D: usize>(shape: Shape, keep: f64, device: &Device) -> Tensor<D> {
     // Two uniform f32 from Burn's generator carry 24 random bits each.
     let draws = Tensor::<1>::random([2], Distribution::Default, device).into_data();
     let seed = draws
@@ -81,6 +56,7 @@ pub(crate) fn seeding() -> std::sync::MutexGuard<'static, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::dropout;
     use burn::module::Module;
     use burn::nn::DropoutConfig;
 

@@ -1,17 +1,10 @@
 //! LayerNorm over the last axis, as transformers' `nn.LayerNorm(hidden_size,
-//! eps=config.layer_norm_eps)`, with one kernel forward and one backward on the GPU backends.
-//!
-//! Burn 0.22 computes LayerNorm from primitive operations on every backend except flex's
-//! inference path, and its autodiff differentiates each of them: about 9 kernel launches
-//! forward and 25 backward per LayerNorm on a GPU, for the 25 LayerNorms of a bert-base step.
-//! The GPU version is burnbert's (`crate::cube::layer_norm`); the CPU backends keep Burn's.
+//! eps=config.layer_norm_eps)`: the module, whose forward pass is [`crate::ops::layer_norm`]
+//! (Burn's on the CPU, one kernel forward and one backward on the GPU backends).
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::{Device, FloatDType, Tensor};
-
-#[cfg(any(feature = "cuda", feature = "wgpu"))]
-use crate::cube::layer_norm as cube;
+use burn::tensor::{Device, Tensor};
 
 /// LayerNorm with a weight (`gamma`) and a bias (`beta`). Burn's `LayerNorm` keeps its
 /// epsilon private, so the GPU kernel could not be given the same one; this module keeps
@@ -41,32 +34,14 @@ impl LayerNorm {
     /// Under mixed precision (`input` in bf16, the parameters in f32) gamma and beta are cast
     /// to the input's type.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        let dtype = input.dtype();
-        let (gamma, beta) = (self.gamma.val().cast(dtype), self.beta.val().cast(dtype));
-        #[cfg(any(feature = "cuda", feature = "wgpu"))]
-        if cube::applies(&input, &gamma, &beta) {
-            return cube::layer_norm(input, gamma, beta, self.epsilon);
-        }
-        // As Burn's `LayerNorm` for f16, which cannot hold the sum of squares, and as the GPU
-        // kernel: 16-bit inputs are normalised in f32.
-        if crate::bert::is_half(dtype) {
-            let wide = FloatDType::F32;
-            let output = burn::tensor::module::layer_norm(
-                input.cast(wide),
-                gamma.cast(wide),
-                Some(beta.cast(wide)),
-                self.epsilon,
-            );
-            return output.cast(dtype);
-        }
-        burn::tensor::module::layer_norm(input, gamma, Some(beta), self.epsilon)
+        crate::ops::layer_norm(input, self.gamma.val(), self.beta.val(), self.epsilon)
     }
 }
 
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {
     use super::*;
-    use burn::tensor::{DType, Distribution, TensorData};
+    use burn::tensor::{DType, Distribution, FloatDType, TensorData};
 
     /// Values of `tensor` as f32, for comparing.
     fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
@@ -145,7 +120,7 @@ mod tests {
                 epsilon: 1e-12,
             };
             if crate::runs_own_kernels(&device) {
-                assert!(cube::applies(&input, &norm.gamma.val(), &norm.beta.val()));
+                assert!(burnbert_kernels::applies(&input));
             }
             let output = norm.forward(input.clone());
             let grads = (output.clone() * matrix(&self.weights).cast(dtype))

@@ -1,6 +1,11 @@
 //! BERT for sequence classification as Burn modules, written once for every backend,
 //! with Hugging Face `config.json` parsing and checkpoint loading and saving.
 //!
+//! `bert.rs` reads like transformers' `modeling_bert.py`; the operations that have a GPU
+//! kernel of their own (`burnbert-kernels`) are in `ops.rs`, each with Burn's reference body
+//! beside the kernel's dispatch. `device.rs` parses and selects devices; `parallel.rs` runs
+//! work on several devices at once.
+//!
 //! ```no_run
 //! use burnbert_model::{BertConfig, BertForSequenceClassification, parse_device};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -15,24 +20,21 @@
 mod bert;
 mod checkpoint;
 mod config;
-#[cfg(any(feature = "cuda", feature = "wgpu"))]
-mod cube;
-#[cfg(all(feature = "cuda", feature = "wgpu"))]
-pub use cube::cuda_source;
 mod device;
 mod dropout;
 mod layer_norm;
+mod ops;
+mod parallel;
 
 use std::path::PathBuf;
 
 pub use bert::*;
+pub use burnbert_kernels::runs_own_kernels;
 pub use checkpoint::{LoadReport, checkpoint_name};
 pub use config::{Activation, BertConfig};
-pub use device::{
-    available_devices, is_cpu_backend, on_each_device, parse_device, runs_own_kernels,
-    select_device, select_devices,
-};
+pub use device::{available_devices, is_cpu_backend, parse_device, select_device, select_devices};
 pub use layer_norm::LayerNorm;
+pub use parallel::on_each_device;
 
 /// What can go wrong reading a model; every message names the file.
 #[derive(Debug, thiserror::Error)]

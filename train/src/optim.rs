@@ -7,10 +7,8 @@ use burn::optim::{
     Optimizer,
 };
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use burnbert_kernels::StepScalars;
 use rayon::prelude::*;
-
-#[cfg(feature = "gpu")]
-mod cube;
 
 /// AdamW with decoupled weight decay on the weights, and none on biases and LayerNorm
 /// parameters (the two parameter groups of transformers' `run_glue_no_trainer.py`).
@@ -27,13 +25,12 @@ pub fn adamw(weight_decay: f64) -> ModuleOptimizer {
 /// and in one kernel per parameter on the GPU backends.
 ///
 /// Burn's AdamW is a chain of about fifteen tensor operations per parameter, each a pass
-/// over memory. The CPU backends run them one at a time on one core: 76 ms of a 580 ms
-/// MiniLM step at MRPC's shapes on the developers' 2-core machine. On an H100 they were
-/// 2,950 kernel launches and 45 ms of a 150 ms bert-base step (BENCHMARKS.md). Here the
-/// same arithmetic, in the same order, runs as one loop over parameter, gradient and both
-/// moments, split over the cores, or as one CubeCL kernel ([`cube`]). Other backends, and
-/// CPU tensors that are not f32, keep Burn's version. The state is Burn's `AdamWState`, so
-/// checkpoints read either way.
+/// over memory. The CPU backends run them one at a time on one core, and on a GPU each is a
+/// kernel launch: a sizeable share of a step either way (BENCHMARKS.md). Here the same
+/// arithmetic, in the same order, runs as one loop over parameter, gradient and both moments,
+/// split over the cores, or as one CubeCL kernel (`burnbert_kernels::adamw_step`). Other
+/// backends, and CPU tensors that are not f32, keep Burn's version. The state is Burn's
+/// `AdamWState`, so checkpoints read either way.
 #[derive(Clone)]
 pub struct AdamW {
     beta_1: f32,
@@ -41,18 +38,6 @@ pub struct AdamW {
     epsilon: f32,
     weight_decay: f32,
     unfused: burn::optim::AdamW,
-}
-
-/// The scalars of one AdamW step: bias corrections and the decay factor computed once on
-/// the host, for every element.
-pub(crate) struct StepScalars {
-    pub beta_1: f32,
-    pub beta_2: f32,
-    pub epsilon: f32,
-    pub correction_1: f32,
-    pub correction_2: f32,
-    pub decay: f32,
-    pub lr: f32,
 }
 
 /// Where [`AdamW`] runs a parameter's update in one pass.
@@ -138,7 +123,7 @@ impl AdamW {
             Fused::Cube => {
                 let (moment_1, moment_2) =
                     moments.unwrap_or_else(|| (tensor.zeros_like(), tensor.zeros_like()));
-                cube::adamw_step(tensor, grad, moment_1, moment_2, &scalars)
+                burnbert_kernels::adamw_step(tensor, grad, moment_1, moment_2, &scalars)
             }
         };
         let state = AdamWState::new(AdaptiveMomentumState::new(time, moment_1, moment_2));

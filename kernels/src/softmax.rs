@@ -1,5 +1,5 @@
 //! The attention's `softmax(mask_fill(scores / divisor, padded keys, MIN))` over the keys as
-//! one kernel forward and one backward, with its own autodiff node.
+//! one kernel forward and one backward: [`crate::masked_softmax`].
 //!
 //! Burn computes it as a division, a mask fill and five softmax operations (maximum, subtract,
 //! exponential, sum, divide), each a pass over the `[batch, heads, queries, keys]` scores and
@@ -7,24 +7,23 @@
 
 use burn::backend::Cube;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    checkpoint::base::Checkpointer,
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind, unary},
+    ops::{Backward, Ops, unary},
 };
 use burn::tensor::{Bool, Tensor};
 use burn_cubecl::cubecl::prelude::ElemType;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{Tracked, empty_like, plain, plain_bool, row_launch, tracked};
+use crate::autodiff::{plain_bool, with_backward};
+use crate::host::{empty_like, row_launch};
 use kernel::{masked_softmax_backward, masked_softmax_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
 mod kernel {
-    use super::super::{
-        UNITS,
-        reduce::{cube_max, cube_sum},
-    };
+    use crate::host::UNITS;
+    use crate::reduce::{cube_max, cube_sum};
     use burn_cubecl::cubecl::{self, prelude::*};
 
     /// Where a padded key's score goes: transformers adds the float type's most negative
@@ -128,43 +127,17 @@ mod kernel {
     }
 }
 
-/// Attention probabilities from `scores` (`[batch, heads, queries, keys]`) on a CubeCL device:
-/// `softmax(scores / divisor)` over the keys, with the keys where `padding`
-/// (`[batch, 1, 1, keys]`) is true weighing 0; differentiable when the device tracks
-/// gradients. The caller checks [`super::applies`].
+/// [`crate::masked_softmax`].
 pub fn masked_softmax(scores: Tensor<4>, padding: Tensor<4, Bool>, divisor: f64) -> Tensor<4> {
     let [batch, heads, queries, keys] = scores.dims();
     let rows_per_batch = (heads * queries) as u32;
     // The kernels read the bool tensor as Burn stores it: no cast to floats per layer.
     let padded = plain_bool(padding.reshape([batch, keys]));
     let divisor = divisor as f32;
-    if !scores.device().is_autodiff() {
-        let output = forward(plain(scores), padded, rows_per_batch, divisor);
-        return Tensor::from_primitive::<Cube>(output);
-    }
-    let scores = tracked(scores);
-    let output = match MaskedSoftmaxBackward
-        .prepare::<NoCheckpointing>([scores.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let output = forward(
-                scores.into_primitive(),
-                padded.clone(),
-                rows_per_batch,
-                divisor,
-            );
-            prep.finish((output.clone(), padded, rows_per_batch, divisor), output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(forward(
-            scores.into_primitive(),
-            padded,
-            rows_per_batch,
-            divisor,
-        )),
-    };
-    Tensor::from_primitive::<Tracked>(output)
+    with_backward(MaskedSoftmaxBackward, [scores.into()], |[scores]| {
+        let output = forward(scores, padded.clone(), rows_per_batch, divisor);
+        (output.clone(), (output, padded, rows_per_batch, divisor))
+    })
 }
 
 /// The autodiff node: its state is the probabilities, the padding and the two scalars.
@@ -239,12 +212,13 @@ fn storage_types(scores: &CubeTensor, padded: &CubeTensor) -> [ElemType; 2] {
 
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {
-    use crate::bert::attention_probabilities;
+    use burn::tensor::activation::softmax;
     use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
     /// The probabilities and the scores' gradient for the loss `sum(probabilities × weights)`
     /// on `device` (with autodiff), `batch × 3 heads × 5 queries × keys`, where batch row `b`
-    /// has its last `padded[b]` keys padded.
+    /// has its last `padded[b]` keys padded: by the kernels where they apply, else by Burn's
+    /// operations as burnbert-model's `ops::attention_probabilities` runs them on the CPU.
     fn run(
         device: &Device,
         scores: &[f32],
@@ -266,10 +240,17 @@ mod tests {
             Tensor::<2, Int>::from_data(TensorData::new(mask, [padded.len(), keys]), &device)
                 .equal_elem(1)
                 .reshape([padded.len(), 1, 1, keys]);
-        if crate::runs_own_kernels(&device) {
-            assert!(super::super::applies(&scores));
-        }
-        let probabilities = attention_probabilities(scores.clone(), padding, 64);
+        let divisor = 64f64.sqrt();
+        let probabilities = match crate::applies(&scores) {
+            true => crate::masked_softmax(scores.clone(), padding, divisor),
+            false => softmax(
+                scores
+                    .clone()
+                    .div_scalar(divisor)
+                    .mask_fill(padding, f32::MIN),
+                3,
+            ),
+        };
         let grads = (probabilities.clone() * tensor(weights)).sum().backward();
         let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
         [values(probabilities), values(scores.grad(&grads).unwrap())]
@@ -280,10 +261,11 @@ mod tests {
     /// shorter and longer than a cube, some keys padded, and a row with every key padded.
     #[test]
     fn gpu_kernels_match_the_cpu_forward_and_backward() {
-        let (cpu, gpu) = (
-            crate::parse_device("cpu").unwrap(),
-            crate::parse_device("wgpu").unwrap(),
-        );
+        let (cpu, gpu) = (crate::testing::cpu(), crate::testing::wgpu());
+        assert!(crate::applies(&Tensor::<1>::zeros(
+            [1],
+            &gpu.clone().autodiff()
+        )));
         for keys in [40, 200] {
             let padded = [0, 7, keys];
             let n = padded.len() * 3 * 5 * keys;
@@ -312,43 +294,26 @@ mod tests {
     }
 
     /// The kernels' CUDA C++ compiles for an H100 in every float type, with the padding
-    /// stored as u8 or u32 (`crate::cuda_source`).
+    /// stored as u8 or u32.
     #[cfg(feature = "cuda")]
     #[test]
     fn compiles_for_cuda() {
-        use crate::cuda_source::{assert_compiles, for_each_float_type};
+        use super::kernel::{masked_softmax_backward, masked_softmax_forward};
         use burn::tensor::{BoolStore, DType};
-        for_each_float_type(|e, dtype| {
+        crate::cuda_source::for_each_float_type(|e, dtype| {
             for store in [BoolStore::U8, BoolStore::U32] {
                 let dtypes = [
                     dtype,
                     burn::backend::cubecl::dtype_to_storage_type(DType::Bool(store)),
                 ];
-                assert_compiles(super::kernel::masked_softmax_forward::create_dummy_kernel(
-                    e.device_properties.clone(),
-                    e.target_properties.clone(),
-                    e.count(),
-                    e.dim(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
-                    12,
-                    8.0,
-                    dtypes,
-                ));
-                assert_compiles(super::kernel::masked_softmax_backward::create_dummy_kernel(
-                    e.device_properties.clone(),
-                    e.target_properties.clone(),
-                    e.count(),
-                    e.dim(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
-                    12,
-                    8.0,
-                    dtypes,
-                ));
+                assert_compiles!(
+                    e,
+                    masked_softmax_forward[scores, padded, output](12, 8.0, dtypes)
+                );
+                assert_compiles!(
+                    e,
+                    masked_softmax_backward[output, grad, padded, grad_scores](12, 8.0, dtypes)
+                );
             }
         });
     }

@@ -1,5 +1,6 @@
 //! burnbert's kernels compiled as cubecl-cuda compiles them for an H100, on a machine without a
-//! GPU: for the tests, which check that NVRTC accepts every kernel in every float type.
+//! GPU: for the tests, which check that NVRTC accepts every kernel in every float type. Each
+//! kernel file's `compiles_for_cuda` test lists its kernels with [`assert_compiles!`].
 //!
 //! On CUDA, cubecl-cuda expands a kernel into CubeCL's IR, turns that into CUDA C++ and hands it
 //! to NVRTC when the kernel is first launched. The wgpu tests on lavapipe run the same IR but
@@ -20,6 +21,29 @@ use burn_cubecl::cubecl::prelude::*;
 use cubecl_cuda::{CudaCompilationOptions, CudaCompiler, CudaRuntime};
 use cubecl_runtime::{compiler::Compiler, runtime::Runtime};
 
+use crate::host::UNITS;
+
+/// Compiles a kernel for CUDA with [`assert_compiles`]: `assert_compiles!(e, kernel[a, b,
+/// c](scalars...))` expands the kernel `kernel` (imported by name) with the [`Expansion`] `e`,
+/// a small buffer for each tensor argument named in the brackets (the names are the kernel's
+/// own, for the reader), and the scalar, comptime and `dtype` arguments in parentheses, in the
+/// kernel's order: its tensors come first.
+macro_rules! assert_compiles {
+    ($e:ident, $kernel:ident[$($tensor:ident),* $(,)?]($($argument:expr),* $(,)?)) => {
+        $crate::cuda_source::assert_compiles($kernel::create_dummy_kernel(
+            $e.device_properties.clone(),
+            $e.target_properties.clone(),
+            $e.count(),
+            $e.dim(),
+            $({
+                let _ = stringify!($tensor);
+                $e.tensor()
+            },)*
+            $($argument),*
+        ))
+    };
+}
+
 /// The float types burnbert's kernels are launched with.
 const FLOAT_TYPES: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
@@ -37,9 +61,8 @@ pub struct Expansion {
 impl Expansion {
     /// On the wgpu device (lavapipe in the tests).
     fn new() -> Self {
-        let device =
-            crate::parse_device("wgpu").expect("burnbert's GPU kernels are tested on wgpu");
-        let client = super::plain(Tensor::<1>::zeros([1], &device)).client;
+        let device = crate::testing::wgpu();
+        let client = plain(Tensor::<1>::zeros([1], &device)).client;
         Self {
             device_properties: client.properties_shared(),
             target_properties: Arc::new(<CudaRuntime as Runtime>::target_properties()),
@@ -52,16 +75,21 @@ impl Expansion {
         CubeCount::Static(1, 1, 1)
     }
 
-    /// The launch's cube: [`super::UNITS`] units, which sets the kernel's launch bounds.
+    /// The launch's cube: [`UNITS`] units, which sets the kernel's launch bounds.
     pub fn dim(&self) -> CubeDim {
-        CubeDim::new_1d(super::UNITS)
+        CubeDim::new_1d(UNITS)
     }
 
     /// A tensor argument: a small f32 buffer. A kernel's float type is its `dtype` argument, not
     /// its buffers'.
     pub fn tensor(&self) -> TensorArg {
-        super::plain(Tensor::<1>::zeros([4], &self.device)).into_tensor_arg()
+        plain(Tensor::<1>::zeros([4], &self.device)).into_tensor_arg()
     }
+}
+
+/// The CubeCL tensor under a tensor on the wgpu device.
+fn plain(tensor: Tensor<1>) -> burn_cubecl::tensor::CubeTensor {
+    crate::autodiff::Input::from(tensor).into_primitive()
 }
 
 /// Runs `check` with an [`Expansion`] on the wgpu device and each float type's storage type

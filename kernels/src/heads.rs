@@ -1,6 +1,6 @@
 //! The attention's heads on the GPU: a dense layer's product `[batch, seq, heads × head_dim]`
 //! split into contiguous heads `[batch, heads, seq, head_dim]` with the layer's bias added, and
-//! heads merged back, as one kernel each way, with their own autodiff nodes.
+//! heads merged back, as one kernel each way: [`crate::split_heads`], [`crate::merge_heads`].
 //!
 //! The heads as a view (`reshape` then `swap_dims`) have their batch dimensions out of order,
 //! and cubek's matrix product copies such an operand before every product that reads it,
@@ -8,16 +8,16 @@
 
 use burn::backend::Cube;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    checkpoint::base::Checkpointer,
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind, unary},
+    ops::{Backward, Ops, unary},
 };
-use burn::tensor::{Shape, Tensor};
+use burn::tensor::Tensor;
 use burn_cubecl::kernel::into_contiguous;
-use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{Tracked, elementwise_launch, plain, register_biased, tracked};
+use crate::autodiff::with_backward;
+use crate::host::{elementwise_launch, empty, register_biased};
 use kernel::{merge_heads_kernel, split_heads_kernel};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -79,51 +79,18 @@ mod kernel {
     }
 }
 
-/// `x + bias` (`x` `[batch, seq, heads × head_dim]`, `bias` `[heads × head_dim]`) as contiguous
-/// heads `[batch, heads, seq, head_dim]`, in `x`'s float type (to which `bias` is cast). The
-/// caller checks [`super::applies`].
+/// [`crate::split_heads`].
 pub fn split_heads(x: Tensor<3>, bias: Tensor<1>, heads: usize) -> Tensor<4> {
     let bias = bias.cast(x.dtype());
-    if !x.device().is_autodiff() {
-        let output = split(plain(x), Some(plain(bias)), heads);
-        return Tensor::from_primitive::<Cube>(output);
-    }
-    let (x, bias) = (tracked(x), tracked(bias));
-    let output = match SplitBackward
-        .prepare::<NoCheckpointing>([x.node(), bias.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(
-            heads,
-            split(x.into_primitive(), Some(bias.into_primitive()), heads),
-        ),
-        OpsKind::UnTracked(prep) => prep.finish(split(
-            x.into_primitive(),
-            Some(bias.into_primitive()),
-            heads,
-        )),
-    };
-    Tensor::from_primitive::<Tracked>(output)
+    with_backward(SplitBackward, [x.into(), bias.into()], |[x, bias]| {
+        (split(x, Some(bias), heads), heads)
+    })
 }
 
-/// Heads `[batch, heads, seq, head_dim]` merged into `[batch, seq, heads × head_dim]`. The
-/// caller checks [`super::applies`].
+/// [`crate::merge_heads`].
 pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
-    if !x.device().is_autodiff() {
-        return Tensor::from_primitive::<Cube>(merge(plain(x)));
-    }
-    let x = tracked(x);
-    let heads = x.primitive().meta.shape()[1];
-    let output = match MergeBackward
-        .prepare::<NoCheckpointing>([x.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(heads, merge(x.into_primitive())),
-        OpsKind::UnTracked(prep) => prep.finish(merge(x.into_primitive())),
-    };
-    Tensor::from_primitive::<Tracked>(output)
+    let heads = x.dims()[1];
+    with_backward(MergeBackward, [x.into()], |[x]| (merge(x), heads))
 }
 
 /// The autodiff node of [`split_heads`]: its state is the number of heads.
@@ -213,16 +180,6 @@ fn merge(x: CubeTensor) -> CubeTensor {
     output
 }
 
-/// A new contiguous tensor of `shape` in `like`'s float type, on its device.
-fn empty<const D: usize>(like: &CubeTensor, shape: [usize; D]) -> CubeTensor {
-    empty_device_dtype(
-        like.client.clone(),
-        like.device.clone(),
-        Shape::new(shape),
-        like.dtype,
-    )
-}
-
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {
     use super::*;
@@ -234,7 +191,7 @@ mod tests {
     fn split_and_merge_match_the_views_on_the_cpu() {
         let (batch, seq, heads, head_dim) = (3, 5, 4, 6);
         let width = heads * head_dim;
-        let cpu = crate::parse_device("cpu").unwrap();
+        let cpu = crate::testing::cpu();
         let random = |shape: Vec<usize>| {
             let n: usize = shape.iter().product();
             let values = Tensor::<1>::random([n], Distribution::Normal(0.0, 1.0), &cpu)
@@ -254,13 +211,13 @@ mod tests {
             let weights = Tensor::<4>::from_data(weights.clone(), &device);
             let stored = Tensor::<4>::from_data(transposed.clone(), &device).require_grad();
             let split = match kernels {
-                true => split_heads(x.clone(), bias.clone(), heads),
+                true => crate::split_heads(x.clone(), bias.clone(), heads),
                 false => (x.clone() + bias.clone().unsqueeze())
                     .reshape([batch, seq, heads, head_dim])
                     .swap_dims(1, 2),
             };
             let merge = |heads: Tensor<4>| match kernels {
-                true => merge_heads(heads),
+                true => crate::merge_heads(heads),
                 false => heads.swap_dims(1, 2).reshape([batch, seq, width]),
             };
             // A loss that weighs every element of the heads differently, through the merge.
@@ -277,7 +234,7 @@ mod tests {
             ]
         };
         let expected = run(&cpu, false);
-        let actual = run(&crate::parse_device("wgpu").unwrap(), true);
+        let actual = run(&crate::testing::wgpu(), true);
         let names = ["split", "merged", "x grad", "bias grad", "transposed grad"];
         for (what, (actual, expected)) in names.iter().zip(actual.iter().zip(&expected)) {
             assert_eq!(actual.len(), expected.len(), "{what}");
@@ -291,40 +248,19 @@ mod tests {
     }
 
     /// The kernels' CUDA C++ compiles for an H100 in every float type, splitting with and
-    /// without a bias (`crate::cuda_source`).
+    /// without a bias.
     #[cfg(feature = "cuda")]
     #[test]
     fn compiles_for_cuda() {
-        use crate::cuda_source::{assert_compiles, for_each_float_type};
-        for_each_float_type(|e, dtype| {
+        use super::kernel::{merge_heads_kernel, split_heads_kernel};
+        crate::cuda_source::for_each_float_type(|e, dtype| {
             for with_bias in [false, true] {
-                assert_compiles(super::kernel::split_heads_kernel::create_dummy_kernel(
-                    e.device_properties.clone(),
-                    e.target_properties.clone(),
-                    e.count(),
-                    e.dim(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
-                    16,
-                    12,
-                    64,
-                    with_bias,
-                    dtype,
-                ));
+                assert_compiles!(
+                    e,
+                    split_heads_kernel[input, bias, output](16, 12, 64, with_bias, dtype)
+                );
             }
-            assert_compiles(super::kernel::merge_heads_kernel::create_dummy_kernel(
-                e.device_properties.clone(),
-                e.target_properties.clone(),
-                e.count(),
-                e.dim(),
-                e.tensor(),
-                e.tensor(),
-                16,
-                12,
-                64,
-                dtype,
-            ));
+            assert_compiles!(e, merge_heads_kernel[input, output](16, 12, 64, dtype));
         });
     }
 }

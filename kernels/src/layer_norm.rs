@@ -1,25 +1,31 @@
 //! LayerNorm as one kernel forward and one backward (plus the two column sums of the weight
-//! and bias gradients), with its own autodiff node. Statistics use the two-pass variance
-//! PyTorch uses.
+//! and bias gradients): [`crate::layer_norm`]. Statistics use the two-pass variance PyTorch
+//! uses.
+//!
+//! Burn 0.22 computes LayerNorm from primitive operations on every backend except flex's
+//! inference path, and its autodiff differentiates each of them: about 9 kernel launches
+//! forward and 25 backward per LayerNorm on a GPU.
 
 use burn::backend::Cube;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    checkpoint::base::Checkpointer,
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    ops::{Backward, Ops},
 };
 use burn::tensor::{DType, Shape, Tensor};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{Tracked, column_sums, empty_like, plain, row_launch, tracked};
+use crate::autodiff::with_backward;
+use crate::host::{column_sums, empty_like, row_launch};
 use kernel::{layer_norm_backward, layer_norm_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's. The row helpers are
-/// shared with `super::super::add_norm`, whose kernels normalise a sum computed first.
-pub(super) mod kernel {
-    use super::super::{UNITS, reduce::cube_sum};
+/// shared with `crate::add_norm`, whose kernels normalise a sum computed first.
+pub(crate) mod kernel {
+    use crate::host::UNITS;
+    use crate::reduce::cube_sum;
     use burn_cubecl::cubecl::{self, prelude::*};
 
     /// LayerNorm of row `row` of `x`, `(x - mean) * rstd * gamma + beta`, into `output`, by the
@@ -165,47 +171,20 @@ pub(super) mod kernel {
     }
 }
 
-/// Whether [`layer_norm`] takes these tensors: those [`super::applies`] to, all of one
-/// float type.
-pub fn applies<const D: usize>(input: &Tensor<D>, gamma: &Tensor<1>, beta: &Tensor<1>) -> bool {
-    super::applies(input) && gamma.dtype() == input.dtype() && beta.dtype() == input.dtype()
-}
-
-/// LayerNorm of `input` over its last axis on a CubeCL device, differentiable when the device
-/// tracks gradients. The caller checks [`applies`].
+/// [`crate::layer_norm`].
 pub fn layer_norm<const D: usize>(
     input: Tensor<D>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     epsilon: f64,
 ) -> Tensor<D> {
-    if !input.device().is_autodiff() {
-        let (output, _, _) = forward(plain(input), plain(gamma), plain(beta), epsilon);
-        return Tensor::from_primitive::<Cube>(output);
-    }
-    let (input, gamma, beta) = (tracked(input), tracked(gamma), tracked(beta));
-    let output = match LayerNormBackward
-        .prepare::<NoCheckpointing>([input.node(), gamma.node(), beta.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let (x, gamma) = (input.primitive().clone(), gamma.primitive().clone());
-            let (output, mean, rstd) =
-                forward(x.clone(), gamma.clone(), beta.into_primitive(), epsilon);
-            prep.finish((x, gamma, mean, rstd), output)
-        }
-        OpsKind::UnTracked(prep) => {
-            let (output, _, _) = forward(
-                input.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                epsilon,
-            );
-            prep.finish(output)
-        }
-    };
-    Tensor::from_primitive::<Tracked>(output)
+    let dtype = input.dtype();
+    let (gamma, beta) = (gamma.cast(dtype), beta.cast(dtype));
+    let inputs = [input.into(), gamma.into(), beta.into()];
+    with_backward(LayerNormBackward, inputs, |[x, gamma, beta]| {
+        let (output, mean, rstd) = forward(x.clone(), gamma.clone(), beta, epsilon);
+        (output, (x, gamma, mean, rstd))
+    })
 }
 
 /// The autodiff node: its state is the input, gamma, and each row's mean and rstd.
@@ -238,7 +217,7 @@ impl Backward<Cube, 3> for LayerNormBackward {
 }
 
 /// Each row's mean and rstd, as f32 tensors of `rows`.
-pub(super) fn statistics(like: &CubeTensor, rows: usize) -> (CubeTensor, CubeTensor) {
+pub(crate) fn statistics(like: &CubeTensor, rows: usize) -> (CubeTensor, CubeTensor) {
     let statistic = || {
         empty_device_dtype(
             like.client.clone(),
@@ -284,7 +263,7 @@ fn forward(
 }
 
 /// The input's gradient, and `grad * x̂` (whose column sums are gamma's gradient).
-pub(super) fn backward(
+pub(crate) fn backward(
     x: CubeTensor,
     gamma: CubeTensor,
     mean: CubeTensor,
@@ -314,40 +293,21 @@ pub(super) fn backward(
 
 #[cfg(all(test, feature = "cuda", feature = "wgpu"))]
 mod tests {
-    /// The kernels' CUDA C++ compiles for an H100 in every float type
-    /// (`crate::cuda_source`).
+    /// The kernels' CUDA C++ compiles for an H100 in every float type.
     #[test]
     fn compiles_for_cuda() {
-        use crate::cuda_source::{assert_compiles, for_each_float_type};
-        for_each_float_type(|e, dtype| {
-            assert_compiles(super::kernel::layer_norm_forward::create_dummy_kernel(
-                e.device_properties.clone(),
-                e.target_properties.clone(),
-                e.count(),
-                e.dim(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                1e-12,
-                dtype,
-            ));
-            assert_compiles(super::kernel::layer_norm_backward::create_dummy_kernel(
-                e.device_properties.clone(),
-                e.target_properties.clone(),
-                e.count(),
-                e.dim(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                dtype,
-            ));
+        use super::kernel::{layer_norm_backward, layer_norm_forward};
+        crate::cuda_source::for_each_float_type(|e, dtype| {
+            assert_compiles!(
+                e,
+                layer_norm_forward[x, gamma, beta, output, mean, rstd](1e-12, dtype)
+            );
+            assert_compiles!(
+                e,
+                layer_norm_backward[x, gamma, mean, rstd, grad, grad_x, grad_times_normalized](
+                    dtype
+                )
+            );
         });
     }
 }

@@ -1,5 +1,5 @@
-//! Dropout as one kernel forward and one backward, with its own autodiff node: the mask is a
-//! hash of a seed and each element's index, drawn again in the backward pass instead of kept.
+//! Dropout as one kernel forward and one backward: [`crate::dropout`]. The mask is a hash of a
+//! seed and each element's index, drawn again in the backward pass instead of kept.
 //!
 //! Burn's dropout is three kernels forward (a Bernoulli tensor, its scaling, the product) and
 //! keeps the mask for the backward pass: for bert-base at batch 32 × 128, 300 MB of
@@ -7,20 +7,21 @@
 
 use burn::backend::Cube;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    checkpoint::base::Checkpointer,
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind, unary},
+    ops::{Backward, Ops, unary},
 };
 use burn::tensor::{DType, Device, Distribution, Tensor};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{Tracked, elementwise_launch, empty_like, tracked};
+use crate::autodiff::{Input, with_backward};
+use crate::host::{elementwise_launch, empty_like};
 use kernel::dropout_mask;
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's. [`kept`] is shared
-/// with `super::super::add_norm`, which drops out inside its own kernel.
-pub(super) mod kernel {
+/// with `crate::add_norm`, which drops out inside its own kernel.
+pub(crate) mod kernel {
     use burn_cubecl::cubecl::{self, prelude::*};
 
     /// PCG's output permutation as a 32-bit hash (Jarzynski and Olano, "Hash Functions for
@@ -60,30 +61,15 @@ pub(super) mod kernel {
     }
 }
 
-/// `x` with each element zeroed with probability `1 - keep` and the others scaled by
-/// `1 / keep`, on a CubeCL device with autodiff. The seed is drawn from Burn's generator on
-/// the device (so `Device::seed` reproduces runs, and nothing waits for the host). The caller
-/// checks [`super::applies`] and that the device tracks gradients.
+/// [`crate::dropout`].
 pub fn dropout<const D: usize>(x: Tensor<D>, keep: f64) -> Tensor<D> {
     let mask = Mask::draw(&x.device(), keep);
-    let x = tracked(x);
-    let output = match DropoutBackward
-        .prepare::<NoCheckpointing>([x.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let output = mask.apply(x.into_primitive());
-            prep.finish(mask, output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(mask.apply(x.into_primitive())),
-    };
-    Tensor::from_primitive::<Tracked>(output)
+    with_backward(DropoutBackward, [x.into()], |[x]| (mask.apply(x), mask))
 }
 
 /// One dropout mask: enough to draw it again.
 #[derive(Debug, Clone)]
-pub(super) struct Mask {
+pub(crate) struct Mask {
     pub seed: CubeTensor,
     /// An element is kept where its 32-bit hash is below this.
     pub threshold: u32,
@@ -93,7 +79,7 @@ pub(super) struct Mask {
 
 impl Mask {
     /// A mask keeping each element with probability `keep`, its seed drawn from Burn's
-    /// generator on `device` (an autodiff CubeCL device).
+    /// generator on `device` (a CubeCL device).
     pub fn draw(device: &Device, keep: f64) -> Self {
         // 24 random bits, exactly representable in f32.
         let seed = Tensor::<1>::random(
@@ -102,7 +88,7 @@ impl Mask {
             (device, DType::F32),
         );
         Self {
-            seed: tracked(seed).into_primitive(),
+            seed: Input::from(seed).into_primitive(),
             threshold: (keep * 2f64.powi(32)).min(u32::MAX as f64) as u32,
             scale: (1.0 / keep) as f32,
         }
@@ -149,24 +135,12 @@ impl Backward<Cube, 1> for DropoutBackward {
 
 #[cfg(all(test, feature = "cuda", feature = "wgpu"))]
 mod tests {
-    /// The kernel's CUDA C++ compiles for an H100 in every float type
-    /// (`crate::cuda_source`).
+    /// The kernel's CUDA C++ compiles for an H100 in every float type.
     #[test]
     fn compiles_for_cuda() {
-        use crate::cuda_source::{assert_compiles, for_each_float_type};
-        for_each_float_type(|e, dtype| {
-            assert_compiles(super::kernel::dropout_mask::create_dummy_kernel(
-                e.device_properties.clone(),
-                e.target_properties.clone(),
-                e.count(),
-                e.dim(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                1 << 31,
-                2.0,
-                dtype,
-            ));
+        use super::kernel::dropout_mask;
+        crate::cuda_source::for_each_float_type(|e, dtype| {
+            assert_compiles!(e, dropout_mask[input, seed, output](1 << 31, 2.0, dtype));
         });
     }
 }

@@ -1,7 +1,5 @@
-//! The exact GELU of a biased input, `GELU(x + bias)` with `GELU(v) = v · Φ(v)` and `Φ(v) =
-//! (1 + erf(v / √2)) / 2`, as one kernel forward and one backward (plus the column sums of the
-//! bias gradient), with its own autodiff node. The bias is the feed-forward network's first
-//! dense layer's, whose matrix product comes without it.
+//! The exact GELU of a biased input as one kernel forward and one backward (plus the column
+//! sums of the bias gradient): [`crate::bias_gelu`].
 //!
 //! Burn builds GELU from five operations forward, and its default backward, which the GPU
 //! backends take, is the derivative of GELU's tanh approximation, up to 8.7e-4 off the exact
@@ -10,15 +8,16 @@
 
 use burn::backend::Cube;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    checkpoint::base::Checkpointer,
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    ops::{Backward, Ops},
 };
 use burn::tensor::Tensor;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::{Tracked, elementwise_launch, empty_like, plain, register_biased, tracked};
+use crate::autodiff::with_backward;
+use crate::host::{elementwise_launch, empty_like, register_biased};
 use kernel::{gelu_backward, gelu_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -71,27 +70,12 @@ mod kernel {
     }
 }
 
-/// The exact GELU of `x + bias` on a CubeCL device, `x`'s rows as long as `bias`, in `x`'s
-/// float type (to which `bias` is cast); differentiable when the device tracks gradients. The
-/// caller checks [`super::applies`].
-pub fn gelu<const D: usize>(x: Tensor<D>, bias: Tensor<1>) -> Tensor<D> {
+/// [`crate::bias_gelu`].
+pub fn bias_gelu<const D: usize>(x: Tensor<D>, bias: Tensor<1>) -> Tensor<D> {
     let bias = bias.cast(x.dtype());
-    if !x.device().is_autodiff() {
-        return Tensor::from_primitive::<Cube>(forward(plain(x), plain(bias)));
-    }
-    let (x, bias) = (tracked(x), tracked(bias));
-    let output = match GeluBackward
-        .prepare::<NoCheckpointing>([x.node(), bias.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let (x, bias) = (x.into_primitive(), bias.into_primitive());
-            prep.finish((x.clone(), bias.clone()), forward(x, bias))
-        }
-        OpsKind::UnTracked(prep) => prep.finish(forward(x.into_primitive(), bias.into_primitive())),
-    };
-    Tensor::from_primitive::<Tracked>(output)
+    with_backward(GeluBackward, [x.into(), bias.into()], |[x, bias]| {
+        (forward(x.clone(), bias.clone()), (x, bias))
+    })
 }
 
 /// The autodiff node: its state is the input and the bias.
@@ -175,13 +159,13 @@ mod tests {
         let rows = x.len() / bias.len();
         assert_eq!(rows * bias.len(), x.len());
         let shifted: Vec<f32> = x.iter().enumerate().map(|(i, v)| v - bias[i % 3]).collect();
-        let device = crate::parse_device("wgpu").unwrap().autodiff();
+        let device = crate::testing::wgpu().autodiff();
         let input =
             Tensor::<2>::from_data(TensorData::new(shifted, [rows, 3]), &device).require_grad();
         let bias_tensor =
             Tensor::<1>::from_data(TensorData::new(bias.to_vec(), [3]), &device).require_grad();
-        assert!(super::super::applies(&input));
-        let output = super::gelu(input.clone(), bias_tensor.clone());
+        assert!(crate::applies(&input));
+        let output = crate::bias_gelu(input.clone(), bias_tensor.clone());
         let grads = output.clone().sum().backward();
         let values = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
         let derivative = floats(&reference["derivative"]);
@@ -216,34 +200,14 @@ mod tests {
         }
     }
 
-    /// The kernels' CUDA C++ compiles for an H100 in every float type
-    /// (`crate::cuda_source`).
+    /// The kernels' CUDA C++ compiles for an H100 in every float type.
     #[cfg(feature = "cuda")]
     #[test]
     fn compiles_for_cuda() {
-        use crate::cuda_source::{assert_compiles, for_each_float_type};
-        for_each_float_type(|e, dtype| {
-            assert_compiles(super::kernel::gelu_forward::create_dummy_kernel(
-                e.device_properties.clone(),
-                e.target_properties.clone(),
-                e.count(),
-                e.dim(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                dtype,
-            ));
-            assert_compiles(super::kernel::gelu_backward::create_dummy_kernel(
-                e.device_properties.clone(),
-                e.target_properties.clone(),
-                e.count(),
-                e.dim(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                dtype,
-            ));
+        use super::kernel::{gelu_backward, gelu_forward};
+        crate::cuda_source::for_each_float_type(|e, dtype| {
+            assert_compiles!(e, gelu_forward[x, bias, output](dtype));
+            assert_compiles!(e, gelu_backward[x, bias, grad, grad_x](dtype));
         });
     }
 }

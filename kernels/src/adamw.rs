@@ -1,11 +1,10 @@
-//! AdamW's update as one CubeCL kernel per parameter, for the GPU backends (CUDA, wgpu).
+//! AdamW's update as one CubeCL kernel per parameter: [`crate::adamw_step`].
 //!
-//! Burn's AdamW is about fourteen kernel launches per parameter. For bert-base's 201
-//! parameter tensors that was 2,950 of a training step's 5,217 launches and 45 of its 150 ms
-//! of GPU time on an H100 (BENCHMARKS.md, "GPU, second session"). Burn 0.22 has no fused
-//! optimizer kernel, and its automatic fusion is off in burnbert (it compiled for minutes
-//! before the first step), so this is written here: one pass that reads the parameter, the
-//! gradient and both moments and updates the three in place.
+//! Burn's AdamW is about fourteen kernel launches per parameter, a large share of a bert-base
+//! training step's launches and GPU time (BENCHMARKS.md, "GPU, second session"). Burn 0.22 has
+//! no fused optimizer kernel, and its automatic fusion is off in burnbert (it compiled for
+//! minutes before the first step), so this is written here: one pass that reads the
+//! parameter, the gradient and both moments and updates the three in place.
 
 use burn::backend::Cube;
 use burn::tensor::Tensor;
@@ -13,7 +12,7 @@ use burn_cubecl::cubecl::{CubeDim, calculate_cube_count_elemwise};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::StepScalars;
+use crate::StepScalars;
 use kernel::{StepLaunch, adamw_kernel};
 
 /// The kernel, apart from the host code: CubeCL's `Tensor` is not Burn's.
@@ -58,10 +57,7 @@ mod kernel {
     }
 }
 
-/// One AdamW step of a parameter on a CubeCL device, in one kernel launch that updates the
-/// parameter and both moments in place; returns them. A tensor that is shared or not
-/// contiguous is copied first. All four tensors must be on that device and of one float
-/// type; the caller checks both.
+/// [`crate::adamw_step`].
 pub fn adamw_step<const D: usize>(
     param: Tensor<D>,
     grad: Tensor<D>,
@@ -116,24 +112,13 @@ pub fn adamw_step<const D: usize>(
 #[cfg(all(test, feature = "cuda", feature = "wgpu"))]
 mod tests {
     use super::kernel::{StepLaunch, adamw_kernel};
-    use burnbert_model::cuda_source::{assert_compiles, for_each_float_type};
 
     /// The kernel's CUDA C++ compiles for an H100 in every float type.
     #[test]
     fn compiles_for_cuda() {
-        for_each_float_type(|e, dtype| {
-            assert_compiles(adamw_kernel::create_dummy_kernel(
-                e.device_properties.clone(),
-                e.target_properties.clone(),
-                e.count(),
-                e.dim(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                StepLaunch::new(0.9, 0.999, 1e-8, 0.1, 0.001, 1.0, 1e-3),
-                dtype,
-            ));
+        crate::cuda_source::for_each_float_type(|e, dtype| {
+            let step = StepLaunch::new(0.9, 0.999, 1e-8, 0.1, 0.001, 1.0, 1e-3);
+            assert_compiles!(e, adamw_kernel[param, grad, moment_1, moment_2](step, dtype));
         });
     }
 }

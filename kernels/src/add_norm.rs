@@ -1,16 +1,16 @@
 //! "Add & Norm" after the attention and after the feed-forward network,
 //! `LayerNorm(dropout(hidden + bias) + residual)`, as one kernel forward and one backward
-//! (plus one reduction for the bias, gamma and beta gradients), with its own autodiff node.
+//! (plus one reduction for the bias, gamma and beta gradients): [`crate::add_norm`].
 //!
 //! Apart, the bias, the dropout, the residual sum and the LayerNorm are four kernels forward
 //! and each a pass over the activations; the backward pass adds the dropout's. The dropout
-//! mask is [`super::dropout`]'s, drawn from a seed and each element's index.
+//! mask is [`crate::dropout`]'s, drawn from a seed and each element's index.
 
 use burn::backend::Cube;
 use burn::backend::autodiff::{
-    checkpoint::{base::Checkpointer, strategy::NoCheckpointing},
+    checkpoint::base::Checkpointer,
     grads::Gradients,
-    ops::{Backward, Ops, OpsKind},
+    ops::{Backward, Ops},
 };
 use burn::backend::ops::FloatTensorOps;
 use burn::tensor::{Shape, Tensor};
@@ -18,17 +18,16 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::dropout::Mask;
-use super::layer_norm::{self, statistics};
-use super::{
-    Tracked, block, block_column_sums, column_sums, empty_like, plain, row_launch, tracked,
-};
+use crate::autodiff::with_backward;
+use crate::dropout::Mask;
+use crate::host::{block, block_column_sums, column_sums, empty_like, row_launch};
+use crate::layer_norm::{self, statistics};
 use kernel::{add_norm_backward, add_norm_forward};
 
 /// The kernels, apart from the host code: CubeCL's `Tensor` is not Burn's.
 mod kernel {
-    use super::super::dropout::kernel::kept;
-    use super::super::layer_norm::kernel::{normalize_row, normalize_row_backward};
+    use crate::dropout::kernel::kept;
+    use crate::layer_norm::kernel::{normalize_row, normalize_row_backward};
     use burn_cubecl::cubecl::{self, prelude::*};
 
     /// For one row per cube: `sum = dropout(hidden + bias) + residual`, kept for the
@@ -113,10 +112,7 @@ mod kernel {
     }
 }
 
-/// `LayerNorm(dropout(hidden + bias) + residual)` over the last axis, with gamma, beta and
-/// epsilon, and dropout keeping each element with probability `keep` (`None`: no dropout; it
-/// needs a device that tracks gradients); in `hidden`'s float type, to which the others are
-/// cast. The caller checks [`super::applies`].
+/// [`crate::add_norm`].
 pub fn add_norm<const D: usize>(
     hidden: Tensor<D>,
     bias: Tensor<1>,
@@ -129,48 +125,39 @@ pub fn add_norm<const D: usize>(
     let residual = residual.cast(dtype);
     let [bias, gamma, beta] = [bias, gamma, beta].map(|vector| vector.cast(dtype));
     let device = hidden.device();
-    if !device.is_autodiff() {
-        assert!(
-            keep.is_none(),
-            "dropout needs a device that tracks gradients"
-        );
-        let inputs = [hidden, residual].map(plain);
-        let vectors = [bias, gamma, beta].map(plain);
-        let (output, _) = forward(inputs, vectors, None, epsilon);
-        return Tensor::from_primitive::<Cube>(output);
-    }
+    assert!(
+        keep.is_none() || device.is_autodiff(),
+        "dropout needs a device that tracks gradients"
+    );
     let mask = keep.map(|keep| Mask::draw(&device, keep));
-    let (hidden, residual) = (tracked(hidden), tracked(residual));
-    let (bias, gamma, beta) = (tracked(bias), tracked(gamma), tracked(beta));
-    let parents = [&hidden, &bias, &residual, &gamma, &beta].map(|tensor| tensor.node());
-    let output = match AddNormBackward
-        .prepare::<NoCheckpointing>(parents)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let gamma_kept = gamma.primitive().clone();
-            let inputs = [hidden, residual].map(|tensor| tensor.into_primitive());
-            let vectors = [bias, gamma, beta].map(|tensor| tensor.into_primitive());
-            let (output, (sum, mean, rstd)) = forward(inputs, vectors, mask.as_ref(), epsilon);
-            prep.finish(
-                State {
-                    sum,
-                    gamma: gamma_kept,
-                    mean,
-                    rstd,
-                    mask,
-                },
-                output,
-            )
-        }
-        OpsKind::UnTracked(prep) => {
-            let inputs = [hidden, residual].map(|tensor| tensor.into_primitive());
-            let vectors = [bias, gamma, beta].map(|tensor| tensor.into_primitive());
-            prep.finish(forward(inputs, vectors, mask.as_ref(), epsilon).0)
-        }
-    };
-    Tensor::from_primitive::<Tracked>(output)
+    let inputs = [
+        hidden.into(),
+        bias.into(),
+        residual.into(),
+        gamma.into(),
+        beta.into(),
+    ];
+    with_backward(
+        AddNormBackward,
+        inputs,
+        |[hidden, bias, residual, gamma, beta]| {
+            let kept_gamma = gamma.clone();
+            let (output, (sum, mean, rstd)) = forward(
+                [hidden, residual],
+                [bias, gamma, beta],
+                mask.as_ref(),
+                epsilon,
+            );
+            let state = State {
+                sum,
+                gamma: kept_gamma,
+                mean,
+                rstd,
+                mask,
+            };
+            (output, state)
+        },
+    )
 }
 
 /// What the backward pass needs: the normalised sum, gamma, each row's statistics, the mask.
@@ -308,7 +295,7 @@ mod tests {
     /// The inputs hidden, bias, residual, gamma, beta and the weights of the loss
     /// `sum(output × weights)`, drawn on the CPU.
     fn inputs() -> [Vec<f32>; 6] {
-        let cpu = crate::parse_device("cpu").unwrap();
+        let cpu = crate::testing::cpu();
         let random = |n: usize, mean: f64, std: f64| {
             Tensor::<1>::random([n], Distribution::Normal(mean, std), &cpu)
                 .into_data()
@@ -327,7 +314,8 @@ mod tests {
     }
 
     /// The output and the gradients of the five inputs on `device` (with autodiff), by
-    /// `add_norm` (`fused`) or by Burn's operations and burnbert's other kernels.
+    /// `add_norm` (`fused`) or by Burn's operations and the other kernels where they apply
+    /// (dropout and LayerNorm), as burnbert-model's `ops::add_norm` runs them apart.
     fn run(
         device: &Device,
         inputs: &[Vec<f32>; 6],
@@ -348,7 +336,7 @@ mod tests {
         let (gamma, beta) = (vector(3), vector(4));
         let weights = Tensor::<2>::from_data(tensor(&inputs[5]), &device);
         let output = if fused {
-            add_norm(
+            crate::add_norm(
                 hidden.clone(),
                 bias.clone(),
                 residual.clone(),
@@ -359,15 +347,16 @@ mod tests {
         } else {
             let biased = hidden.clone() + bias.clone().unsqueeze();
             let dropped = match keep {
-                Some(keep) => crate::cube::dropout::dropout(biased, keep),
+                Some(keep) => crate::dropout(biased, keep),
                 None => biased,
             };
-            let layer_norm = crate::LayerNorm {
-                gamma: burn::module::Param::from_tensor(gamma.clone()),
-                beta: burn::module::Param::from_tensor(beta.clone()),
-                epsilon: 1e-12,
-            };
-            crate::layer_norm::LayerNorm::forward(&layer_norm, dropped + residual.clone())
+            let sum = dropped + residual.clone();
+            match crate::applies(&sum) {
+                true => crate::layer_norm(sum, gamma.clone(), beta.clone(), 1e-12),
+                false => {
+                    burn::tensor::module::layer_norm(sum, gamma.clone(), Some(beta.clone()), 1e-12)
+                }
+            }
         };
         let grads = (output.clone() * weights).sum().backward();
         let mut results = vec![output.into_data().try_to_vec::<f32>().unwrap()];
@@ -398,8 +387,7 @@ mod tests {
     #[test]
     fn matches_the_cpu_without_dropout() {
         let inputs = inputs();
-        let wgpu = crate::parse_device("wgpu").unwrap();
-        let cpu = crate::parse_device("cpu").unwrap();
+        let (wgpu, cpu) = (crate::testing::wgpu(), crate::testing::cpu());
         let expected = run(&cpu, &inputs, None, false);
         assert_close(
             &run(&wgpu, &inputs, None, true),
@@ -413,9 +401,9 @@ mod tests {
     /// seed: the same mask, output and gradients.
     #[test]
     fn drops_out_as_the_dropout_kernel_does() {
-        let _turn = crate::dropout::seeding();
+        let _turn = crate::testing::seeding();
         let inputs = inputs();
-        let wgpu = crate::parse_device("wgpu").unwrap();
+        let wgpu = crate::testing::wgpu();
         wgpu.seed(7);
         let apart = run(&wgpu, &inputs, Some(0.9), false);
         wgpu.seed(7);
@@ -427,53 +415,29 @@ mod tests {
         assert!((0.07..0.13).contains(&fraction), "dropped {fraction}");
     }
 
-    /// The kernels' CUDA C++ compiles for an H100 in every float type, with and without dropout
-    /// (`crate::cuda_source`).
+    /// The kernels' CUDA C++ compiles for an H100 in every float type, with and without
+    /// dropout.
     #[cfg(feature = "cuda")]
     #[test]
     fn compiles_for_cuda() {
-        use crate::cuda_source::{assert_compiles, for_each_float_type};
-        for_each_float_type(|e, dtype| {
+        use super::kernel::{add_norm_backward, add_norm_forward};
+        crate::cuda_source::for_each_float_type(|e, dtype| {
             for dropout in [false, true] {
-                assert_compiles(super::kernel::add_norm_forward::create_dummy_kernel(
-                    e.device_properties.clone(),
-                    e.target_properties.clone(),
-                    e.count(),
-                    e.dim(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
-                    e.tensor(),
+                assert_compiles!(
+                    e,
+                    add_norm_forward[
+                        hidden, bias, residual, gamma, beta, seed, sum, output, mean, rstd
+                    ](1 << 31, 2.0, 1e-12, dropout, dtype)
+                );
+            }
+            assert_compiles!(
+                e,
+                add_norm_backward[sum, gamma, mean, rstd, grad, seed, grad_sum, partials](
                     1 << 31,
                     2.0,
-                    1e-12,
-                    dropout,
-                    dtype,
-                ));
-            }
-            assert_compiles(super::kernel::add_norm_backward::create_dummy_kernel(
-                e.device_properties.clone(),
-                e.target_properties.clone(),
-                e.count(),
-                e.dim(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                e.tensor(),
-                1 << 31,
-                2.0,
-                dtype,
-            ));
+                    dtype
+                )
+            );
         });
     }
 }

@@ -1,0 +1,229 @@
+//! The operations of BERT that have a fast path on the GPU, one function each: Burn's
+//! reference body, which every backend runs (the CPU always), and a single dispatch to
+//! burnbert's own kernel (the `burnbert-kernels` crate) where one applies. `bert.rs` calls
+//! these and nothing of the kernels; a reader who does not care about GPUs can read the
+//! reference bodies alone.
+//!
+//! `burnbert_kernels::applies` is false on the CPU backends, with `BURNBERT_GPU_KERNELS=0`,
+//! and always in a build without `wgpu` or `cuda`, so no `#[cfg]` is needed here.
+
+use burn::nn::{Dropout, Linear};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Bool, DType, Distribution, FloatDType, Tensor};
+use burnbert_kernels as kernels;
+
+use crate::device::is_cpu_backend;
+use crate::dropout::{cpu_mask, dropout_applies};
+use crate::layer_norm::LayerNorm;
+
+/// Whether `dtype` is a 16-bit float, whose sums burnbert widens to f32.
+pub(crate) fn is_half(dtype: DType) -> bool {
+    matches!(dtype, DType::F16 | DType::BF16)
+}
+
+/// `linear.forward(x)` in `x`'s float type. Under mixed precision
+/// ([`crate::BertForSequenceClassification::with_compute_dtype`]) the activations are bf16
+/// while the weights stay f32: the weights are cast for the product, as `torch.autocast` does,
+/// and their gradients come back in f32 through the cast.
+pub fn dense<const D: usize>(linear: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let dtype = x.dtype();
+    burn::tensor::module::linear(
+        x,
+        linear.weight.val().cast(dtype),
+        linear.bias.as_ref().map(|bias| bias.val().cast(dtype)),
+    )
+}
+
+/// `linear` on every token of `[batch, seq, d_in]`, as one `[batch × seq, d_in]` matrix
+/// product. Burn 0.22 keeps a 3-d input whose `seq` is a multiple of 8 as `batch` products
+/// with the weight broadcast, and flex packs the weight again for each of them; one product
+/// is faster (BENCHMARKS.md).
+pub fn per_token(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [batch, seq, d_in] = x.dims();
+    let d_out = linear.weight.dims()[1];
+    dense(linear, x.reshape([batch * seq, d_in])).reshape([batch, seq, d_out])
+}
+
+/// [`per_token`] without `linear`'s bias, which the kernel that follows adds.
+fn per_token_unbiased(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [batch, seq, d_in] = x.dims();
+    let weight = linear.weight.val().cast(x.dtype());
+    let d_out = weight.dims()[1];
+    x.reshape([batch * seq, d_in])
+        .matmul(weight)
+        .reshape([batch, seq, d_out])
+}
+
+/// LayerNorm of `input` over its last axis, `(x - mean) / sqrt(var + epsilon) * gamma + beta`
+/// with the biased variance, as PyTorch. Under mixed precision (`input` in bf16, the
+/// parameters in f32) gamma and beta are cast to the input's type.
+///
+/// # Shapes
+///
+/// `input` `[..., width]`, `gamma` and `beta` `[width]`.
+pub fn layer_norm<const D: usize>(
+    input: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> Tensor<D> {
+    let dtype = input.dtype();
+    let (gamma, beta) = (gamma.cast(dtype), beta.cast(dtype));
+    if kernels::applies(&input) {
+        return kernels::layer_norm(input, gamma, beta, epsilon);
+    }
+    // As Burn's `LayerNorm` for f16, which cannot hold the sum of squares, and as the GPU
+    // kernel: 16-bit inputs are normalised in f32.
+    if is_half(dtype) {
+        let wide = FloatDType::F32;
+        let output = burn::tensor::module::layer_norm(
+            input.cast(wide),
+            gamma.cast(wide),
+            Some(beta.cast(wide)),
+            epsilon,
+        );
+        return output.cast(dtype);
+    }
+    burn::tensor::module::layer_norm(input, gamma, Some(beta), epsilon)
+}
+
+/// `layer` applied to `x`: in training on an autodiff device, each element is zeroed with
+/// probability `layer.prob` and the others are scaled by `1 / (1 - prob)`, as
+/// `torch.nn.Dropout` and Burn do; otherwise `x` unchanged. On the CPU backends the mask comes
+/// from [`crate::dropout`]'s ChaCha8 stream, faster than Burn's; elsewhere from Burn's
+/// Bernoulli tensor.
+pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
+    let device = x.device();
+    if !dropout_applies(layer, &device) {
+        return x;
+    }
+    let keep = 1.0 - layer.prob;
+    if kernels::applies(&x) {
+        return kernels::dropout(x, keep);
+    }
+    let mask = if is_cpu_backend(&device) {
+        cpu_mask(x.shape(), keep, &device).cast(x.dtype())
+    } else {
+        x.random_like(Distribution::Bernoulli(keep))
+            .mul_scalar(1.0 / keep)
+    };
+    x * mask
+}
+
+/// `dense(hidden)` split into the attention's heads, as transformers'
+/// `self.query(hidden).view(batch, seq, heads, head_dim).transpose(1, 2)`. On the CPU the heads
+/// are a view, which flex multiplies faster than it copies it; the GPU kernel makes them
+/// contiguous and adds the bias on the way (cubek's matrix product copies a head-split view
+/// before every product that reads it).
+///
+/// # Shapes
+///
+/// `hidden` `[batch, seq, hidden]`; the output is `[batch, heads, seq, hidden / heads]`.
+pub fn split_heads(dense: &Linear, hidden: &Tensor<3>, heads: usize) -> Tensor<4> {
+    if let Some(bias) = &dense.bias
+        && kernels::applies(hidden)
+    {
+        let product = per_token_unbiased(dense, hidden.clone());
+        return kernels::split_heads(product, bias.val(), heads);
+    }
+    let [batch, seq, _] = hidden.dims();
+    let output = per_token(dense, hidden.clone());
+    let head_dim = output.dims()[2] / heads;
+    output
+        .reshape([batch, seq, heads, head_dim])
+        .swap_dims(1, 2)
+}
+
+/// Heads merged back into one row per token.
+///
+/// # Shapes
+///
+/// `heads` `[batch, heads, seq, head_dim]`; the output is `[batch, seq, heads × head_dim]`.
+pub fn merge_heads(heads: Tensor<4>) -> Tensor<3> {
+    if kernels::applies(&heads) {
+        return kernels::merge_heads(heads);
+    }
+    let [batch, count, seq, head_dim] = heads.dims();
+    heads
+        .swap_dims(1, 2)
+        .reshape([batch, seq, count * head_dim])
+}
+
+/// The attention's probabilities: `softmax(scores / √head_dim)` over the keys, padded keys
+/// weighing 0.
+///
+/// # Shapes
+///
+/// `scores` `[batch, heads, queries, keys]`, `padding` `[batch, 1, 1, keys]` (true at padded
+/// keys); the output is `scores`' shape.
+pub fn attention_probabilities(
+    scores: Tensor<4>,
+    padding: Tensor<4, Bool>,
+    head_dim: usize,
+) -> Tensor<4> {
+    let divisor = (head_dim as f64).sqrt();
+    if kernels::applies(&scores) {
+        return kernels::masked_softmax(scores, padding, divisor);
+    }
+    // Like the kernel, 16-bit scores are normalised in f32 (torch.autocast runs softmax in
+    // f32 too).
+    let dtype = scores.dtype();
+    if is_half(dtype) {
+        return attention_probabilities(scores.cast(FloatDType::F32), padding, head_dim)
+            .cast(dtype);
+    }
+    // transformers adds the dtype's most negative finite value at padded keys, so their
+    // softmax weight is exactly 0; masking with it gives the same numbers.
+    let scores = scores.div_scalar(divisor);
+    let min = scores.dtype().finfo().map_or(f32::MIN as f64, |f| f.min);
+    softmax(scores.mask_fill(padding, min), 3)
+}
+
+/// The feed-forward network's expansion with the exact GELU, `gelu(dense(hidden))`. The GPU
+/// kernel adds the bias and applies GELU in one pass, and differentiates it exactly, as
+/// PyTorch (Burn's own backward is the tanh approximation's derivative).
+///
+/// # Shapes
+///
+/// `hidden` `[batch, seq, d_in]`; the output is `[batch, seq, d_out]`.
+pub fn dense_gelu(dense: &Linear, hidden: Tensor<3>) -> Tensor<3> {
+    if let Some(bias) = &dense.bias
+        && kernels::applies(&hidden)
+    {
+        return kernels::bias_gelu(per_token_unbiased(dense, hidden), bias.val());
+    }
+    gelu(per_token(dense, hidden))
+}
+
+/// "Add & Norm", `layer_norm(dropout(dense(hidden)) + residual)`: the end of transformers'
+/// `BertSelfOutput` and `BertOutput`. After the matrix product, the GPU kernel does the bias,
+/// dropout, residual sum and LayerNorm in one pass each way.
+///
+/// # Shapes
+///
+/// `hidden` `[batch, seq, d_in]`, `residual` `[batch, seq, d_out]`; the output is
+/// `residual`'s shape.
+pub fn add_norm(
+    dense: &Linear,
+    dropout_layer: &Dropout,
+    norm: &LayerNorm,
+    hidden: Tensor<3>,
+    residual: Tensor<3>,
+) -> Tensor<3> {
+    if let Some(bias) = &dense.bias
+        && kernels::applies(&hidden)
+    {
+        let keep =
+            dropout_applies(dropout_layer, &hidden.device()).then(|| 1.0 - dropout_layer.prob);
+        return kernels::add_norm(
+            per_token_unbiased(dense, hidden),
+            bias.val(),
+            residual,
+            [norm.gamma.val(), norm.beta.val()],
+            norm.epsilon,
+            keep,
+        );
+    }
+    let x = dropout(dropout_layer, per_token(dense, hidden));
+    norm.forward(x + residual)
+}
