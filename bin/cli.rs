@@ -1,5 +1,9 @@
 //! What the programs in `bin/` share: model loading from the Hub or a directory, and
-//! turning errors into one clear line and a non-zero exit code.
+//! turning errors into one clear line and a non-zero exit code; and `train`'s reporting
+//! (progress, metrics log, plots, TensorBoard).
+
+pub mod progress;
+pub mod tensorboard;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -149,7 +153,16 @@ pub fn parse_with_config<P: clap::Parser>() -> anyhow::Result<P> {
         let flags = config_flags(&P::command(), &args[0], Path::new(&file))?;
         args.splice(1..1, flags);
     }
-    Ok(P::try_parse_from(args).unwrap_or_else(|e| e.exit()))
+    P::try_parse_from(args).or_else(|e| {
+        // A value that an option's own parser refused: reported like the options' other
+        // errors (`TrainOptions::validate`), which name the flag.
+        match std::error::Error::source(&e)
+            .and_then(|s| s.downcast_ref::<burnbert_train::TrainError>())
+        {
+            Some(error) => Err(anyhow::anyhow!("{error}")),
+            None => e.exit(),
+        }
+    })
 }
 
 /// The flags that a `--config` file stands for.
@@ -228,9 +241,8 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
 ///
 /// With dynamic padding nearly every batch has new tensor shapes, and by default glibc
 /// serves each large tensor with fresh `mmap` pages, which the kernel zeroes on first touch,
-/// and unmaps them when the tensor is freed: page faults took 6 % of the CPU time of MRPC
-/// training on the CPU. Served from the heap and never trimmed, 40 MRPC steps took 26.5–27.0 s
-/// instead of 29.9–32.2 s (BENCHMARKS.md).
+/// and unmaps them when the tensor is freed: page faults were a measurable part of MRPC
+/// training on the CPU, which serving them from the heap removes (BENCHMARKS.md).
 fn keep_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's allocation thresholds; any value is valid.

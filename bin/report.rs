@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burnbert::run;
-use burnbert_eval::plot::{plot_run, read_log};
+use burnbert_eval::log::read_log;
+use burnbert_eval::plot::plot_run;
 use clap::Parser;
 
 #[derive(Parser)]

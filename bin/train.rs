@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::data::dataloader::batcher::Batcher;
+use burnbert::progress::{Progress, ReportTo, interrupt_flag};
 use burnbert::{ModelArgs, run};
 use burnbert_data::{Columns, Encoded, PaddingBatcher, Task, padding_ratio, read_examples};
-use burnbert_train::{CheckpointDirs, Progress, ScheduleKind, TrainOptions, Validation};
+use burnbert_train::{CheckpointDirs, Data, TrainOptions};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -41,50 +42,14 @@ struct Args {
     /// Where the fine-tuned model, metrics log, results and checkpoints go.
     #[arg(long)]
     output_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 3)]
-    num_epochs: usize,
-    /// Examples per forward/backward pass on each device.
-    #[arg(long, default_value_t = 8)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 32)]
-    eval_batch_size: usize,
-    #[arg(long, default_value_t = 5e-5, allow_negative_numbers = true)]
-    learning_rate: f64,
-    /// AdamW weight decay; biases and LayerNorm parameters are never decayed.
-    #[arg(long, default_value_t = 0.01, allow_negative_numbers = true)]
-    weight_decay: f64,
-    #[arg(long, value_enum, default_value_t = ScheduleKind::Linear)]
-    lr_scheduler_type: ScheduleKind,
-    #[arg(long, conflicts_with = "warmup_ratio")]
-    num_warmup_steps: Option<usize>,
-    /// Warmup as a fraction of all optimizer steps.
-    #[arg(long)]
-    warmup_ratio: Option<f64>,
-    #[arg(long, default_value_t = 1)]
-    gradient_accumulation_steps: usize,
-    #[arg(long)]
-    max_grad_norm: Option<f64>,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Pad each batch to a multiple of this length [default: 1 on the CPU, 16 on GPUs, which
-    /// compile kernels per shape].
-    #[arg(long)]
-    pad_to_multiple_of: Option<usize>,
-    /// Batch examples of similar length together (less padding).
-    #[arg(long)]
-    group_by_length: bool,
-    /// Drop the last, smaller batch of each epoch.
-    #[arg(long)]
-    drop_last: bool,
-    /// Save a checkpoint every N optimizer steps, or `epoch`.
-    #[arg(long)]
-    checkpointing_steps: Option<String>,
+    #[command(flatten)]
+    options: TrainOptions,
     /// Continue from a checkpoint directory (or a directory of them: the latest).
     #[arg(long)]
     resume_from_checkpoint: Option<PathBuf>,
-    /// Skip optimizer steps whose loss is NaN or infinite instead of stopping.
-    #[arg(long)]
-    skip_nonfinite: bool,
+    /// Also write the run's scalars for TensorBoard, into OUTPUT_DIR/tensorboard.
+    #[arg(long, value_enum, default_value_t = ReportTo::None)]
+    report_to: ReportTo,
     /// Print the split sizes, one batch's shapes, the padding ratio and the step count, then exit.
     #[arg(long)]
     dry_run: bool,
@@ -94,54 +59,19 @@ struct Args {
 }
 
 impl Args {
+    /// The options with what the devices decide: their number, and on GPUs batches padded to
+    /// a multiple of 16 unless `--pad-to-multiple-of` says otherwise.
     fn options(
         &self,
         train_examples: usize,
         devices: usize,
         gpu: bool,
     ) -> anyhow::Result<TrainOptions> {
-        let (checkpoint_steps, checkpoint_epochs) = match self.checkpointing_steps.as_deref() {
-            None => (None, false),
-            Some("epoch") => (None, true),
-            Some(n) => (
-                Some(n.parse().map_err(|_| {
-                    anyhow::anyhow!(
-                        "--checkpointing-steps takes a number of steps or `epoch`, not `{n}`"
-                    )
-                })?),
-                false,
-            ),
-        };
-        let mut options = TrainOptions {
-            epochs: self.num_epochs,
-            batch_size: self.batch_size,
-            learning_rate: self.learning_rate,
-            weight_decay: self.weight_decay,
-            schedule: self.lr_scheduler_type,
-            warmup_steps: self.num_warmup_steps.unwrap_or(0),
-            gradient_accumulation_steps: self.gradient_accumulation_steps,
-            devices,
-            max_grad_norm: self.max_grad_norm,
-            seed: self.seed,
-            pad_to_multiple_of: self.pad_to_multiple_of.unwrap_or(if gpu { 16 } else { 1 }),
-            group_by_length: self.group_by_length,
-            drop_last: self.drop_last,
-            eval_batch_size: self.eval_batch_size,
-            checkpoint_steps,
-            checkpoint_epochs,
-            skip_nonfinite: self.skip_nonfinite,
-        };
-        if options.pad_to_multiple_of == 0 {
-            anyhow::bail!("--pad-to-multiple-of must be at least 1");
-        }
-        if let Some(ratio) = self.warmup_ratio {
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&ratio),
-                "--warmup-ratio must be between 0 and 1, not {ratio}"
-            );
-            options.warmup_steps =
-                (ratio * options.total_steps(train_examples) as f64).ceil() as usize;
-        }
+        let mut options = self.options.clone();
+        options.devices = devices;
+        options
+            .pad_to_multiple_of
+            .get_or_insert(if gpu { 16 } else { 1 });
         options.validate(train_examples)?;
         Ok(options)
     }
@@ -206,7 +136,7 @@ fn main() -> std::process::ExitCode {
         }
         let batcher = PaddingBatcher {
             pad_id: loaded.tokenizer.pad_id(),
-            pad_to_multiple_of: options.pad_to_multiple_of,
+            pad_to_multiple_of: options.pad_to_multiple_of.unwrap_or(1),
         };
         if args.dry_run {
             return dry_run(&train, &validation, &options, &batcher, device);
@@ -218,8 +148,7 @@ fn main() -> std::process::ExitCode {
             resume_from: args.resume_from_checkpoint.clone(),
         };
         anyhow::ensure!(
-            dirs.save_to.is_some()
-                || (options.checkpoint_steps.is_none() && !options.checkpoint_epochs),
+            dirs.save_to.is_some() || options.checkpointing.is_none(),
             "--checkpointing-steps needs --output-dir to write the checkpoints to"
         );
         if let Some(dir) = &output_dir {
@@ -227,12 +156,10 @@ fn main() -> std::process::ExitCode {
                 .with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
         }
         let mut progress = Progress::new(
-            output_dir
-                .as_ref()
-                .map(|d| d.join("metrics.jsonl"))
-                .as_deref(),
+            output_dir.as_deref(),
             dirs.resume_from.is_some(),
             args.quiet,
+            args.report_to,
         )?;
         if !args.quiet {
             let on = match &args.model.devices {
@@ -245,20 +172,21 @@ fn main() -> std::process::ExitCode {
                 effective_batch(&options)
             );
         }
-        let validation_set = Validation {
-            examples: &validation,
+        let data = Data {
+            train: &train,
+            validation: &validation,
             metrics: task.metrics,
             num_classes: task.labels.len(),
+            batcher: &batcher,
         };
         let trained = burnbert_train::train(
             loaded.model,
-            &train,
-            &validation_set,
+            &data,
             &options,
-            &batcher,
             &devices,
             &dirs,
             &mut progress,
+            &interrupt_flag(),
         )?;
         let last = trained
             .state

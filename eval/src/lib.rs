@@ -1,6 +1,7 @@
 //! Evaluation: metrics like 🤗 Evaluate's, batched inference without autodiff, and
 //! pictures of a run.
 
+pub mod log;
 pub mod metrics;
 pub mod plot;
 

@@ -1,7 +1,7 @@
 //! Pictures of a run as PNG files: training loss, learning rate and validation metrics
-//! from a `metrics.jsonl` log (see `burnbert_train::Progress`), and confusion matrices.
+//! from its log ([`crate::log::RunLog`]), and confusion matrices.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::error::Error;
 use std::fs;
 use std::ops::Range;
@@ -14,7 +14,8 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use serde::{Deserialize, Deserializer};
+
+use crate::log::{LogError, RunLog};
 
 /// DejaVu Sans (see assets/fonts/README.md). plotters' ab_glyph text has no access to
 /// system fonts, and an embedded font makes the pictures the same on every machine.
@@ -39,18 +40,8 @@ const COLORS: [RGBColor; 6] = [
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
     /// The log could not be read.
-    #[error("cannot read {}: {error}", path.display())]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    /// A line of the log is not a step or epoch record; `line` is 1-based.
-    #[error("{}: line {line}: {message}", path.display())]
-    Line {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    #[error(transparent)]
+    Log(#[from] LogError),
     /// The folder for a picture could not be created.
     #[error("cannot create {}: {error}", path.display())]
     Write {
@@ -66,136 +57,6 @@ pub enum PlotError {
     /// The data cannot make the picture asked for.
     #[error("{0}")]
     Invalid(String),
-}
-
-/// One optimizer step of a run.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct StepRecord {
-    /// Optimizer steps done, 1-based.
-    pub step: usize,
-    /// The epoch the step belongs to, 1-based.
-    pub epoch: usize,
-    /// NaN where the step's loss was not finite.
-    #[serde(deserialize_with = "nan_if_null")]
-    pub loss: f64,
-    /// The learning rate the step used.
-    #[serde(deserialize_with = "nan_if_null")]
-    pub lr: f64,
-}
-
-/// The validation after one epoch.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based.
-    pub epoch: usize,
-    /// Metric name to value (NaN where it was not finite), the log's `eval` object.
-    #[serde(rename = "eval", deserialize_with = "nan_if_null_map")]
-    pub metrics: BTreeMap<String, f64>,
-    /// Mean training loss over the epoch's steps.
-    #[serde(deserialize_with = "nan_if_null")]
-    pub train_loss: f64,
-}
-
-/// A metrics log: its step and epoch records in file order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RunLog {
-    /// One record per optimizer step.
-    pub steps: Vec<StepRecord>,
-    /// One record per finished epoch.
-    pub epochs: Vec<EpochRecord>,
-}
-
-// serde_json writes NaN and infinities as `null`.
-fn nan_if_null<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
-}
-
-fn nan_if_null_map<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<BTreeMap<String, f64>, D::Error> {
-    let map = BTreeMap::<String, Option<f64>>::deserialize(deserializer)?;
-    Ok(map
-        .into_iter()
-        .map(|(name, value)| (name, value.unwrap_or(f64::NAN)))
-        .collect())
-}
-
-enum Record {
-    Step(StepRecord),
-    Epoch(EpochRecord),
-}
-
-/// Reads a `metrics.jsonl` written by training. Blank lines are skipped, and so is an
-/// unfinished last line (the log of a run in progress); any other line that is not a step
-/// record (with `step`) or an epoch record (with `eval`) is an error naming its line.
-///
-/// A run resumed from a checkpoint appends to its log and redoes the steps after the
-/// checkpoint, so a record replaces those it goes back over: a step record the steps from
-/// its number on and the epoch records from its epoch on, an epoch record those from its
-/// epoch on.
-pub fn read_log(path: &Path) -> Result<RunLog, PlotError> {
-    let text = fs::read_to_string(path).map_err(|error| PlotError::Read {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    let mut log = RunLog::default();
-    let mut lines = text.lines().enumerate().peekable();
-    while let Some((index, line)) = lines.next() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match parse_record(line) {
-            Ok(Record::Step(step)) => {
-                while log.steps.last().is_some_and(|s| s.step >= step.step) {
-                    log.steps.pop();
-                }
-                log.epochs.retain(|e| e.epoch < step.epoch);
-                log.steps.push(step);
-            }
-            Ok(Record::Epoch(epoch)) => {
-                log.epochs.retain(|e| e.epoch < epoch.epoch);
-                log.epochs.push(epoch);
-            }
-            // Training appends each record with several writes, so a reader may see half a line.
-            Err(_) if lines.peek().is_none() && !text.ends_with('\n') => {}
-            Err(message) => {
-                return Err(PlotError::Line {
-                    path: path.to_path_buf(),
-                    line: index + 1,
-                    message,
-                });
-            }
-        }
-    }
-    Ok(log)
-}
-
-fn parse_record(line: &str) -> Result<Record, String> {
-    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| json_message(&e))?;
-    let record = if value.get("step").is_some() {
-        StepRecord::deserialize(&value).map(Record::Step)
-    } else if value.get("eval").is_some() {
-        EpochRecord::deserialize(&value).map(Record::Epoch)
-    } else {
-        return Err(
-            "neither a step record (with \"step\") nor an epoch record (with \"eval\")".into(),
-        );
-    };
-    record.map_err(|e| json_message(&e))
-}
-
-/// serde_json's message with "at line 1 column N" shortened to the column: the caller
-/// names the line of the file.
-fn json_message(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    match text.strip_suffix(&format!(
-        " at line {} column {}",
-        error.line(),
-        error.column()
-    )) {
-        Some(message) => format!("{message} (column {})", error.column()),
-        None => text,
-    }
 }
 
 /// Draws `loss.png` (training loss per step, raw and smoothed, with each epoch's mean),
@@ -656,6 +517,7 @@ fn smooth(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::read_log;
 
     /// A two-epoch run of 40 steps: noisy falling loss, linear decay, improving metrics.
     fn synthetic_log() -> String {

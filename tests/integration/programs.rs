@@ -76,6 +76,8 @@ fn train_then_predict_and_eval_the_saved_model() {
             "--output-dir",
             out_str,
             "--quiet",
+            "--report-to",
+            "tensorboard",
         ],
     );
     assert!(
@@ -83,6 +85,7 @@ fn train_then_predict_and_eval_the_saved_model() {
         "train failed: {}",
         stderr(&trained)
     );
+    check_tensorboard(&out);
     for file in [
         "config.json",
         "model.safetensors",
@@ -196,6 +199,64 @@ fn train_then_predict_and_eval_the_saved_model() {
     );
     let probabilities = floats(&lines[0]["probabilities"]);
     assert!((probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
+/// `--report-to tensorboard` wrote what `metrics.jsonl` holds, as TensorBoard's own reader
+/// (`read_tensorboard.py`, which checks every record's CRC) reads it back: each step's loss,
+/// learning rate and rate, and each epoch's loss and metrics, to f32's precision.
+fn check_tensorboard(out: &Path) {
+    let python = std::env::var("BURNBERT_TENSORBOARD_PYTHON").expect(
+        "BURNBERT_TENSORBOARD_PYTHON is not set: run the tests through scripts/test, which \
+         installs TensorBoard's reader",
+    );
+    let reader =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/integration/read_tensorboard.py");
+    let read = std::process::Command::new(python)
+        .arg(reader)
+        .arg(out.join("tensorboard"))
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", stderr(&read));
+    let scalars: serde_json::Value = serde_json::from_str(stdout(&read).trim()).unwrap();
+    let log = burnbert_eval::log::read_log(&out.join("metrics.jsonl")).unwrap();
+    let series = |tag: &str| -> Vec<(u64, f32)> {
+        scalars[tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {tag} in {scalars}"))
+            .iter()
+            .map(|point| {
+                (
+                    point[0].as_u64().unwrap(),
+                    point[1].as_f64().unwrap() as f32,
+                )
+            })
+            .collect()
+    };
+    let steps = |value: fn(&burnbert_eval::log::StepRecord) -> f64| -> Vec<(u64, f32)> {
+        log.steps
+            .iter()
+            .map(|s| (s.step as u64, value(s) as f32))
+            .collect()
+    };
+    assert_eq!(log.steps.len(), 2);
+    assert_eq!(series("train/loss"), steps(|s| s.loss));
+    assert_eq!(series("train/learning_rate"), steps(|s| s.lr));
+    assert_eq!(
+        series("train/samples_per_second"),
+        steps(|s| s.samples_per_second)
+    );
+    let epoch = &log.epochs[0];
+    assert_eq!(
+        series("train/epoch_loss"),
+        vec![(1, epoch.train_loss as f32)]
+    );
+    for (name, &value) in &epoch.metrics {
+        assert_eq!(
+            series(&format!("eval/{name}")),
+            vec![(1, value as f32)],
+            "{name}"
+        );
+    }
 }
 
 #[test]

@@ -5,7 +5,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{DType, Device, FloatDType, Tensor};
 use burnbert_data::{Encoded, Label, MetricKind, PaddingBatcher};
 use burnbert_model::{BertConfig, BertForSequenceClassification};
-use burnbert_train::{CheckpointDirs, Progress, TrainOptions, Validation, accumulate_gradients};
+use burnbert_train::{CheckpointDirs, Checkpointing, Data, TrainOptions, accumulate_gradients};
 use rand::{Rng, SeedableRng};
 
 use crate::common::*;
@@ -175,21 +175,21 @@ pub fn run_model(
     let model = model(&devices[0]);
     let train = synthetic(18, 1);
     let validation = synthetic(7, 2);
-    let validation = Validation {
-        examples: &validation,
+    let data = Data {
+        train: &train,
+        validation: &validation,
         metrics: &[MetricKind::Accuracy, MetricKind::F1],
         num_classes: 2,
+        batcher: &batcher(),
     };
-    let mut progress = Progress::new(None, false, true).unwrap();
     let trained = burnbert_train::train(
         model,
-        &train,
-        &validation,
+        &data,
         options,
-        &batcher(),
         devices,
         dirs,
-        &mut progress,
+        &mut (),
+        &Default::default(),
     )
     .unwrap();
     (trained.model, trained.state)
@@ -223,7 +223,7 @@ fn resuming_a_checkpoint_gives_the_uninterrupted_result() {
         resume_from: None,
     };
     let every_3 = TrainOptions {
-        checkpoint_steps: Some(3),
+        checkpointing: Some(Checkpointing::Steps(3)),
         ..options(2)
     };
     let (uninterrupted, state) = run(&every_3, &save("a"));
@@ -248,6 +248,80 @@ fn resuming_a_checkpoint_gives_the_uninterrupted_result() {
         "same losses and metrics"
     );
     assert_close(&resumed, &uninterrupted, 1e-6, "final weights");
+}
+
+/// A checkpoint resumes only into the run it was saved from: with another batch size (which
+/// once indexed past the end of the epoch's batches and panicked), seed or data, resuming
+/// fails with one error that lists every difference, before a step is taken.
+#[test]
+fn resuming_with_other_settings_fails_with_the_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let saved = CheckpointDirs {
+        save_to: Some(dir.path().to_path_buf()),
+        resume_from: None,
+    };
+    let every_3 = TrainOptions {
+        checkpointing: Some(Checkpointing::Steps(3)),
+        ..options(1)
+    };
+    run(&every_3, &saved);
+    let resume = CheckpointDirs {
+        save_to: None,
+        resume_from: Some(dir.path().to_path_buf()),
+    };
+    let device = cpu();
+    let (train, validation) = (synthetic(18, 1), synthetic(7, 2));
+    let attempt = |options: &TrainOptions, train: &[Encoded]| {
+        let data = Data {
+            train,
+            validation: &validation,
+            metrics: &[MetricKind::Accuracy],
+            num_classes: 2,
+            batcher: &batcher(),
+        };
+        // Initialising the model draws from the generator that seeded runs share.
+        let _turn = SEEDED_RUNS.lock().unwrap_or_else(|e| e.into_inner());
+        let model = tiny(true, &device);
+        match burnbert_train::train(
+            model,
+            &data,
+            options,
+            &[device.clone()],
+            &resume,
+            &mut (),
+            &Default::default(),
+        ) {
+            Ok(_) => panic!("resumed a checkpoint of another run"),
+            Err(error) => error.to_string(),
+        }
+    };
+    let err = attempt(
+        &TrainOptions {
+            batch_size: 12,
+            ..options(1)
+        },
+        &train,
+    );
+    assert!(err.contains("belongs to another run"), "{err}");
+    assert!(
+        err.contains("--batch-size: 4 in the checkpoint, 12 now"),
+        "{err}"
+    );
+    assert!(
+        err.contains("optimizer steps: 5 in the checkpoint, 2 now"),
+        "{err}"
+    );
+    let err = attempt(
+        &TrainOptions {
+            seed: 7,
+            ..options(1)
+        },
+        &train,
+    );
+    assert!(err.contains("--seed: 42 in the checkpoint, 7 now"), "{err}");
+    let err = attempt(&options(1), &synthetic(18, 9));
+    assert!(err.contains("training data: 18 examples, hash"), "{err}");
+    assert!(!err.contains("--seed"), "only what differs: {err}");
 }
 
 /// The same loop on every compiled-in backend: on wgpu (lavapipe in CI) a few epochs train

@@ -8,30 +8,14 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
+use burnbert_data::{Encoded, Label};
 use burnbert_model::BertForSequenceClassification;
-use serde::{Deserialize, Serialize};
 
-use crate::TrainError;
-
-/// Where the loop stands, and what it has measured so far.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoopState {
-    /// Optimizer steps taken.
-    pub step: usize,
-    /// The epoch in progress (0-based).
-    pub epoch: usize,
-    /// Optimizer steps already taken in `epoch`.
-    pub step_in_epoch: usize,
-    /// Sum of the step losses in `epoch` so far, and how many steps it has.
-    pub epoch_loss: f64,
-    pub epoch_loss_steps: usize,
-    /// Non-finite losses skipped so far (`--skip-nonfinite`).
-    pub skipped_nonfinite: usize,
-    /// Validation results of finished epochs.
-    pub epochs: Vec<crate::EpochResult>,
-}
+use crate::{LoopState, TrainError, TrainOptions};
 
 const MODEL: &str = "model.bpk";
 const OPTIMIZER: &str = "optimizer.bpk";
@@ -132,7 +116,9 @@ pub fn resolve(path: &Path) -> Result<PathBuf, TrainError> {
     })
 }
 
-/// Loads a checkpoint into `model` and `optimizer`, returning the loop state.
+/// Loads a checkpoint of the run `run` ([`run_identity`]) into `model` and `optimizer`,
+/// returning the loop state; a checkpoint of another run is refused before its weights are
+/// read.
 ///
 /// Burn builds the optimizer state on its default device first (then moves it to the
 /// training device at the next step): in a build with CUDA or wgpu compiled in, make the
@@ -141,6 +127,7 @@ pub fn load(
     path: &Path,
     model: BertForSequenceClassification,
     optimizer: ModuleOptimizer,
+    run: &BTreeMap<String, String>,
 ) -> Result<(BertForSequenceClassification, ModuleOptimizer, LoopState), TrainError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         TrainError::Checkpoint(format!(
@@ -151,6 +138,7 @@ pub fn load(
     let state: LoopState =
         serde_json::from_slice(&std::fs::read(path.join(STATE)).map_err(io(path))?)
             .map_err(|e| bad("loop state", &e))?;
+    check_same_run(path, &state.run, run)?;
     let model = model
         .try_load_file(path.join(MODEL))
         .map_err(|e| bad("model", &e))?;
@@ -158,6 +146,102 @@ pub fn load(
         .load(path.join(OPTIMIZER))
         .map_err(|e| bad("optimizer state", &e))?;
     Ok((model, optimizer, state))
+}
+
+/// What fixes a run's data stream, schedule and model, as flag and value: a checkpoint
+/// keeps it (`LoopState::run`), and resumes only into a run with the same.
+pub fn run_identity(
+    options: &TrainOptions,
+    train: &[Encoded],
+    model: &BertForSequenceClassification,
+) -> BTreeMap<String, String> {
+    let total_steps = options.total_steps(train.len());
+    let schedule = options.schedule(train.len());
+    [
+        ("--seed", options.seed.to_string()),
+        ("--batch-size", options.batch_size.to_string()),
+        ("--devices (count)", options.devices.to_string()),
+        (
+            "--gradient-accumulation-steps",
+            options.gradient_accumulation_steps.to_string(),
+        ),
+        ("--num-epochs", options.epochs.to_string()),
+        ("--drop-last", options.drop_last.to_string()),
+        ("--group-by-length", options.group_by_length.to_string()),
+        ("--learning-rate", options.learning_rate.to_string()),
+        ("--weight-decay", options.weight_decay.to_string()),
+        (
+            "--lr-scheduler-type",
+            format!("{:?}", options.schedule).to_lowercase(),
+        ),
+        ("warmup steps", schedule.warmup_steps.to_string()),
+        ("optimizer steps", total_steps.to_string()),
+        (
+            "training data",
+            format!("{} examples, hash {:016x}", train.len(), data_hash(train)),
+        ),
+        ("model parameters", model.num_params().to_string()),
+    ]
+    .into_iter()
+    .map(|(flag, value)| (flag.to_string(), value))
+    .collect()
+}
+
+/// Checks that a checkpoint's run is this one; the error lists every difference. A checkpoint
+/// written before runs were recorded (no `run` in its state) is taken as it is.
+fn check_same_run(
+    path: &Path,
+    saved: &BTreeMap<String, String>,
+    current: &BTreeMap<String, String>,
+) -> Result<(), TrainError> {
+    if saved.is_empty() {
+        return Ok(());
+    }
+    let missing = String::from("(not recorded)");
+    let differences: Vec<String> = saved
+        .keys()
+        .chain(current.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter_map(|key| {
+            let (was, now) = (
+                saved.get(key).unwrap_or(&missing),
+                current.get(key).unwrap_or(&missing),
+            );
+            (was != now).then(|| format!("{key}: {was} in the checkpoint, {now} now"))
+        })
+        .collect();
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Checkpoint(format!(
+        "{} belongs to another run: {}. Resume with the settings it was saved with, or start a \
+         new run without --resume-from-checkpoint",
+        path.display(),
+        differences.join("; ")
+    )))
+}
+
+/// FNV-1a over the examples' tokens and labels: a hash that stays the same across builds and
+/// Rust versions (std's `DefaultHasher` does not promise that), to tell training sets apart.
+fn data_hash(train: &[Encoded]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    let mut add = |value: u64| {
+        for byte in value.to_le_bytes() {
+            hash = (hash ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for example in train {
+        add(example.input_ids.len() as u64);
+        example.input_ids.iter().for_each(|&id| add(id as u64));
+        example.token_type_ids.iter().for_each(|&id| add(id as u64));
+        match example.label {
+            Some(Label::Class(class)) => add(class as u64),
+            Some(Label::Score(score)) => add(score.to_bits() as u64 | 1 << 32),
+            None => add(u64::MAX),
+        }
+    }
+    hash
 }
 
 #[cfg(test)]

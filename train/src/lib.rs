@@ -1,183 +1,31 @@
 //! The training loop of the Hugging Face course ("a full training", sections 4–7) on Burn:
 //! forward, loss, backward, optimizer step, scheduler step, evaluation after each epoch,
 //! with gradient accumulation, clipping, checkpoints and resumption.
+//!
+//! The library writes no files but its checkpoints: it tells an [`Observer`] what happens
+//! (the `train` program shows progress, keeps the metrics log and draws the plots), and
+//! stops at the next step when the caller's stop flag is set.
 
 pub mod checkpoint;
 pub mod optim;
-pub mod progress;
+pub mod options;
 pub mod schedule;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
-use burnbert_data::{BatchPlan, Encoded, MetricKind, PaddingBatcher, padding_ratio};
+use burnbert_data::{Encoded, MetricKind, PaddingBatcher, padding_ratio};
 use burnbert_eval::Metrics;
 use burnbert_model::{BertForSequenceClassification, on_each_device};
 use serde::{Deserialize, Serialize};
 
-pub use checkpoint::LoopState;
-pub use progress::Progress;
+pub use options::{Checkpointing, TrainOptions};
 pub use schedule::{Schedule, ScheduleKind};
-
-/// The options of a run: plain data, defaulting to the course's recipe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainOptions {
-    pub epochs: usize,
-    /// Examples per micro-batch (per forward/backward).
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    /// AdamW's decoupled weight decay (not applied to biases and LayerNorm).
-    pub weight_decay: f64,
-    pub schedule: ScheduleKind,
-    pub warmup_steps: usize,
-    /// Micro-batches per device and optimizer step.
-    pub gradient_accumulation_steps: usize,
-    /// Devices training in data parallel, each on its own micro-batches of every step.
-    pub devices: usize,
-    /// Clip the global gradient norm to this value.
-    pub max_grad_norm: Option<f64>,
-    /// Fixes head initialisation, dropout and data order.
-    pub seed: u64,
-    pub pad_to_multiple_of: usize,
-    pub group_by_length: bool,
-    pub drop_last: bool,
-    pub eval_batch_size: usize,
-    /// Save a checkpoint every N optimizer steps.
-    pub checkpoint_steps: Option<usize>,
-    /// Save a checkpoint at the end of every epoch.
-    pub checkpoint_epochs: bool,
-    /// Skip (and count) steps whose loss is NaN or infinite instead of stopping.
-    pub skip_nonfinite: bool,
-}
-
-impl Default for TrainOptions {
-    fn default() -> Self {
-        Self {
-            epochs: 3,
-            batch_size: 8,
-            learning_rate: 5e-5,
-            weight_decay: 0.01,
-            schedule: ScheduleKind::Linear,
-            warmup_steps: 0,
-            gradient_accumulation_steps: 1,
-            devices: 1,
-            max_grad_norm: None,
-            seed: 42,
-            pad_to_multiple_of: 1,
-            group_by_length: false,
-            drop_last: false,
-            eval_batch_size: 32,
-            checkpoint_steps: None,
-            checkpoint_epochs: false,
-            skip_nonfinite: false,
-        }
-    }
-}
-
-impl TrainOptions {
-    /// Checks the options against the data before anything runs; the error names the flag.
-    pub fn validate(&self, train_examples: usize) -> Result<(), TrainError> {
-        let bad = |m: String| Err(TrainError::Options(m));
-        if self.batch_size == 0 {
-            return bad("--batch-size must be at least 1".into());
-        }
-        if self.eval_batch_size == 0 {
-            return bad("--eval-batch-size must be at least 1".into());
-        }
-        if self.gradient_accumulation_steps == 0 {
-            return bad("--gradient-accumulation-steps must be at least 1".into());
-        }
-        if self.devices == 0 {
-            return bad("--devices must name at least one device".into());
-        }
-        if self.epochs == 0 {
-            return bad("--num-epochs must be at least 1".into());
-        }
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!(
-                "--learning-rate must be a positive number, not {}",
-                self.learning_rate
-            ));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!(
-                "--weight-decay must be a number ≥ 0, not {}",
-                self.weight_decay
-            ));
-        }
-        if let Some(norm) = self.max_grad_norm
-            && !(norm.is_finite() && norm > 0.0)
-        {
-            return bad(format!(
-                "--max-grad-norm must be a positive number, not {norm}"
-            ));
-        }
-        if self.checkpoint_steps == Some(0) {
-            return bad("--checkpointing-steps must be at least 1".into());
-        }
-        let total = self.total_steps(train_examples);
-        if total == 0 {
-            return bad(format!(
-                "{train_examples} training examples give no optimizer step with --batch-size {} \
-                 and --drop-last",
-                self.batch_size
-            ));
-        }
-        if self.warmup_steps > total {
-            return bad(format!(
-                "--num-warmup-steps {} is longer than the whole run ({total} optimizer steps)",
-                self.warmup_steps
-            ));
-        }
-        Ok(())
-    }
-
-    /// How the training loop batches each epoch (the dry run shows its first epoch).
-    pub fn plan(&self) -> BatchPlan {
-        BatchPlan {
-            batch_size: self.batch_size,
-            shuffle: true,
-            drop_last: self.drop_last,
-            group_by_length: self.group_by_length,
-            seed: self.seed,
-        }
-    }
-
-    /// Micro-batches per optimizer step: one per device and accumulation step.
-    pub fn micro_batches_per_step(&self) -> usize {
-        self.devices * self.gradient_accumulation_steps
-    }
-
-    /// Examples per optimizer step: batch size × devices × accumulation steps.
-    pub fn effective_batch_size(&self) -> usize {
-        self.batch_size * self.micro_batches_per_step()
-    }
-
-    /// Optimizer steps per epoch; the last group of micro-batches may be partial and still steps.
-    pub fn steps_per_epoch(&self, train_examples: usize) -> usize {
-        self.plan()
-            .batches_per_epoch(train_examples)
-            .div_ceil(self.micro_batches_per_step())
-    }
-
-    /// Optimizer steps of the whole run.
-    pub fn total_steps(&self, train_examples: usize) -> usize {
-        self.steps_per_epoch(train_examples) * self.epochs
-    }
-
-    pub fn schedule(&self, train_examples: usize) -> Schedule {
-        Schedule {
-            kind: self.schedule,
-            peak: self.learning_rate,
-            warmup_steps: self.warmup_steps,
-            total_steps: self.total_steps(train_examples),
-        }
-    }
-}
 
 /// Validation results after one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,12 +39,16 @@ pub struct EpochResult {
     pub padding_ratio: f64,
 }
 
-/// The evaluation split and what to measure on it.
-pub struct Validation<'a> {
-    pub examples: &'a [Encoded],
+/// What a run trains and evaluates on.
+pub struct Data<'a> {
+    pub train: &'a [Encoded],
+    /// The evaluation split, measured after every epoch with `metrics`.
+    pub validation: &'a [Encoded],
     pub metrics: &'a [MetricKind],
     /// 0 for regression.
     pub num_classes: usize,
+    /// Pads examples into batches (the course's `DataCollatorWithPadding`).
+    pub batcher: &'a PaddingBatcher,
 }
 
 /// What went wrong in training; each message says what to do about it.
@@ -211,8 +63,11 @@ pub enum TrainError {
          use f32 instead of half precision, or pass --skip-nonfinite to skip such steps"
     )]
     NonFinite { loss: f32, step: usize },
-    #[error("stopped by Ctrl-C at optimizer step {step}{saved}")]
-    Interrupted { step: usize, saved: String },
+    #[error("stopped by Ctrl-C at optimizer step {step}{}", match saved {
+        Some(path) => format!("; resume with --resume-from-checkpoint {}", path.display()),
+        None => " (no checkpoint: run with --checkpointing-steps to keep progress)".into(),
+    })]
+    Interrupted { step: usize, saved: Option<PathBuf> },
 }
 
 /// Where a run keeps its checkpoints and whether it continues one.
@@ -224,11 +79,274 @@ pub struct CheckpointDirs {
     pub resume_from: Option<PathBuf>,
 }
 
+/// What the loop reports as it goes.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// Continuing from this checkpoint, after `step` optimizer steps.
+    Resumed { path: &'a Path, step: usize },
+    /// The first step is about to run: `done` of `total_steps` are already done.
+    Started { total_steps: usize, done: usize },
+    /// An optimizer step (1-based `step`, in 1-based `epoch`) on `examples` examples; a
+    /// non-finite `loss` means it was skipped.
+    Step {
+        epoch: usize,
+        step: usize,
+        loss: f32,
+        lr: f64,
+        examples: usize,
+    },
+    /// An epoch ended and was evaluated.
+    Epoch(&'a EpochResult),
+    /// A checkpoint was written here.
+    Saved(&'a Path),
+    /// The last epoch ended.
+    Finished,
+}
+
+/// Whoever watches a run: the `train` program's progress bar, metrics log and plots.
+pub trait Observer {
+    fn event(&mut self, event: Event);
+}
+
+/// A closure observes too.
+impl<F: FnMut(Event)> Observer for F {
+    fn event(&mut self, event: Event) {
+        self(event)
+    }
+}
+
+/// Watches nothing.
+impl Observer for () {
+    fn event(&mut self, _: Event) {}
+}
+
+/// Where the loop stands, and what it has measured so far; checkpoints keep it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// The epoch in progress (0-based).
+    pub epoch: usize,
+    /// Optimizer steps already taken in `epoch`.
+    pub step_in_epoch: usize,
+    /// Sum of the step losses in `epoch` so far, and how many steps it has.
+    pub epoch_loss: f64,
+    pub epoch_loss_steps: usize,
+    /// Non-finite losses skipped so far (`--skip-nonfinite`).
+    pub skipped_nonfinite: usize,
+    /// Validation results of finished epochs.
+    pub epochs: Vec<EpochResult>,
+    /// What fixes the run's data stream and schedule ([`checkpoint::run_identity`]); a
+    /// checkpoint resumes only into the same.
+    #[serde(default)]
+    pub run: std::collections::BTreeMap<String, String>,
+}
+
+impl LoopState {
+    /// Counts an optimizer step whose loss was `loss` (skipped when not finite).
+    fn step_done(&mut self, loss: f32) {
+        if loss.is_finite() {
+            self.epoch_loss += loss as f64;
+            self.epoch_loss_steps += 1;
+        } else {
+            self.skipped_nonfinite += 1;
+        }
+        self.step += 1;
+        self.step_in_epoch += 1;
+    }
+
+    /// The mean loss of the epoch's steps so far.
+    fn epoch_mean_loss(&self) -> f64 {
+        self.epoch_loss / self.epoch_loss_steps.max(1) as f64
+    }
+
+    /// Keeps the epoch's validation result and moves to the next epoch.
+    fn epoch_done(&mut self, result: EpochResult) {
+        self.epochs.push(result);
+        self.epoch += 1;
+        self.step_in_epoch = 0;
+        self.epoch_loss = 0.0;
+        self.epoch_loss_steps = 0;
+    }
+}
+
 /// What a finished run returns.
 pub struct Trained {
     pub model: BertForSequenceClassification,
     pub state: LoopState,
     pub seconds: f64,
+}
+
+/// Fine-tunes `model` on `data.train`, evaluating on `data.validation` after each epoch: the
+/// course's loop. `devices` (`options.devices` of them) are plain devices; the loop trains
+/// on their autodiff counterparts, and keeps the model and optimizer state on the first.
+/// When `stop` is set, the loop saves a checkpoint (if it saves any) after the step in
+/// progress and returns [`TrainError::Interrupted`].
+pub fn train(
+    model: BertForSequenceClassification,
+    data: &Data,
+    options: &TrainOptions,
+    devices: &[Device],
+    dirs: &CheckpointDirs,
+    observer: &mut dyn Observer,
+    stop: &AtomicBool,
+) -> Result<Trained, TrainError> {
+    let started = Instant::now();
+    let references = check_run(data, options, devices)?;
+    let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
+    let mut model = model.to_device(&devices[0]).train();
+    let mut optimizer = optim::adamw(options.weight_decay);
+    let run = checkpoint::run_identity(options, data.train, &model);
+    let mut state = LoopState {
+        run: run.clone(),
+        ..LoopState::default()
+    };
+    if let Some(path) = &dirs.resume_from {
+        let path = checkpoint::resolve(path)?;
+        (model, optimizer, state) = checkpoint::load(&path, model, optimizer, &run)?;
+        state.run = run;
+        observer.event(Event::Resumed {
+            path: &path,
+            step: state.step,
+        });
+    }
+    let schedule = options.schedule(data.train.len());
+    let lengths: Vec<usize> = data.train.iter().map(Encoded::len).collect();
+    observer.event(Event::Started {
+        total_steps: schedule.total_steps,
+        done: state.step,
+    });
+
+    while state.epoch < options.epochs {
+        let batches = options.plan().epoch(&lengths, state.epoch);
+        let groups: Vec<&[Vec<usize>]> = batches.chunks(options.micro_batches_per_step()).collect();
+        // Only a checkpoint of another run (unrecorded, as older ones are) can be past the end.
+        let remaining = groups.get(state.step_in_epoch..).ok_or_else(|| {
+            TrainError::Checkpoint(format!(
+                "the checkpoint is at step {} of epoch {}, which has {} steps with these \
+                 settings: resume with the settings it was saved with",
+                state.step_in_epoch,
+                state.epoch + 1,
+                groups.len()
+            ))
+        })?;
+        for group in remaining {
+            seed_dropout(&devices, options.seed, state.step);
+            let (grads, loss, examples) =
+                accumulate_gradients(&model, group, data.train, data.batcher, &devices);
+            let lr = schedule.lr(state.step);
+            if loss.is_finite() {
+                let grads = match options.max_grad_norm {
+                    Some(max_norm) => optim::clip_grad_norm(&model, grads, max_norm).0,
+                    None => grads,
+                };
+                model = optimizer.step(lr, model, grads);
+            } else if !options.skip_nonfinite {
+                return Err(TrainError::NonFinite {
+                    loss,
+                    step: state.step + 1,
+                });
+            }
+            state.step_done(loss);
+            let (epoch, step) = (state.epoch + 1, state.step);
+            observer.event(Event::Step {
+                epoch,
+                step,
+                loss,
+                lr,
+                examples,
+            });
+
+            let interrupted = stop.load(Ordering::SeqCst);
+            if options.checkpoint_due(step) || interrupted {
+                let saved = save(dirs, &model, &optimizer, &state, observer)?;
+                if interrupted {
+                    return Err(TrainError::Interrupted { step, saved });
+                }
+            }
+        }
+
+        let mut metrics = Metrics::new(data.metrics, data.num_classes);
+        let predictions = burnbert_eval::predict(
+            &model,
+            data.validation,
+            data.batcher,
+            options.eval_batch_size,
+            &devices,
+        );
+        metrics.add_batch(&predictions.predicted, &references);
+        let result = EpochResult {
+            epoch: state.epoch + 1,
+            metrics: metrics.compute(),
+            train_loss: state.epoch_mean_loss(),
+            padding_ratio: padding_ratio(&batches, &lengths, data.batcher),
+        };
+        observer.event(Event::Epoch(&result));
+        state.epoch_done(result);
+        if options.checkpointing == Some(Checkpointing::Epoch) {
+            save(dirs, &model, &optimizer, &state, observer)?;
+        }
+    }
+    observer.event(Event::Finished);
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(Trained {
+        model: model.valid(),
+        state,
+        seconds,
+    })
+}
+
+/// Checks a run before its first step: the options against the data, the devices against
+/// the options, and that every validation example has a label (returned as the metrics'
+/// references), so that no problem waits for the end of an epoch.
+fn check_run(
+    data: &Data,
+    options: &TrainOptions,
+    devices: &[Device],
+) -> Result<Vec<f64>, TrainError> {
+    options.validate(data.train.len())?;
+    if devices.len() != options.devices {
+        return Err(TrainError::Options(format!(
+            "{} devices given for a run planned on {}",
+            devices.len(),
+            options.devices
+        )));
+    }
+    burnbert_eval::references(data.validation).ok_or_else(|| {
+        TrainError::Options(
+            "the validation split has unlabelled rows; pick a labelled split".into(),
+        )
+    })
+}
+
+/// Seeds every device's generator for `step`: dropout masks then depend on the step alone,
+/// so a resumed run draws the same ones. (The CPU backends have one generator for all their
+/// workers, drawn in whatever order the threads run: several CPU workers are not
+/// reproducible.)
+fn seed_dropout(devices: &[Device], seed: u64, step: usize) {
+    for (d, device) in devices.iter().enumerate() {
+        device.seed(
+            seed.wrapping_mul(1_000_003)
+                .wrapping_add(step as u64)
+                .wrapping_add((d as u64) << 32),
+        );
+    }
+}
+
+/// Saves a checkpoint where the run keeps them, if it keeps any, and returns its path.
+fn save(
+    dirs: &CheckpointDirs,
+    model: &BertForSequenceClassification,
+    optimizer: &ModuleOptimizer,
+    state: &LoopState,
+    observer: &mut dyn Observer,
+) -> Result<Option<PathBuf>, TrainError> {
+    let Some(dir) = &dirs.save_to else {
+        return Ok(None);
+    };
+    let saved = checkpoint::save(dir, model, optimizer, state)?;
+    observer.event(Event::Saved(&saved));
+    Ok(Some(saved))
 }
 
 /// Forward and backward over one optimizer step's micro-batches (`group`, lists of
@@ -277,162 +395,4 @@ pub fn accumulate_gradients(
         group_loss += loss;
     }
     (total.grads(), group_loss, group_examples)
-}
-
-/// Fine-tunes `model` on `train`, evaluating on `validation` after each epoch: the course's
-/// loop. `devices` (`options.devices` of them) are plain devices; the loop trains on their
-/// autodiff counterparts, and keeps the model and optimizer state on the first.
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    model: BertForSequenceClassification,
-    train: &[Encoded],
-    validation: &Validation,
-    options: &TrainOptions,
-    batcher: &PaddingBatcher,
-    devices: &[Device],
-    dirs: &CheckpointDirs,
-    progress: &mut Progress,
-) -> Result<Trained, TrainError> {
-    options.validate(train.len())?;
-    if devices.len() != options.devices {
-        return Err(TrainError::Options(format!(
-            "{} devices given for a run planned on {}",
-            devices.len(),
-            options.devices
-        )));
-    }
-    let started = Instant::now();
-    let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
-    let device = &devices[0];
-    let mut model = model.to_device(device).train();
-    let mut optimizer = optim::adamw(options.weight_decay);
-    let mut state = LoopState {
-        step: 0,
-        epoch: 0,
-        step_in_epoch: 0,
-        epoch_loss: 0.0,
-        epoch_loss_steps: 0,
-        skipped_nonfinite: 0,
-        epochs: Vec::new(),
-    };
-    if let Some(path) = &dirs.resume_from {
-        let path = checkpoint::resolve(path)?;
-        (model, optimizer, state) = checkpoint::load(&path, model, optimizer)?;
-        progress.note(&format!(
-            "resumed from {} at step {}",
-            path.display(),
-            state.step
-        ));
-    }
-    let plan = options.plan();
-    let schedule = options.schedule(train.len());
-    let lengths: Vec<usize> = train.iter().map(Encoded::len).collect();
-    progress.start(schedule.total_steps, state.step);
-    let interrupted = progress::interrupt_flag();
-
-    while state.epoch < options.epochs {
-        let batches = plan.epoch(&lengths, state.epoch);
-        let groups: Vec<&[Vec<usize>]> = batches.chunks(options.micro_batches_per_step()).collect();
-        for group in &groups[state.step_in_epoch..] {
-            // Dropout masks depend on the step alone, so a resumed run draws the same ones.
-            // (The CPU backends have one generator for all their workers, drawn in whatever
-            // order the threads run: several CPU workers are not reproducible.)
-            for (d, device) in devices.iter().enumerate() {
-                device.seed(
-                    options
-                        .seed
-                        .wrapping_mul(1_000_003)
-                        .wrapping_add(state.step as u64)
-                        .wrapping_add((d as u64) << 32),
-                );
-            }
-            let (mut grads, step_loss, group_examples) =
-                accumulate_gradients(&model, group, train, batcher, &devices);
-            let lr = schedule.lr(state.step);
-            if !step_loss.is_finite() {
-                if !options.skip_nonfinite {
-                    return Err(TrainError::NonFinite {
-                        loss: step_loss,
-                        step: state.step + 1,
-                    });
-                }
-                state.skipped_nonfinite += 1;
-            } else {
-                if let Some(max_norm) = options.max_grad_norm {
-                    grads = optim::clip_grad_norm(&model, grads, max_norm).0;
-                }
-                model = optimizer.step(lr, model, grads);
-                state.epoch_loss += step_loss as f64;
-                state.epoch_loss_steps += 1;
-            }
-            state.step += 1;
-            state.step_in_epoch += 1;
-            progress.step(state.epoch + 1, state.step, step_loss, lr, group_examples);
-
-            let due = options
-                .checkpoint_steps
-                .is_some_and(|n| state.step % n == 0);
-            let stop = interrupted.load(std::sync::atomic::Ordering::SeqCst);
-            if let Some(dir) = &dirs.save_to
-                && (due || stop)
-            {
-                let saved = checkpoint::save(dir, &model, &optimizer, &state)?;
-                progress.note(&format!("saved checkpoint {}", saved.display()));
-                if stop {
-                    return Err(TrainError::Interrupted {
-                        step: state.step,
-                        saved: format!(
-                            "; resume with --resume-from-checkpoint {}",
-                            saved.display()
-                        ),
-                    });
-                }
-            } else if stop {
-                return Err(TrainError::Interrupted {
-                    step: state.step,
-                    saved: " (no checkpoint: run with --checkpointing-steps to keep progress)"
-                        .into(),
-                });
-            }
-        }
-
-        let mut metrics = Metrics::new(validation.metrics, validation.num_classes);
-        let predictions = burnbert_eval::predict(
-            &model,
-            validation.examples,
-            batcher,
-            options.eval_batch_size,
-            &devices,
-        );
-        let references = burnbert_eval::references(validation.examples).ok_or_else(|| {
-            TrainError::Options(
-                "the validation split has unlabelled rows; pick a labelled split".into(),
-            )
-        })?;
-        metrics.add_batch(&predictions.predicted, &references);
-        let result = EpochResult {
-            epoch: state.epoch + 1,
-            metrics: metrics.compute(),
-            train_loss: state.epoch_loss / state.epoch_loss_steps.max(1) as f64,
-            padding_ratio: padding_ratio(&batches, &lengths, batcher),
-        };
-        progress.epoch_end(&result);
-        state.epochs.push(result);
-        state.epoch += 1;
-        state.step_in_epoch = 0;
-        state.epoch_loss = 0.0;
-        state.epoch_loss_steps = 0;
-        if options.checkpoint_epochs
-            && let Some(dir) = &dirs.save_to
-        {
-            let saved = checkpoint::save(dir, &model, &optimizer, &state)?;
-            progress.note(&format!("saved checkpoint {}", saved.display()));
-        }
-    }
-    progress.finish();
-    Ok(Trained {
-        model: model.valid(),
-        state,
-        seconds: started.elapsed().as_secs_f64(),
-    })
 }
