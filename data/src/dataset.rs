@@ -80,6 +80,27 @@ pub fn read_examples(
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_lowercase();
+    // An empty table file has no header or schema to name columns from: say so, not that a
+    // column is missing. (An empty JSON-lines file is an empty split, said below.)
+    if extension != "jsonl"
+        && extension != "json"
+        && std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0)
+    {
+        return Err(DataError::Invalid(format!(
+            "{}: the file is empty; it needs a header row (or fields) with the columns {}",
+            path.display(),
+            [
+                Some(&columns.text_a),
+                columns.text_b.as_ref(),
+                Some(&columns.label)
+            ]
+            .into_iter()
+            .flatten()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+        )));
+    }
     let examples = match extension.as_str() {
         "parquet" => read_parquet(path, columns, labels)?,
         "csv" => read_delimited(path, b',', columns, labels)?,
@@ -348,6 +369,21 @@ mod tests {
             ArrowWriter::try_new(File::create(path).unwrap(), batch.schema(), None).unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
+    }
+
+    /// An empty CSV, TSV or parquet file says that it is empty and which columns it needs.
+    #[test]
+    fn an_empty_file_says_it_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["train.csv", "train.tsv", "train.parquet"] {
+            let path = dir.path().join(name);
+            File::create(&path).unwrap();
+            let err = read_examples(&path, &pair_columns(), TWO)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("{name}: the file is empty")), "{err}");
+            assert!(err.contains("`sentence1`, `sentence2`, `label`"), "{err}");
+        }
     }
 
     #[test]
