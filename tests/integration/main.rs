@@ -8,3 +8,4 @@ mod parity;
 mod programs;
 mod tokenization;
 mod training;
+mod training_parity;
