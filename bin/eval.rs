@@ -80,10 +80,18 @@ fn main() -> std::process::ExitCode {
             )?;
         }
         if args.json {
-            let record = serde_json::json!({"task": task.name, "split": args.split, "examples": examples.len(), "metrics": results});
+            let device = burnbert_model::device_name(&devices[0]);
+            let record = serde_json::json!({"task": task.name, "split": args.split, "examples": examples.len(), "device": device, "metrics": results});
             println!("{record}");
         } else {
-            println!("{} {} ({} examples)", task.name, args.split, examples.len());
+            let on: Vec<String> = devices.iter().map(burnbert_model::device_name).collect();
+            println!(
+                "{} {} ({} examples) on {}",
+                task.name,
+                args.split,
+                examples.len(),
+                on.join(", ")
+            );
             for (name, value) in &results {
                 println!("  {name:<22} {value:.4}");
             }

@@ -162,10 +162,8 @@ fn main() -> std::process::ExitCode {
             args.report_to,
         )?;
         if !args.quiet {
-            let on = match &args.model.devices {
-                Some(list) => format!("--device {} --devices {list}", args.model.device),
-                None => format!("--device {}", args.model.device),
-            };
+            let on: Vec<String> = devices.iter().map(burnbert_model::device_name).collect();
+            let on = on.join(", ");
             println!(
                 "training {} optimizer steps of effective batch {} on {on}",
                 options.total_steps(train.len()),

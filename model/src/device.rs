@@ -109,6 +109,23 @@ pub fn is_cpu_backend(device: &Device) -> bool {
         .any(|cpu| cpu == device)
 }
 
+/// How `device` is named to users, as `auto` resolved it: `cpu (flex)`, `cpu (ndarray)`,
+/// `cuda:0`, `wgpu:1` (Burn's own description where the device is none of those).
+pub fn device_name(device: &Device) -> String {
+    let device = device.clone().without_autodiff();
+    for cpu in ["flex", "ndarray"] {
+        if parse_device(cpu).is_ok_and(|d| d == device) {
+            return format!("cpu ({cpu})");
+        }
+    }
+    for backend in ["cuda", "wgpu"] {
+        if let Some(index) = enumerate(backend).iter().position(|d| *d == device) {
+            return format!("{backend}:{index}");
+        }
+    }
+    format!("{device:?}")
+}
+
 fn make_default(backend: &str) {
     // SAFETY: programs call this before they start threads, so nothing reads the
     // environment at the same time.
@@ -290,6 +307,26 @@ mod tests {
         if let Ok(gpu) = parse_device("wgpu") {
             assert!(!is_cpu_backend(&gpu));
             assert!(!is_cpu_backend(&gpu.autodiff()));
+        }
+    }
+
+    #[test]
+    fn devices_are_named_as_users_name_them() {
+        let expected = if cfg!(feature = "flex") {
+            "cpu (flex)"
+        } else {
+            "cpu (ndarray)"
+        };
+        assert_eq!(device_name(&parse_device("cpu").unwrap()), expected);
+        assert_eq!(
+            device_name(&parse_device("cpu").unwrap().autodiff()),
+            expected
+        );
+        if cfg!(feature = "ndarray") {
+            assert_eq!(
+                device_name(&parse_device("ndarray").unwrap()),
+                "cpu (ndarray)"
+            );
         }
     }
 

@@ -32,7 +32,9 @@ pub use bert::*;
 pub use burnbert_kernels::runs_own_kernels;
 pub use checkpoint::{LoadReport, checkpoint_name};
 pub use config::{Activation, BertConfig};
-pub use device::{available_devices, is_cpu_backend, parse_device, select_device, select_devices};
+pub use device::{
+    available_devices, device_name, is_cpu_backend, parse_device, select_device, select_devices,
+};
 pub use layer_norm::LayerNorm;
 pub use parallel::on_each_device;
 

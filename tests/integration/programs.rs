@@ -11,6 +11,7 @@ fn run_program(name: &str, args: &[&str]) -> Output {
         "train" => env!("CARGO_BIN_EXE_train"),
         "eval" => env!("CARGO_BIN_EXE_eval"),
         "predict" => env!("CARGO_BIN_EXE_predict"),
+        "bench" => env!("CARGO_BIN_EXE_bench"),
         other => panic!("no program {other}"),
     };
     program(path).args(args).output().unwrap()
@@ -127,6 +128,8 @@ fn train_then_predict_and_eval_the_saved_model() {
     );
     let evaluated: serde_json::Value = serde_json::from_str(stdout(&evaluated).trim()).unwrap();
     assert_eq!(evaluated["examples"], 10);
+    // The device named as it resolved (`cpu` is flex here), not as the flag spells it.
+    assert_eq!(evaluated["device"], "cpu (flex)");
     assert!(
         std::fs::read(&matrix).unwrap().starts_with(b"\x89PNG"),
         "the confusion matrix is a PNG"
@@ -257,6 +260,55 @@ fn check_tensorboard(out: &Path) {
             "{name}"
         );
     }
+}
+
+/// `BURN_CUBECL_MATMUL` (vendor/burn-cubecl, benchmarking a GPU's matrix-product routines)
+/// runs the routine it names: on lavapipe, which has no tensor cores, a cooperative-matrix
+/// routine is tried and declines, which it says; a name that is not a routine is refused by
+/// name; either way the step runs, on the default routine, to the same loss as without it.
+#[cfg(feature = "wgpu")]
+#[test]
+fn burn_cubecl_matmul_selects_the_routine_it_names() {
+    let step = |routine: Option<&str>| {
+        let mut command = program(env!("CARGO_BIN_EXE_bench"));
+        let args = [
+            "--model-shape",
+            "tiny",
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--device",
+            "wgpu",
+            "--json",
+        ];
+        command.args(args).env_remove("BURN_CUBECL_MATMUL");
+        if let Some(routine) = routine {
+            command.env("BURN_CUBECL_MATMUL", routine);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{routine:?}: {}", stderr(&output));
+        let result: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+        (result["final_loss"].as_f64().unwrap(), stderr(&output))
+    };
+    let (default_loss, said) = step(None);
+    assert!(!said.contains("BURN_CUBECL_MATMUL"), "{said}");
+    let (loss, said) = step(Some("simple-cmma"));
+    assert!(
+        said.contains("BURN_CUBECL_MATMUL's routine declined a problem"),
+        "{said}"
+    );
+    assert_eq!(loss, default_loss);
+    let (loss, said) = step(Some("fastest"));
+    assert!(
+        said.contains("BURN_CUBECL_MATMUL=fastest is not one of simple-cmma"),
+        "{said}"
+    );
+    assert_eq!(loss, default_loss);
 }
 
 #[test]
