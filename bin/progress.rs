@@ -199,7 +199,7 @@ impl Terminal {
             }
             None if self
                 .every
-                .is_some_and(|every| step % every == 0 || step == self.total_steps) =>
+                .is_some_and(|every| step.is_multiple_of(every) || step == self.total_steps) =>
             {
                 println!("epoch {epoch} step {step}/{} {msg}", self.total_steps);
             }

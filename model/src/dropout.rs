@@ -62,6 +62,7 @@ mod tests {
 
     /// The CPU, and wgpu (lavapipe) where compiled in, where dropout is burnbert's kernel.
     fn devices() -> Vec<Device> {
+        #[cfg_attr(not(feature = "wgpu"), allow(unused_mut))]
         let mut devices = vec![crate::parse_device("cpu").unwrap().autodiff()];
         #[cfg(feature = "wgpu")]
         devices.push(crate::parse_device("wgpu").unwrap().autodiff());

@@ -214,7 +214,7 @@ pub fn add_norm(
         && kernels::applies(&hidden)
     {
         let keep =
-            dropout_applies(dropout_layer, &hidden.device()).then(|| 1.0 - dropout_layer.prob);
+            dropout_applies(dropout_layer, &hidden.device()).then_some(1.0 - dropout_layer.prob);
         return kernels::add_norm(
             per_token_unbiased(dense, hidden),
             bias.val(),

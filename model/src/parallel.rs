@@ -40,7 +40,10 @@ mod tests {
     #[test]
     fn results_come_back_in_device_order() {
         let cpu = crate::parse_device("cpu").unwrap();
-        assert_eq!(on_each_device(&[cpu.clone()], |d, _| d), vec![0]);
+        assert_eq!(
+            on_each_device(std::slice::from_ref(&cpu), |d, _| d),
+            vec![0]
+        );
         let devices = vec![cpu; 3];
         assert_eq!(on_each_device(&devices, |d, _| d * 10), vec![0, 10, 20]);
     }

@@ -17,8 +17,13 @@ fn devices_sharing_a_step_give_the_one_device_gradient() {
     let model = tiny(false, &device);
     let data = synthetic(12, 7);
     let all: Vec<usize> = (0..12).collect();
-    let (one, one_loss, _) =
-        accumulate_gradients(&model, &[all.clone()], &data, &batcher(), &[device.clone()]);
+    let (one, one_loss, _) = accumulate_gradients(
+        &model,
+        std::slice::from_ref(&all),
+        &data,
+        &batcher(),
+        std::slice::from_ref(&device),
+    );
     // Five micro-batches of unequal size on two devices: the first takes three, the second two.
     let micro: Vec<Vec<usize>> = [0..3, 3..5, 5..8, 8..10, 10..12]
         .into_iter()

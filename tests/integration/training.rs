@@ -83,8 +83,13 @@ fn accumulated_micro_batches_give_the_large_batch_gradient() {
     let data = synthetic(12, 7);
     let all: Vec<usize> = (0..12).collect();
     let devices = [device];
-    let (large, large_loss, n) =
-        accumulate_gradients(&model, &[all.clone()], &data, &batcher(), &devices);
+    let (large, large_loss, n) = accumulate_gradients(
+        &model,
+        std::slice::from_ref(&all),
+        &data,
+        &batcher(),
+        &devices,
+    );
     // Three micro-batches of unequal size (5, 4, 3), as a last partial group has.
     let micro = vec![all[..5].to_vec(), all[5..9].to_vec(), all[9..].to_vec()];
     let (small, small_loss, m) = accumulate_gradients(&model, &micro, &data, &batcher(), &devices);
@@ -286,7 +291,7 @@ fn resuming_with_other_settings_fails_with_the_differences() {
             model,
             &data,
             options,
-            &[device.clone()],
+            std::slice::from_ref(&device),
             &resume,
             &mut (),
             &Default::default(),

@@ -625,7 +625,7 @@ fn check_minilm(device: &Device, optimizer_steps: bool) {
 fn cpu_devices() -> Vec<Device> {
     devices()
         .into_iter()
-        .filter(|device| burnbert_model::is_cpu_backend(device))
+        .filter(burnbert_model::is_cpu_backend)
         .map(|device| device.autodiff())
         .collect()
 }

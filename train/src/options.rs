@@ -224,7 +224,7 @@ impl TrainOptions {
 
     /// Whether a checkpoint is due after optimizer step `step` (1-based).
     pub fn checkpoint_due(&self, step: usize) -> bool {
-        matches!(self.checkpointing, Some(Checkpointing::Steps(n)) if step % n == 0)
+        matches!(self.checkpointing, Some(Checkpointing::Steps(n)) if step.is_multiple_of(n))
     }
 }
 
