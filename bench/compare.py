@@ -13,7 +13,8 @@ transformers (any recent version; measured with torch 2.15 and transformers 5.24
 
 What runs:
 - PyTorch: transformers' BertForSequenceClassification, randomly initialised from the preset's
-  config.json (assets/presets/), eager attention; a train step is forward + loss + backward +
+  config.json (assets/presets/), with transformers' default attention (SDPA) unless
+  --attention eager; a train step is forward + loss + backward +
   torch.optim.AdamW (lr 5e-5, weight decay 0.01 except on biases and LayerNorm, fused on
   CUDA), an infer step a forward pass under torch.inference_mode() in eval mode.
 - burnbert: `bench --json` with the same arguments, in its own process, after PyTorch.
@@ -74,6 +75,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--mode", choices=["train", "infer"], default="train")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--dtype", choices=["f32", "tf32", "bf16"], default="f32")
+    parser.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa",
+                        help="transformers' attention implementation [default: sdpa, its own "
+                             "default]")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for both (torch.set_num_threads, RAYON_NUM_THREADS)")
     parser.add_argument("--seed", type=int, default=42)
@@ -128,7 +132,7 @@ def run_pytorch(args: argparse.Namespace) -> dict:
     if args.seq > config.max_position_embeddings:
         sys.exit(f"error: --seq {args.seq} exceeds the model's max_position_embeddings "
                  f"{config.max_position_embeddings}")
-    config._attn_implementation = "eager"
+    config._attn_implementation = args.attention
     torch.manual_seed(args.seed)
     clock_started = time.perf_counter()
     model = BertForSequenceClassification(config).to(device)
@@ -189,6 +193,7 @@ def run_pytorch(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
+        "attention": args.attention,
         "parameters": parameters,
         "mode": args.mode,
         "dtype": args.dtype,
@@ -274,7 +279,8 @@ def main() -> None:
         return
     print(f"{args.model_shape} {args.mode} {args.dtype} on {args.device}: batch {args.batch} × "
           f"seq {args.seq} ({real_tokens_per_row(args.seq)} real tokens per row), "
-          f"{args.steps} steps after {args.warmup} warm-up, {pytorch['threads']} torch threads")
+          f"{args.steps} steps after {args.warmup} warm-up, {pytorch['threads']} torch threads, "
+          f"{args.attention} attention")
     print(f"  pytorch  (torch {pytorch['torch']}, transformers {pytorch['transformers']}): "
           f"{describe(pytorch)}")
     print(f"  burnbert ({burnbert.get('device', args.burnbert_bin)}): {describe(burnbert)}")
