@@ -160,6 +160,20 @@ impl LoopState {
         self.epoch_loss / self.epoch_loss_steps.max(1) as f64
     }
 
+    /// The optimizer steps of the epoch, `groups` of micro-batches, still to take. Only a
+    /// checkpoint of another run (unrecorded, as older ones are) can be past their end.
+    fn remaining<'a, T>(&self, groups: &'a [T]) -> Result<&'a [T], TrainError> {
+        groups.get(self.step_in_epoch..).ok_or_else(|| {
+            TrainError::Checkpoint(format!(
+                "the checkpoint is at step {} of epoch {}, which has {} steps with these \
+                 settings: resume with the settings it was saved with",
+                self.step_in_epoch,
+                self.epoch + 1,
+                groups.len()
+            ))
+        })
+    }
+
     /// Keeps the epoch's validation result and moves to the next epoch.
     fn epoch_done(&mut self, result: EpochResult) {
         self.epochs.push(result);
@@ -194,43 +208,15 @@ pub fn train(
     let started = Instant::now();
     let references = check_run(data, options, devices)?;
     let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
-    let mut model = model.to_device(&devices[0]).train();
-    let mut optimizer = optim::adamw(options.weight_decay);
-    let run = checkpoint::run_identity(options, data.train, &model);
-    let mut state = LoopState {
-        run: run.clone(),
-        ..LoopState::default()
-    };
-    if let Some(path) = &dirs.resume_from {
-        let path = checkpoint::resolve(path)?;
-        (model, optimizer, state) = checkpoint::load(&path, model, optimizer, &run)?;
-        state.run = run;
-        observer.event(Event::Resumed {
-            path: &path,
-            step: state.step,
-        });
-    }
+    let (mut model, mut optimizer, mut state) =
+        start(model, data, options, &devices, dirs, observer)?;
     let schedule = options.schedule(data.train.len());
     let lengths: Vec<usize> = data.train.iter().map(Encoded::len).collect();
-    observer.event(Event::Started {
-        total_steps: schedule.total_steps,
-        done: state.step,
-    });
 
     while state.epoch < options.epochs {
         let batches = options.plan().epoch(&lengths, state.epoch);
         let groups: Vec<&[Vec<usize>]> = batches.chunks(options.micro_batches_per_step()).collect();
-        // Only a checkpoint of another run (unrecorded, as older ones are) can be past the end.
-        let remaining = groups.get(state.step_in_epoch..).ok_or_else(|| {
-            TrainError::Checkpoint(format!(
-                "the checkpoint is at step {} of epoch {}, which has {} steps with these \
-                 settings: resume with the settings it was saved with",
-                state.step_in_epoch,
-                state.epoch + 1,
-                groups.len()
-            ))
-        })?;
-        for group in remaining {
+        for group in state.remaining(&groups)? {
             seed_dropout(&devices, options.seed, state.step);
             let (grads, loss, examples) =
                 accumulate_gradients(&model, group, data.train, data.batcher, &devices);
@@ -266,21 +252,16 @@ pub fn train(
             }
         }
 
-        let mut metrics = Metrics::new(data.metrics, data.num_classes);
-        let predictions = burnbert_eval::predict(
+        let padding = padding_ratio(&batches, &lengths, data.batcher);
+        let result = evaluate(
             &model,
-            data.validation,
-            data.batcher,
-            options.eval_batch_size,
+            data,
+            options,
             &devices,
+            &references,
+            &state,
+            padding,
         );
-        metrics.add_batch(&predictions.predicted, &references);
-        let result = EpochResult {
-            epoch: state.epoch + 1,
-            metrics: metrics.compute(),
-            train_loss: state.epoch_mean_loss(),
-            padding_ratio: padding_ratio(&batches, &lengths, data.batcher),
-        };
         observer.event(Event::Epoch(&result));
         state.epoch_done(result);
         if options.checkpointing == Some(Checkpointing::Epoch) {
@@ -294,6 +275,67 @@ pub fn train(
         state,
         seconds,
     })
+}
+
+/// The model on the training device, a new optimizer and loop state, or those of the
+/// checkpoint the run resumes (which must be of this run, [`checkpoint::run_identity`]).
+fn start(
+    model: BertForSequenceClassification,
+    data: &Data,
+    options: &TrainOptions,
+    devices: &[Device],
+    dirs: &CheckpointDirs,
+    observer: &mut dyn Observer,
+) -> Result<(BertForSequenceClassification, ModuleOptimizer, LoopState), TrainError> {
+    let model = model.to_device(&devices[0]).train();
+    let optimizer = optim::adamw(options.weight_decay);
+    let run = checkpoint::run_identity(options, data.train, &model);
+    let (model, optimizer, state) = match &dirs.resume_from {
+        None => (model, optimizer, LoopState::default()),
+        Some(path) => {
+            let path = checkpoint::resolve(path)?;
+            let loaded = checkpoint::load(&path, model, optimizer, &run)?;
+            observer.event(Event::Resumed {
+                path: &path,
+                step: loaded.2.step,
+            });
+            loaded
+        }
+    };
+    let total_steps = options.total_steps(data.train.len());
+    observer.event(Event::Started {
+        total_steps,
+        done: state.step,
+    });
+    Ok((model, optimizer, LoopState { run, ..state }))
+}
+
+/// The epoch's validation: `model`'s predictions on `data.validation` against `references`,
+/// the epoch's mean training loss and its batches' `padding`.
+fn evaluate(
+    model: &BertForSequenceClassification,
+    data: &Data,
+    options: &TrainOptions,
+    devices: &[Device],
+    references: &[f64],
+    state: &LoopState,
+    padding: f64,
+) -> EpochResult {
+    let predictions = burnbert_eval::predict(
+        model,
+        data.validation,
+        data.batcher,
+        options.eval_batch_size,
+        devices,
+    );
+    let mut metrics = Metrics::new(data.metrics, data.num_classes);
+    metrics.add_batch(&predictions.predicted, references);
+    EpochResult {
+        epoch: state.epoch + 1,
+        metrics: metrics.compute(),
+        train_loss: state.epoch_mean_loss(),
+        padding_ratio: padding,
+    }
 }
 
 /// Checks a run before its first step: the options against the data, the devices against
