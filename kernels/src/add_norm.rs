@@ -4,7 +4,7 @@
 //!
 //! Apart, the bias, the dropout, the residual sum and the LayerNorm are four kernels forward
 //! and each a pass over the activations; the backward pass adds the dropout's. The dropout
-//! mask is [`crate::dropout`]'s, drawn from a seed and each element's index.
+//! mask is [`crate::dropout`]'s, Philox4x32-10 over the elements' indices.
 
 use burn::backend::Cube;
 use burn::backend::autodiff::{

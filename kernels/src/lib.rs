@@ -125,8 +125,7 @@ pub fn layer_norm<const D: usize>(
 /// "Add & Norm": `LayerNorm(dropout(hidden + bias) + residual)` over the last axis, with
 /// gamma, beta and epsilon, dropout keeping each element with probability `keep` (`None`: no
 /// dropout; dropout needs a device that tracks gradients); in `hidden`'s float type, to which
-/// the others are cast. The dropout mask is [`dropout`]'s, drawn from a seed and each
-/// element's index.
+/// the others are cast. The dropout mask is [`dropout`]'s.
 ///
 /// # Shapes
 ///
@@ -193,9 +192,9 @@ pub fn masked_softmax(scores: Tensor<4>, padding: Tensor<4, Bool>, divisor: f64)
 }
 
 /// `x` with each element zeroed with probability `1 - keep` and the others scaled by
-/// `1 / keep`. The mask is a hash of a seed and each element's index, drawn again in the
-/// backward pass instead of kept; the seed comes from Burn's generator on the device, so
-/// `Device::seed` reproduces runs and nothing waits for the host.
+/// `1 / keep`. The mask is Philox4x32-10's stream for a 64-bit seed, one draw per element,
+/// drawn again in the backward pass instead of kept; the seed comes from Burn's generator on
+/// the device, so `Device::seed` reproduces runs and nothing waits for the host.
 pub fn dropout<const D: usize>(x: Tensor<D>, keep: f64) -> Tensor<D> {
     gpu_only!(dropout::dropout(x, keep))
 }
