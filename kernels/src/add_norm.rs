@@ -121,15 +121,27 @@ pub fn add_norm<const D: usize>(
     epsilon: f64,
     keep: Option<f64>,
 ) -> Tensor<D> {
+    let mask = keep.map(|keep| Mask::draw(&hidden.device(), keep));
+    add_norm_with(hidden, bias, residual, [gamma, beta], epsilon, mask)
+}
+
+/// [`add_norm`] with the given dropout mask, if any.
+pub(crate) fn add_norm_with<const D: usize>(
+    hidden: Tensor<D>,
+    bias: Tensor<1>,
+    residual: Tensor<D>,
+    [gamma, beta]: [Tensor<1>; 2],
+    epsilon: f64,
+    mask: Option<Mask>,
+) -> Tensor<D> {
     let dtype = hidden.dtype();
     let residual = residual.cast(dtype);
     let [bias, gamma, beta] = [bias, gamma, beta].map(|vector| vector.cast(dtype));
     let device = hidden.device();
     assert!(
-        keep.is_none() || device.is_autodiff(),
+        mask.is_none() || device.is_autodiff(),
         "dropout needs a device that tracks gradients"
     );
-    let mask = keep.map(|keep| Mask::draw(&device, keep));
     let inputs = [
         hidden.into(),
         bias.into(),
@@ -351,7 +363,7 @@ mod tests {
                 None => biased,
             };
             let sum = dropped + residual.clone();
-            match crate::applies(&sum) {
+            match crate::applies(crate::Kernel::LayerNorm, &sum.device()) {
                 true => crate::layer_norm(sum, gamma.clone(), beta.clone(), 1e-12),
                 false => {
                     burn::tensor::module::layer_norm(sum, gamma.clone(), Some(beta.clone()), 1e-12)

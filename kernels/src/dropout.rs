@@ -105,6 +105,11 @@ pub(crate) mod kernel {
 /// [`crate::dropout`].
 pub fn dropout<const D: usize>(x: Tensor<D>, keep: f64) -> Tensor<D> {
     let mask = Mask::draw(&x.device(), keep);
+    dropout_with(x, mask)
+}
+
+/// [`dropout`] with the given mask.
+pub(crate) fn dropout_with<const D: usize>(x: Tensor<D>, mask: Mask) -> Tensor<D> {
     with_backward(DropoutBackward, [x.into()], |[x]| (mask.apply(x), mask))
 }
 
@@ -112,7 +117,7 @@ pub fn dropout<const D: usize>(x: Tensor<D>, keep: f64) -> Tensor<D> {
 #[derive(Debug, Clone)]
 pub(crate) struct Mask {
     pub seed: CubeTensor,
-    /// An element is kept where its 32-bit hash is below this.
+    /// An element is kept where its 32-bit draw is below this.
     pub threshold: u32,
     /// `1 / keep`.
     pub scale: f32,
@@ -129,6 +134,11 @@ impl Mask {
             Distribution::Uniform(0.0, (1 << 24) as f64),
             (device, DType::F32),
         );
+        Self::with_seed(seed, keep)
+    }
+
+    /// The mask of `seed`, three integers below 2^24 as f32 on a CubeCL device.
+    pub fn with_seed(seed: Tensor<1>, keep: f64) -> Self {
         Self {
             seed: Input::from(seed).into_primitive(),
             threshold: (keep * 2f64.powi(32)).min(u32::MAX as f64) as u32,
@@ -137,7 +147,7 @@ impl Mask {
     }
 
     /// The mask applied to `tensor`: the activations forward, their gradient backward.
-    fn apply(&self, tensor: CubeTensor) -> CubeTensor {
+    pub fn apply(&self, tensor: CubeTensor) -> CubeTensor {
         let tensor = into_contiguous(tensor);
         let output = empty_like(&tensor);
         let client = tensor.client.clone();
@@ -272,12 +282,7 @@ mod tests {
     fn kept_with_seed(seed: [f32; 3]) -> Vec<bool> {
         let device = crate::testing::wgpu();
         let seed = Tensor::<1>::from_data(TensorData::new(seed.to_vec(), [3]), &device);
-        let mask = Mask {
-            seed: Input::from(seed).into_primitive(),
-            threshold: 1 << 31,
-            scale: 2.0,
-        };
-        kept(mask, &device)
+        kept(Mask::with_seed(seed, 0.5), &device)
     }
 
     /// Where `mask` keeps an element of a vector of [`N`] ones.

@@ -15,8 +15,9 @@
 //! - [`dropout`], its mask drawn on the device;
 //! - [`adamw_step`]: AdamW's update of one parameter, in one kernel instead of Burn's fourteen;
 //! - where they run: [`runs_own_kernels`] (`BURNBERT_GPU_KERNELS=0` turns them off),
-//!   [`applies`], and CubeCL's on-disk cache of compiled kernels
-//!   ([`keep_compiled_kernels`]).
+//!   [`applies`] (which also asks the self-check: each kernel is compared with Burn's
+//!   operations the first time a process uses a GPU, and switched off where it disagrees),
+//!   and CubeCL's on-disk cache of compiled kernels ([`keep_compiled_kernels`]).
 //!
 //! Burn 0.22 builds each of these from primitive operations and differentiates each of them,
 //! one kernel launch and one pass over memory apiece; its automatic fusion, which would merge
@@ -40,7 +41,7 @@
 //! compiles its kernels' CUDA C++ with NVRTC as cubecl-cuda would on an H100
 //! (`src/cuda_source.rs`; `scripts/test` installs NVRTC and sets `BURNBERT_CUDA_TOOLKIT`).
 
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 
 // First, for its `assert_compiles!` macro, which the kernel files' tests use.
 #[cfg(all(test, feature = "cuda", feature = "wgpu"))]
@@ -69,6 +70,8 @@ mod layer_norm;
 #[cfg(feature = "gpu")]
 mod reduce;
 #[cfg(feature = "gpu")]
+mod self_check;
+#[cfg(feature = "gpu")]
 mod softmax;
 
 #[cfg(test)]
@@ -92,17 +95,65 @@ macro_rules! gpu_only {
     }};
 }
 
-/// Whether these kernels take `tensor`: on a device where they run ([`runs_own_kernels`]),
-/// without gradient checkpointing (whose autodiff type the kernels' nodes are not written
-/// for). Always false in a CPU-only build. Callers check it before any operation below.
-pub fn applies<const D: usize>(tensor: &Tensor<D>) -> bool {
-    cfg!(feature = "gpu") && {
-        let device = tensor.device();
-        runs_own_kernels(&device)
+/// burnbert's kernels, one per operation below, each of which [`applies`] or not on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    LayerNorm,
+    AddNorm,
+    BiasGelu,
+    SplitHeads,
+    MergeHeads,
+    MaskedSoftmax,
+    Dropout,
+    AdamwStep,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 8] = [
+        Kernel::LayerNorm,
+        Kernel::AddNorm,
+        Kernel::BiasGelu,
+        Kernel::SplitHeads,
+        Kernel::MergeHeads,
+        Kernel::MaskedSoftmax,
+        Kernel::Dropout,
+        Kernel::AdamwStep,
+    ];
+
+    /// The name of its function in this crate: `layer_norm`, `add_norm`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::LayerNorm => "layer_norm",
+            Kernel::AddNorm => "add_norm",
+            Kernel::BiasGelu => "bias_gelu",
+            Kernel::SplitHeads => "split_heads",
+            Kernel::MergeHeads => "merge_heads",
+            Kernel::MaskedSoftmax => "masked_softmax",
+            Kernel::Dropout => "dropout",
+            Kernel::AdamwStep => "adamw_step",
+        }
+    }
+}
+
+/// Whether `kernel` takes the place of Burn's operations on `device`: where the kernels run
+/// ([`runs_own_kernels`]), without gradient checkpointing (whose autodiff type the kernels'
+/// nodes are not written for), and where the kernel agreed with Burn's operations when the
+/// process first used the device (the self-check, `src/self_check.rs`). Always false in a
+/// CPU-only build. Callers check it before the operation below.
+pub fn applies(kernel: Kernel, device: &Device) -> bool {
+    #[cfg(feature = "gpu")]
+    {
+        runs_own_kernels(device)
             && matches!(
                 device.gradient_checkpointing_strategy(),
                 None | Some(burn::tensor::GradientCheckpointingStrategy::Disabled)
             )
+            && self_check::passes(kernel, device)
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = (kernel, device);
+        false
     }
 }
 

@@ -5,12 +5,13 @@
 //! reference bodies alone.
 //!
 //! `burnbert_kernels::applies` is false on the CPU backends, with `BURNBERT_GPU_KERNELS=0`,
+//! for a kernel that disagreed with Burn's operations on the device (its self-check),
 //! and always in a build without `wgpu` or `cuda`, so no `#[cfg]` is needed here.
 
 use burn::nn::{Dropout, Linear};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Bool, DType, Distribution, FloatDType, Tensor};
-use burnbert_kernels as kernels;
+use burnbert_kernels::{self as kernels, Kernel};
 
 use crate::device::is_cpu_backend;
 use crate::dropout::{cpu_mask, dropout_applies};
@@ -69,7 +70,7 @@ pub fn layer_norm<const D: usize>(
 ) -> Tensor<D> {
     let dtype = input.dtype();
     let (gamma, beta) = (gamma.cast(dtype), beta.cast(dtype));
-    if kernels::applies(&input) {
+    if kernels::applies(Kernel::LayerNorm, &input.device()) {
         return kernels::layer_norm(input, gamma, beta, epsilon);
     }
     // As Burn's `LayerNorm` for f16, which cannot hold the sum of squares, and as the GPU
@@ -98,7 +99,7 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
         return x;
     }
     let keep = 1.0 - layer.prob;
-    if kernels::applies(&x) {
+    if kernels::applies(Kernel::Dropout, &device) {
         return kernels::dropout(x, keep);
     }
     let mask = if is_cpu_backend(&device) {
@@ -121,7 +122,7 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
 /// `hidden` `[batch, seq, hidden]`; the output is `[batch, heads, seq, hidden / heads]`.
 pub fn split_heads(dense: &Linear, hidden: &Tensor<3>, heads: usize) -> Tensor<4> {
     if let Some(bias) = &dense.bias
-        && kernels::applies(hidden)
+        && kernels::applies(Kernel::SplitHeads, &hidden.device())
     {
         let product = per_token_unbiased(dense, hidden.clone());
         return kernels::split_heads(product, bias.val(), heads);
@@ -140,7 +141,7 @@ pub fn split_heads(dense: &Linear, hidden: &Tensor<3>, heads: usize) -> Tensor<4
 ///
 /// `heads` `[batch, heads, seq, head_dim]`; the output is `[batch, seq, heads × head_dim]`.
 pub fn merge_heads(heads: Tensor<4>) -> Tensor<3> {
-    if kernels::applies(&heads) {
+    if kernels::applies(Kernel::MergeHeads, &heads.device()) {
         return kernels::merge_heads(heads);
     }
     let [batch, count, seq, head_dim] = heads.dims();
@@ -162,7 +163,7 @@ pub fn attention_probabilities(
     head_dim: usize,
 ) -> Tensor<4> {
     let divisor = (head_dim as f64).sqrt();
-    if kernels::applies(&scores) {
+    if kernels::applies(Kernel::MaskedSoftmax, &scores.device()) {
         return kernels::masked_softmax(scores, padding, divisor);
     }
     // Like the kernel, 16-bit scores are normalised in f32 (torch.autocast runs softmax in
@@ -188,7 +189,7 @@ pub fn attention_probabilities(
 /// `hidden` `[batch, seq, d_in]`; the output is `[batch, seq, d_out]`.
 pub fn dense_gelu(dense: &Linear, hidden: Tensor<3>) -> Tensor<3> {
     if let Some(bias) = &dense.bias
-        && kernels::applies(&hidden)
+        && kernels::applies(Kernel::BiasGelu, &hidden.device())
     {
         return kernels::bias_gelu(per_token_unbiased(dense, hidden), bias.val());
     }
@@ -211,7 +212,7 @@ pub fn add_norm(
     residual: Tensor<3>,
 ) -> Tensor<3> {
     if let Some(bias) = &dense.bias
-        && kernels::applies(&hidden)
+        && kernels::applies(Kernel::AddNorm, &hidden.device())
     {
         let keep =
             dropout_applies(dropout_layer, &hidden.device()).then_some(1.0 - dropout_layer.prob);

@@ -85,7 +85,7 @@ impl AdamW {
             return Some(Fused::Host);
         }
         #[cfg(feature = "gpu")]
-        if one_dtype && burnbert_model::runs_own_kernels(&device) {
+        if one_dtype && burnbert_kernels::applies(burnbert_kernels::Kernel::AdamwStep, &device) {
             return Some(Fused::Cube);
         }
         None

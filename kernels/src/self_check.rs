@@ -1,0 +1,645 @@
+//! The kernels check themselves: the first time a process uses a GPU device, each kernel is
+//! compared with Burn's own operations on that device, on small fixed inputs, forward and
+//! backward. A kernel that disagrees is switched off there ([`crate::applies`] says no), with
+//! one warning line naming it, and the model runs Burn's operations in its place.
+//!
+//! The verdicts are kept beside CubeCL's compiled kernels (a text file next to its
+//! environment database), keyed by the device's name and compilation target and by these
+//! kernels' sources, so later runs on the same GPU read them instead of checking again.
+//! Deleting the file checks again.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData, module};
+
+use crate::Kernel;
+use crate::add_norm::add_norm_with;
+use crate::dropout::Mask;
+
+/// The outcome of each kernel's check on one device, in [`Kernel::ALL`]'s order: `Err` says
+/// what differed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Verdict(Vec<(Kernel, Result<(), String>)>);
+
+/// Whether `kernel` agreed with Burn's operations on `device` (a CubeCL device): checked once
+/// per device and process, or read from the cache of an earlier run.
+pub(crate) fn passes(kernel: Kernel, device: &Device) -> bool {
+    static VERDICTS: Mutex<Vec<(Device, Verdict)>> = Mutex::new(Vec::new());
+    let device = device.clone().without_autodiff();
+    // Held while checking, so that two threads starting on one device check it once.
+    let mut verdicts = VERDICTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, verdict)) = verdicts.iter().find(|(known, _)| *known == device) {
+        return verdict.passes(kernel);
+    }
+    let path = cache_path(&device);
+    let verdict = cached_or_checked(&device, &path, None);
+    for line in verdict.warnings(&device_name(&device), &path) {
+        eprintln!("{line}");
+    }
+    let passes = verdict.passes(kernel);
+    verdicts.push((device, verdict));
+    passes
+}
+
+/// The verdict kept at `path`, or else the check's, then kept there. `wrong` (tests only)
+/// names a kernel to check as if it were wrong; such a verdict is neither read nor kept.
+fn cached_or_checked(device: &Device, path: &Path, wrong: Option<Kernel>) -> Verdict {
+    if wrong.is_none()
+        && let Some(verdict) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| Verdict::parse(&text))
+    {
+        return verdict;
+    }
+    let verdict = check_all(device, wrong);
+    if wrong.is_none() {
+        // A cache that cannot be written costs the next run a check, nothing more.
+        let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
+            .and_then(|()| std::fs::write(path, verdict.to_text(&device_name(device))));
+    }
+    verdict
+}
+
+impl Verdict {
+    fn passes(&self, kernel: Kernel) -> bool {
+        self.0
+            .iter()
+            .any(|(k, result)| *k == kernel && result.is_ok())
+    }
+
+    /// One line per kernel that disagreed.
+    fn warnings(&self, device: &str, path: &Path) -> Vec<String> {
+        self.0
+            .iter()
+            .filter_map(|(kernel, result)| result.as_ref().err().map(|what| (kernel, what)))
+            .map(|(kernel, what)| {
+                format!(
+                    "warning: burnbert's GPU kernel `{}` disagrees with Burn's operations on \
+                     {device} ({what}); it is switched off there and Burn's operations run \
+                     instead (verdict kept in {}; delete it to check again)",
+                    kernel.name(),
+                    path.display()
+                )
+            })
+            .collect()
+    }
+
+    /// The cache file's text: a comment line, then `name ok` or `name disagrees: what`.
+    fn to_text(&self, device: &str) -> String {
+        let mut text = format!("# burnbert's GPU kernels checked against Burn on {device}\n");
+        for (kernel, result) in &self.0 {
+            match result {
+                Ok(()) => text += &format!("{} ok\n", kernel.name()),
+                Err(what) => text += &format!("{} disagrees: {what}\n", kernel.name()),
+            }
+        }
+        text
+    }
+
+    /// [`Self::to_text`] read back; `None` unless it names every kernel once.
+    fn parse(text: &str) -> Option<Self> {
+        let mut results = Vec::new();
+        for line in text.lines().filter(|line| !line.starts_with('#')) {
+            let (name, rest) = line.split_once(' ')?;
+            let kernel = *Kernel::ALL.iter().find(|k| k.name() == name)?;
+            let result = match rest.strip_prefix("disagrees: ") {
+                Some(what) => Err(what.to_string()),
+                None if rest == "ok" => Ok(()),
+                None => return None,
+            };
+            results.push((kernel, result));
+        }
+        let every = Kernel::ALL
+            .iter()
+            .all(|k| results.iter().filter(|(r, _)| r == k).count() == 1);
+        (every && results.len() == Kernel::ALL.len()).then_some(Self(results))
+    }
+}
+
+/// The device as its driver names it: `NVIDIA H100 PCIe`.
+fn device_name(device: &Device) -> String {
+    identity(device).0
+}
+
+/// The device's name and what CubeCL compiles for on it (`ptx_sm90`, say).
+fn identity(device: &Device) -> (String, String) {
+    let tensor = crate::autodiff::Input::from(Tensor::<1>::zeros([1], device)).into_primitive();
+    let identity = &tensor.client.properties().identity;
+    (identity.name.clone(), identity.fingerprint.clone())
+}
+
+/// Where the verdict for `device` is kept: beside CubeCL's environment database (which holds
+/// the compiled kernels), named by a hash of the device's name, its compilation target and
+/// these kernels' sources, so that a new GPU, driver target or kernel is checked afresh.
+fn cache_path(device: &Device) -> PathBuf {
+    let (name, fingerprint) = identity(device);
+    let mut hash = Fnv::default();
+    hash.write(name.as_bytes());
+    hash.write(fingerprint.as_bytes());
+    hash.write(&sources_hash().to_le_bytes());
+    let database = cubecl_environment::environment::path();
+    database.with_extension(format!("burnbert-kernels-{:016x}.txt", hash.0))
+}
+
+/// A hash of the kernels' sources, this file's included.
+fn sources_hash() -> u64 {
+    static HASH: OnceLock<u64> = OnceLock::new();
+    *HASH.get_or_init(|| {
+        let mut hash = Fnv::default();
+        for source in [
+            include_str!("adamw.rs"),
+            include_str!("add_norm.rs"),
+            include_str!("autodiff.rs"),
+            include_str!("dropout.rs"),
+            include_str!("gelu.rs"),
+            include_str!("heads.rs"),
+            include_str!("host.rs"),
+            include_str!("layer_norm.rs"),
+            include_str!("reduce.rs"),
+            include_str!("self_check.rs"),
+            include_str!("softmax.rs"),
+        ] {
+            hash.write(source.as_bytes());
+        }
+        hash.0
+    })
+}
+
+/// FNV-1a, 64 bits: a stable hash for file names (std's `DefaultHasher` may change between
+/// Rust releases).
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Every kernel checked on `device`. The fused Add & Norm drops out with the dropout kernel's
+/// mask, so it fails where dropout does.
+fn check_all(device: &Device, wrong: Option<Kernel>) -> Verdict {
+    let device = device.clone().without_autodiff().autodiff();
+    let mut results: Vec<(Kernel, Result<(), String>)> = Kernel::ALL
+        .iter()
+        .map(|&kernel| (kernel, check(kernel, &device, wrong == Some(kernel))))
+        .collect();
+    let dropout_failed = results
+        .iter()
+        .any(|(k, result)| *k == Kernel::Dropout && result.is_err());
+    for (kernel, result) in &mut results {
+        if *kernel == Kernel::AddNorm && dropout_failed && result.is_ok() {
+            *result = Err("it drops out with the dropout kernel's mask".into());
+        }
+    }
+    Verdict(results)
+}
+
+/// Rows of the row-wise kernels' inputs: wider than a cube of 128 units, which strides.
+const WIDTH: usize = 200;
+const ROWS: usize = 6;
+
+/// `kernel` against Burn's operations on `device` (with autodiff): the output, and the
+/// gradient of each input for the loss `sum(output × weights)`, each in f32. With `wrong`,
+/// the kernel's output is off by one in its first element, as a wrong kernel's would be.
+fn check(kernel: Kernel, device: &Device, wrong: bool) -> Result<(), String> {
+    let check = Check { device, wrong };
+    let mut draws = Draws(0x9e37_79b9_7f4a_7c15);
+    let vector = draws.take(WIDTH);
+    let [matrix, residual] = [(); 2].map(|()| draws.take(ROWS * WIDTH));
+    let [gamma, beta] = [(); 2].map(|()| draws.take(WIDTH));
+    let rows = |x: &Tensor<1>| x.clone().reshape([ROWS, WIDTH]);
+    let eps = 1e-12;
+    match kernel {
+        Kernel::LayerNorm => check.compare(
+            [matrix, gamma, beta],
+            |[x, g, b]| {
+                flat(crate::layer_norm::layer_norm(
+                    rows(x),
+                    g.clone(),
+                    b.clone(),
+                    eps,
+                ))
+            },
+            |[x, g, b]| flat(module::layer_norm(rows(x), g.clone(), Some(b.clone()), eps)),
+        ),
+        Kernel::AddNorm => [None, Some(check.mask())].into_iter().try_for_each(|mask| {
+            check.compare(
+                [
+                    matrix.clone(),
+                    vector.clone(),
+                    residual.clone(),
+                    gamma.clone(),
+                    beta.clone(),
+                ],
+                |[h, bias, r, g, b]| {
+                    let gamma_beta = [g.clone(), b.clone()];
+                    let mask = mask.clone();
+                    flat(add_norm_with(
+                        rows(h),
+                        bias.clone(),
+                        rows(r),
+                        gamma_beta,
+                        eps,
+                        mask,
+                    ))
+                },
+                |[h, bias, r, g, b]| {
+                    let biased = rows(h) + bias.clone().unsqueeze();
+                    let dropped = match &mask {
+                        Some(mask) => biased * check.mask_values(mask, [ROWS, WIDTH]),
+                        None => biased,
+                    };
+                    flat(module::layer_norm(
+                        dropped + rows(r),
+                        g.clone(),
+                        Some(b.clone()),
+                        eps,
+                    ))
+                },
+            )
+        }),
+        Kernel::BiasGelu => check.compare(
+            [matrix, vector],
+            |[x, bias]| flat(crate::gelu::bias_gelu(rows(x), bias.clone())),
+            |[x, bias]| {
+                // The exact GELU, `v · (1 + erf(v / √2)) / 2`, which Burn differentiates
+                // exactly (its own `gelu`'s backward is the tanh approximation's).
+                let v = rows(x) + bias.clone().unsqueeze();
+                let phi = (v.clone() / std::f32::consts::SQRT_2).erf().add_scalar(1.0) / 2.0;
+                flat(v * phi)
+            },
+        ),
+        Kernel::SplitHeads => {
+            let (batch, seq, heads, head_dim) = (2, 5, 4, 6);
+            let width = heads * head_dim;
+            check.compare(
+                [draws.take(batch * seq * width), draws.take(width)],
+                |[x, bias]| {
+                    let x = x.clone().reshape([batch, seq, width]);
+                    flat(crate::heads::split_heads(x, bias.clone(), heads))
+                },
+                |[x, bias]| {
+                    let x = x.clone().reshape([batch, seq, width]) + bias.clone().unsqueeze();
+                    flat(x.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2))
+                },
+            )
+        }
+        Kernel::MergeHeads => {
+            let shape = [2, 4, 5, 6];
+            // Contiguous heads, and heads stored as `[batch, heads, head_dim, seq]` and merged
+            // from their transposed view.
+            let transposed = [2, 4, 6, 5];
+            let both = |merge: fn(Tensor<4>) -> Tensor<3>, x: &Tensor<1>, y: &Tensor<1>| {
+                let y = y.clone().reshape(transposed).swap_dims(2, 3);
+                Tensor::cat(
+                    vec![flat(merge(x.clone().reshape(shape))), flat(merge(y))],
+                    0,
+                )
+            };
+            let n = shape.iter().product();
+            check.compare(
+                [draws.take(n), draws.take(n)],
+                |[x, y]| both(crate::heads::merge_heads, x, y),
+                |[x, y]| both(|h| h.swap_dims(1, 2).reshape([2, 5, 24]), x, y),
+            )
+        }
+        Kernel::MaskedSoftmax => {
+            // Two rows of a batch, the second with its last 37 keys padded; scores of a few
+            // units, as attention's are.
+            let (keys, padded) = (150, 37);
+            let shape = [2, 3, 5, keys];
+            let padding: Vec<i64> = (0..2 * keys)
+                .map(|i| (i >= 2 * keys - padded) as i64)
+                .collect();
+            let padding = Tensor::<2, Int>::from_data(TensorData::new(padding, [2, keys]), device)
+                .equal_elem(1)
+                .reshape([2, 1, 1, keys]);
+            let scores = draws
+                .take(shape.iter().product())
+                .iter()
+                .map(|v| v * 8.0)
+                .collect();
+            let divisor = 8.0;
+            check.compare(
+                [scores],
+                |[x]| {
+                    flat(crate::softmax::masked_softmax(
+                        x.clone().reshape(shape),
+                        padding.clone(),
+                        divisor,
+                    ))
+                },
+                |[x]| {
+                    let scores = x.clone().reshape(shape).div_scalar(divisor);
+                    flat(softmax(scores.mask_fill(padding.clone(), f32::MIN), 3))
+                },
+            )
+        }
+        Kernel::Dropout => {
+            let mask = check.mask();
+            let values = check.mask_values(&mask, [ROWS, WIDTH]);
+            // Keeping 0.9 of 1200: 1080, with a standard deviation of 10.4.
+            let kept = values
+                .clone()
+                .not_equal_elem(0.0)
+                .int()
+                .sum()
+                .into_scalar::<i64>();
+            if (kept - 1080).abs() > 60 {
+                return Err(format!(
+                    "it kept {kept} of 1200 elements, asked to keep 0.9"
+                ));
+            }
+            check.compare(
+                [matrix],
+                |[x]| flat(crate::dropout::dropout_with(rows(x), mask.clone())),
+                |[x]| flat(rows(x) * values.clone()),
+            )
+        }
+        Kernel::AdamwStep => check.adamw([(); 4].map(|()| draws.take(ROWS * WIDTH))),
+    }
+}
+
+/// One device's check: [`check`]'s `device` and `wrong`.
+struct Check<'a> {
+    device: &'a Device,
+    wrong: bool,
+}
+
+impl Check<'_> {
+    /// The outcomes of `own` (burnbert's kernel) and `reference` (Burn's operations) on the
+    /// same flat inputs, compared.
+    fn compare<const N: usize>(
+        &self,
+        inputs: [Vec<f32>; N],
+        own: impl Fn(&[Tensor<1>; N]) -> Tensor<1>,
+        reference: impl Fn(&[Tensor<1>; N]) -> Tensor<1>,
+    ) -> Result<(), String> {
+        let own = outcome(self.device, &inputs, |x| self.perhaps_wrong(own(x)));
+        agree(&own, &outcome(self.device, &inputs, reference))
+    }
+
+    fn perhaps_wrong(&self, output: Tensor<1>) -> Tensor<1> {
+        match self.wrong {
+            true => {
+                let (n, device) = (output.dims()[0], output.device());
+                output + one_hot(n, &device)
+            }
+            false => output,
+        }
+    }
+
+    /// A fixed dropout mask keeping 0.9.
+    fn mask(&self) -> Mask {
+        let seed = TensorData::new(vec![1234.0f32, 5678.0, 9012.0], [3]);
+        Mask::with_seed(Tensor::from_data(seed, self.device), 0.9)
+    }
+
+    /// `mask` as a tensor of `shape`: `1 / keep` where it keeps an element, else 0; drawn
+    /// by the dropout kernel, as a constant.
+    fn mask_values(&self, mask: &Mask, shape: [usize; 2]) -> Tensor<2> {
+        let plain = self.device.clone().without_autodiff();
+        let ones = crate::autodiff::Input::from(Tensor::<2>::ones(shape, &plain)).into_primitive();
+        let values = Tensor::<2>::from_primitive::<burn::backend::Cube>(mask.apply(ones));
+        Tensor::from_data(values.into_data(), self.device)
+    }
+
+    /// The AdamW kernel against its formula in Burn's operations, without autodiff: the
+    /// parameter and both moments after one step.
+    fn adamw(&self, [param, grad, moment_1, moment_2]: [Vec<f32>; 4]) -> Result<(), String> {
+        let device = self.device.clone().without_autodiff();
+        let tensor = |values: &Vec<f32>| {
+            Tensor::<1>::from_data(TensorData::new(values.clone(), [values.len()]), &device)
+        };
+        let moment_2 = tensor(&moment_2).abs();
+        let (param, grad, moment_1) = (tensor(&param), tensor(&grad), tensor(&moment_1));
+        let s = crate::StepScalars {
+            beta_1: 0.9,
+            beta_2: 0.999,
+            epsilon: 1e-8,
+            correction_1: 1.0 - 0.9f32.powi(3),
+            correction_2: 1.0 - 0.999f32.powi(3),
+            decay: 1.0 - 2e-5 * 0.01,
+            lr: 2e-5,
+        };
+        let own = crate::adamw::adamw_step(
+            param.clone(),
+            grad.clone(),
+            moment_1.clone(),
+            moment_2.clone(),
+            &s,
+        );
+        let m = moment_1 * s.beta_1 + grad.clone() * (1.0 - s.beta_1);
+        let v = moment_2 * s.beta_2 + grad.clone() * grad * (1.0 - s.beta_2);
+        let update =
+            (m.clone() / s.correction_1) / ((v.clone() / s.correction_2).sqrt() + s.epsilon);
+        let reference = param * s.decay - update * s.lr;
+        let values = |tensors: [Tensor<1>; 3]| {
+            let [p, m, v] = tensors;
+            let all = Tensor::cat(vec![p, m, v], 0);
+            vec![
+                all.into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .unwrap(),
+            ]
+        };
+        let (p, m_own, v_own) = own;
+        agree(
+            &values([self.perhaps_wrong(p), m_own, v_own]),
+            &values([reference, m, v]),
+        )
+    }
+}
+
+/// A vector of `n` zeros but a one first.
+fn one_hot(n: usize, device: &Device) -> Tensor<1> {
+    let mut values = vec![0.0f32; n];
+    values[0] = 1.0;
+    Tensor::from_data(TensorData::new(values, [n]), device)
+}
+
+fn flat<const D: usize>(tensor: Tensor<D>) -> Tensor<1> {
+    let n = tensor.shape().num_elements();
+    tensor.reshape([n])
+}
+
+/// The output of `f` on `inputs` and each input's gradient for `sum(output × weights)`, the
+/// weights fixed; a gradient that does not exist is empty.
+fn outcome<const N: usize>(
+    device: &Device,
+    inputs: &[Vec<f32>; N],
+    f: impl Fn(&[Tensor<1>; N]) -> Tensor<1>,
+) -> Vec<Vec<f32>> {
+    let leaves: [Tensor<1>; N] = inputs.each_ref().map(|values| {
+        Tensor::from_data(TensorData::new(values.clone(), [values.len()]), device).require_grad()
+    });
+    let output = f(&leaves);
+    let n = output.dims()[0];
+    let weights = Tensor::from_data(TensorData::new(Draws(7).take(n), [n]), device);
+    let grads = (output.clone() * weights).sum().backward();
+    let values = |tensor: Tensor<1>| {
+        tensor
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    std::iter::once(values(output.inner()))
+        .chain(
+            leaves
+                .iter()
+                .map(|leaf| leaf.grad(&grads).map_or_else(Vec::new, values)),
+        )
+        .collect()
+}
+
+/// Whether two outcomes agree, each element to 1e-3 of its tensor's largest magnitude (at
+/// least 1): loose for f32 arithmetic in another order, tight for a wrong kernel.
+fn agree(own: &[Vec<f32>], reference: &[Vec<f32>]) -> Result<(), String> {
+    for (k, (own, reference)) in own.iter().zip(reference).enumerate() {
+        let what = match k {
+            0 => "output".to_string(),
+            k => format!("gradient of input {k}"),
+        };
+        if own.len() != reference.len() {
+            return Err(format!(
+                "{what}: {} values, not {}",
+                own.len(),
+                reference.len()
+            ));
+        }
+        let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (i, (a, e)) in own.iter().zip(reference).enumerate() {
+            // NaN disagrees too.
+            if (a - e).abs().is_nan() || (a - e).abs() > 1e-3 * scale {
+                return Err(format!("{what}[{i}] is {a}, not {e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fixed inputs in [-2, 2) (xorshift64*), drawn on the host so that checking draws nothing
+/// from Burn's generators, which the run's dropout uses.
+struct Draws(u64);
+
+impl Draws {
+    fn take(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                let bits = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40;
+                bits as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
+            })
+            .collect()
+    }
+}
+
+#[cfg(all(test, feature = "wgpu"))]
+mod tests {
+    use super::*;
+
+    fn failing(verdict: &Verdict) -> Vec<Kernel> {
+        verdict
+            .0
+            .iter()
+            .filter(|(_, result)| result.is_err())
+            .map(|(kernel, _)| *kernel)
+            .collect()
+    }
+
+    /// On lavapipe every kernel agrees with Burn's operations, and so runs.
+    #[test]
+    fn every_kernel_agrees_with_burn_on_lavapipe() {
+        let device = crate::testing::wgpu();
+        let verdict = check_all(&device, None);
+        assert_eq!(failing(&verdict), [], "{verdict:?}");
+        for kernel in Kernel::ALL {
+            assert!(crate::applies(kernel, &device), "{kernel:?}");
+            assert!(
+                crate::applies(kernel, &device.clone().autodiff()),
+                "{kernel:?}"
+            );
+        }
+    }
+
+    /// A kernel made wrong through the test hook fails its check alone (Add & Norm with
+    /// dropout, whose mask it shares), and gets one warning line naming it.
+    #[test]
+    fn a_wrong_kernel_is_switched_off_with_one_warning_line() {
+        let device = crate::testing::wgpu();
+        for wrong in Kernel::ALL {
+            let verdict = check_all(&device, Some(wrong));
+            let expected = match wrong {
+                Kernel::Dropout => vec![Kernel::AddNorm, Kernel::Dropout],
+                kernel => vec![kernel],
+            };
+            assert_eq!(failing(&verdict), expected, "{verdict:?}");
+            let warnings = verdict.warnings("lavapipe", Path::new("verdicts.txt"));
+            assert_eq!(warnings.len(), expected.len(), "{warnings:?}");
+            let line = &warnings[expected.iter().position(|&k| k == wrong).unwrap()];
+            assert!(
+                line.starts_with(&format!(
+                    "warning: burnbert's GPU kernel `{}`",
+                    wrong.name()
+                )) && line.contains("switched off")
+                    && !line.contains('\n'),
+                "{line}"
+            );
+        }
+    }
+
+    /// A verdict is kept, and a later check reads it instead of checking again: an edited
+    /// verdict is believed. A file that is not a verdict is checked again and rewritten; a
+    /// check with a wrong kernel keeps nothing.
+    #[test]
+    fn verdicts_are_kept_and_read_instead_of_checking_again() {
+        let device = crate::testing::wgpu();
+        let dir = std::env::temp_dir().join(format!("burnbert-self-check-{}", std::process::id()));
+        let path = dir.join("verdicts.txt");
+        let _ = std::fs::remove_dir_all(&dir);
+        let checked = cached_or_checked(&device, &path, None);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(Verdict::parse(&text), Some(checked.clone()));
+        let edited = text.replace("bias_gelu ok", "bias_gelu disagrees: edited by a test");
+        std::fs::write(&path, edited).unwrap();
+        let read = cached_or_checked(&device, &path, None);
+        assert_eq!(failing(&read), [Kernel::BiasGelu]);
+        std::fs::write(&path, "bias_gelu ok\n").unwrap();
+        assert_eq!(cached_or_checked(&device, &path, None), checked);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        std::fs::remove_file(&path).unwrap();
+        cached_or_checked(&device, &path, Some(Kernel::Dropout));
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Checking draws nothing from Burn's generator, which the run's dropout masks come from:
+    /// a run that checks and one that reads the verdict draw the same masks.
+    #[test]
+    fn checking_draws_nothing_from_burns_generator() {
+        let device = crate::testing::wgpu();
+        let _turn = crate::testing::seeding();
+        let draw = || Tensor::<1>::random([4], burn::tensor::Distribution::Default, &device);
+        device.seed(3);
+        let without = draw().into_data();
+        device.seed(3);
+        check_all(&device, None);
+        draw().into_data().assert_eq(&without, true);
+    }
+}
