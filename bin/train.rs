@@ -237,6 +237,7 @@ fn dry_run(
         train.len(),
         validation.len()
     );
+    println!("device: {}", burnbert_model::device_name(device));
     println!(
         "first batch: input_ids {:?}, token_type_ids {:?}, attention_mask {:?}, labels [{}]",
         batch.input.input_ids.dims(),

@@ -26,8 +26,10 @@ pub fn available_devices() -> Vec<&'static str> {
     names
 }
 
-/// Parses a device name: `auto` (the first GPU backend compiled in, else the CPU), `cpu`,
-/// `ndarray`, `flex`, `wgpu`, `wgpu:N`, `cuda`, `cuda:N`.
+/// Parses a device name: `auto` (a CUDA device, else a wgpu adapter that is a GPU, else the
+/// CPU, with a note saying so in a GPU build), `cpu`, `ndarray`, `flex`, `wgpu` (the default
+/// adapter), `wgpu:N` (the Nth adapter wgpu lists), `cuda`, `cuda:N`. A device that does not
+/// exist is an error that says what there is.
 pub fn parse_device(spec: &str) -> Result<Device, String> {
     resolve(spec).map(|(device, _)| device)
 }
@@ -48,8 +50,9 @@ pub fn select_device(spec: &str) -> Result<Device, String> {
 /// The devices of a data-parallel run, chosen like [`select_device`]: `list` is `all` or
 /// device numbers of `spec`'s backend (`0,1,3`); `None` is `spec`'s one device.
 ///
-/// The CPU backends have a single device: there, N numbers give N workers sharing it, which
-/// runs the multi-device path (for testing it) without a speed-up.
+/// The CPU backends have a single device: there, the numbers 0 to N - 1 give N workers sharing
+/// it, which runs the multi-device path (for testing it) without a speed-up; any other number
+/// is an error, as a GPU number that does not exist is.
 pub fn select_devices(spec: &str, list: Option<&str>) -> Result<Vec<Device>, String> {
     let Some(list) = list else {
         return Ok(vec![select_device(spec)?]);
@@ -81,6 +84,12 @@ pub fn select_devices(spec: &str, list: Option<&str>) -> Result<Vec<Device>, Str
             }
             numbers.push(number);
         }
+        if !gpu && let Some(&beyond) = numbers.iter().find(|&&n| n >= numbers.len()) {
+            return Err(format!(
+                "--devices `{list}`: the CPU has no device {beyond}; on the CPU the numbers \
+                 name workers sharing its one device, from 0 (e.g. --devices 0,1 for two)"
+            ));
+        }
         numbers
             .into_iter()
             .map(|n| {
@@ -110,7 +119,8 @@ pub fn is_cpu_backend(device: &Device) -> bool {
 }
 
 /// How `device` is named to users, as `auto` resolved it: `cpu (flex)`, `cpu (ndarray)`,
-/// `cuda:0`, `wgpu:1` (Burn's own description where the device is none of those).
+/// `cuda:0`, `wgpu:1`, `wgpu (default adapter: NAME)` (Burn's own description where the
+/// device is none of those).
 pub fn device_name(device: &Device) -> String {
     let device = device.clone().without_autodiff();
     for cpu in ["flex", "ndarray"] {
@@ -122,6 +132,13 @@ pub fn device_name(device: &Device) -> String {
         if let Some(index) = enumerate(backend).iter().position(|d| *d == device) {
             return format!("{backend}:{index}");
         }
+    }
+    #[cfg(feature = "wgpu")]
+    if device == Device::wgpu(burn::tensor::DeviceKind::DefaultDevice) {
+        let adapter = device
+            .identity()
+            .map_or_else(String::new, |i| format!(": {}", i.name));
+        return format!("wgpu (default adapter{adapter})");
     }
     format!("{device:?}")
 }
@@ -156,18 +173,32 @@ fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
         }
         None => (spec, None),
     };
-    // Only the GPU backends take a device number.
-    let _ = index;
     let unavailable = |feature: &str| {
         format!(
             "device `{spec}` needs burnbert built with `--features {feature}`; this build has: {}",
             available_devices().join(", ")
         )
     };
+    // The CPU is one device: `cpu` or `cpu:0`.
+    if matches!(kind, "auto" | "cpu" | "ndarray" | "flex") && index.is_some_and(|i| i > 0) {
+        return Err(format!(
+            "device `{spec}`: the CPU is one device, `{kind}`; for several workers sharing it, \
+             use --devices 0,1"
+        ));
+    }
     match kind {
         "auto" if cuda_devices() > 0 => resolve("cuda"),
-        "auto" if cfg!(feature = "wgpu") => resolve("wgpu"),
-        "auto" | "cpu" => cpu_device().ok_or_else(|| unavailable("flex")),
+        "auto" if wgpu_gpu_found() => resolve("wgpu"),
+        "auto" | "cpu" => {
+            let cpu = cpu_device().ok_or_else(|| unavailable("flex"))?;
+            if kind == "auto" && cfg!(any(feature = "cuda", feature = "wgpu")) {
+                note_once(&format!(
+                    "note: --device auto: no GPU found ({}), so burnbert runs on the CPU",
+                    gpus_looked_for()
+                ));
+            }
+            Ok(cpu)
+        }
         "ndarray" => {
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
@@ -184,13 +215,30 @@ fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
         }
         "wgpu" => {
             #[cfg(feature = "wgpu")]
-            return Ok((
-                Device::wgpu(match index {
-                    Some(i) => burn::tensor::DeviceKind::DiscreteGpu(i),
-                    None => burn::tensor::DeviceKind::DefaultDevice,
-                }),
-                "wgpu",
-            ));
+            {
+                let adapters = enumerate("wgpu");
+                if adapters.is_empty() {
+                    return Err(format!(
+                        "device `{spec}`: no wgpu adapter found (no Vulkan, Metal, DirectX 12 or \
+                         OpenGL driver that wgpu can use); install your GPU's driver, or Mesa's \
+                         lavapipe for a software one, or use `--device cpu` to run on the CPU"
+                    ));
+                }
+                return match index {
+                    None => Ok((
+                        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+                        "wgpu",
+                    )),
+                    Some(i) => match adapters.get(i) {
+                        Some(device) => Ok((device.clone(), "wgpu")),
+                        None => Err(format!(
+                            "device `{spec}`: {} wgpu adapter(s) found, numbered from 0; use \
+                             `--device wgpu` for the default one",
+                            adapters.len()
+                        )),
+                    },
+                };
+            }
             #[allow(unreachable_code)]
             Err(unavailable("wgpu"))
         }
@@ -215,6 +263,42 @@ fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
             available_devices().join(", ")
         )),
     }
+}
+
+/// Whether wgpu has an adapter that is a GPU. Software adapters (Mesa's lavapipe, llvmpipe)
+/// run wgpu's kernels on the CPU, slower than the CPU backends, so `auto` passes them by; a
+/// user who wants one names it (`--device wgpu`), as the tests do.
+fn wgpu_gpu_found() -> bool {
+    #[cfg(feature = "wgpu")]
+    return enumerate("wgpu").iter().any(|device| {
+        device
+            .identity()
+            .is_some_and(|identity| identity.physical.is_some())
+    });
+    #[allow(unreachable_code)]
+    false
+}
+
+/// What `auto` looked for and found, for its note.
+fn gpus_looked_for() -> String {
+    let mut looked = Vec::new();
+    if cfg!(feature = "cuda") {
+        looked.push("no CUDA device".to_string());
+    }
+    if cfg!(feature = "wgpu") {
+        let adapters = enumerate("wgpu");
+        looked.push(match adapters.len() {
+            0 => "no wgpu adapter".to_string(),
+            n => format!("{n} software wgpu adapter(s), which `--device wgpu` would use"),
+        });
+    }
+    looked.join("; ")
+}
+
+/// Prints `note` to standard error once per process: programs resolve `auto` more than once.
+fn note_once(note: &str) {
+    static NOTED: std::sync::Once = std::sync::Once::new();
+    NOTED.call_once(|| eprintln!("{note}"));
 }
 
 /// How many CUDA devices the driver reports: 0 without the `cuda` feature, and 0 (not a
@@ -291,6 +375,48 @@ mod tests {
         assert!(err.contains("device 1 is listed twice"), "{err}");
         let err = select_devices("cuda:1", Some("0,1")).unwrap_err();
         assert!(err.contains("--device cuda:1 names one device"), "{err}");
+    }
+
+    /// A device number that does not exist is an error on every backend: the CPU is device
+    /// 0 (its workers 0 to N - 1), and a GPU backend has the devices its driver lists.
+    #[test]
+    fn device_numbers_that_do_not_exist_are_errors() {
+        let err = select_devices("cpu", Some("0,5")).unwrap_err();
+        assert!(err.contains("the CPU has no device 5"), "{err}");
+        assert!(err.contains("--devices 0,1"), "{err}");
+        for spec in ["cpu:3", "flex:1", "auto:2"] {
+            let err = parse_device(spec).unwrap_err();
+            assert!(err.contains("the CPU is one device"), "{spec}: {err}");
+        }
+        assert!(parse_device("cpu:0").is_ok());
+        for backend in ["cuda", "wgpu"] {
+            let found = enumerate(backend).len();
+            let err = select_devices(backend, Some(&format!("0,{}", found + 1))).unwrap_err();
+            assert!(
+                err.contains(&format!("{found} ")) || err.contains("needs burnbert built"),
+                "{backend}: {err}"
+            );
+        }
+    }
+
+    /// `wgpu:N` is the Nth adapter wgpu lists (lavapipe's alone in CI), and `auto` passes a
+    /// software adapter by for the CPU, whose backends are faster than one.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn wgpu_numbers_the_adapters_it_lists_and_auto_skips_software_ones() {
+        let adapters = enumerate("wgpu");
+        assert!(!adapters.is_empty(), "CI installs Mesa's lavapipe");
+        assert_eq!(parse_device("wgpu:0").unwrap(), adapters[0]);
+        assert_eq!(device_name(&adapters[0]), "wgpu:0");
+        let err = parse_device(&format!("wgpu:{}", adapters.len())).unwrap_err();
+        assert!(err.contains("wgpu adapter(s) found"), "{err}");
+        let default = device_name(&parse_device("wgpu").unwrap());
+        assert!(default.starts_with("wgpu (default adapter: "), "{default}");
+        let gpu = wgpu_gpu_found() || cuda_devices() > 0;
+        assert_eq!(
+            parse_device("auto").unwrap() == parse_device("cpu").unwrap(),
+            !gpu
+        );
     }
 
     /// In a build with CUDA or wgpu, Burn's own default would be that GPU backend.

@@ -556,3 +556,47 @@ fn eval_reads_any_split_the_cache_has() {
         stderr(&missing)
     );
 }
+
+/// On a machine where wgpu finds no adapter (simulated by pointing the Vulkan loader and
+/// libglvnd's EGL at drivers that do not exist), `--device wgpu` is a clear error and
+/// `--device auto` runs on the CPU with a note saying why.
+#[cfg(feature = "wgpu")]
+#[test]
+fn without_a_wgpu_adapter_auto_runs_on_the_cpu_and_wgpu_says_why_not() {
+    require_hf_home();
+    let without_adapters = |args: &[&str]| {
+        program(env!("CARGO_BIN_EXE_train"))
+            .args(args)
+            .env("VK_DRIVER_FILES", "/nonexistent/vulkan-driver.json")
+            .env(
+                "__EGL_VENDOR_LIBRARY_FILENAMES",
+                "/nonexistent/egl-vendor.json",
+            )
+            .env_remove("BURNBERT_DEVICE")
+            .output()
+            .unwrap()
+    };
+    let model = "sentence-transformers/all-MiniLM-L6-v2";
+    let output = without_adapters(&["--model", model, "--device", "wgpu", "--dry-run"]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("no wgpu adapter found"),
+        "{err}"
+    );
+    assert!(err.contains("--device cpu"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let output = without_adapters(&["--model", model, "--device", "auto", "--dry-run"]);
+    let err = stderr(&output);
+    assert!(output.status.success(), "{err}");
+    assert!(
+        err.contains("note: --device auto: no GPU found (")
+            && err.contains("no wgpu adapter)")
+            && err.contains("runs on the CPU"),
+        "{err}"
+    );
+    assert_eq!(err.matches("note: --device auto").count(), 1, "{err}");
+    let out = stdout(&output);
+    assert!(out.contains("device: cpu (flex)"), "{out}");
+}
