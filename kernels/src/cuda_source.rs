@@ -109,7 +109,7 @@ pub fn for_each_float_type(check: impl Fn(&Expansion, ElemType)) {
 /// either step fails.
 ///
 /// Without NVRTC (`BURNBERT_CUDA_TOOLKIT` unset) it says so and returns, unless
-/// `BURNBERT_REQUIRE_NVRTC` is set, as `scripts/test` sets it: then that is a failure too.
+/// `BURNBERT_REQUIRE_ALL_TESTS` is set, as `scripts/test` sets it: then that is a failure too.
 pub fn assert_compiles<K: CubeKernel>(kernel: K) {
     let name = std::any::type_name::<K>();
     let source = CudaCompiler::default()
@@ -152,7 +152,7 @@ fn h100_options() -> CudaCompilationOptions {
 fn toolkit_include() -> Option<String> {
     match std::env::var(TOOLKIT_VARIABLE) {
         Ok(toolkit) => Some(format!("{toolkit}/include")),
-        Err(_) if std::env::var_os("BURNBERT_REQUIRE_NVRTC").is_some() => panic!(
+        Err(_) if std::env::var_os("BURNBERT_REQUIRE_ALL_TESTS").is_some() => panic!(
             "{TOOLKIT_VARIABLE} is not set: scripts/test installs NVRTC and the CUDA headers \
              and sets it"
         ),

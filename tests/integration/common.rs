@@ -68,6 +68,15 @@ pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str
     );
 }
 
+/// Says why a test cannot run and lets it pass, unless `BURNBERT_REQUIRE_ALL_TESTS` is set (as
+/// `scripts/test` sets it): then a missing prerequisite fails the test instead.
+pub fn skip_unless_required(why: &str) {
+    if std::env::var_os("BURNBERT_REQUIRE_ALL_TESTS").is_some() {
+        panic!("{why}, and BURNBERT_REQUIRE_ALL_TESTS is set: every test must run");
+    }
+    eprintln!("skipped: {why}");
+}
+
 /// A command running one of burnbert's programs as a user would, offline and on the CPU.
 ///
 /// `BURN_DEVICE` is removed: `scripts/test` sets it for the in-process tests, and the

@@ -630,11 +630,9 @@ fn cpu_devices() -> Vec<Device> {
         .collect()
 }
 
-fn wgpu() -> Option<Device> {
-    if !cfg!(feature = "wgpu") {
-        return None;
-    }
-    Some(burnbert_model::parse_device("wgpu").unwrap().autodiff())
+#[cfg(feature = "wgpu")]
+fn wgpu() -> Device {
+    burnbert_model::parse_device("wgpu").unwrap().autodiff()
 }
 
 #[test]
@@ -658,11 +656,10 @@ fn minilm_trains_as_pytorch_on_the_cpu_backends() {
 /// backward pass took 17 s with the kernels (compiling them included) and 24 s without, each
 /// optimizer step after it 12 s and 17 s. The optimizer's kernel is checked on the tiny
 /// model's three steps here, in full.
+#[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_trains_as_pytorch() {
-    let Some(device) = wgpu() else {
-        return;
-    };
+    let device = wgpu();
     let kernels = burnbert_model::runs_own_kernels(&device);
     println!("wgpu, burnbert's kernels: {kernels}");
     check_tiny(&device);
@@ -673,11 +670,9 @@ fn wgpu_trains_as_pytorch() {
 
 /// [`wgpu_trains_as_pytorch`] again without burnbert's GPU kernels (Burn's operations), in a
 /// child process, since the switch is read once per process.
+#[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_without_burnbert_kernels_trains_as_pytorch() {
-    if wgpu().is_none() {
-        return;
-    }
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "training_parity::wgpu_trains_as_pytorch",

@@ -305,10 +305,8 @@ mod tests {
     /// the CPU, and the CubeCL kernel on wgpu (lavapipe in the tests) when compiled in.
     fn fused_devices() -> Vec<(Device, Fused)> {
         let mut devices = vec![(burnbert_model::parse_device("cpu").unwrap(), Fused::Host)];
-        #[cfg(feature = "gpu")]
-        if let Ok(wgpu) = burnbert_model::parse_device("wgpu") {
-            devices.push((wgpu, Fused::Cube));
-        }
+        #[cfg(feature = "wgpu")]
+        devices.push((burnbert_model::parse_device("wgpu").unwrap(), Fused::Cube));
         devices
     }
 
@@ -365,12 +363,10 @@ mod tests {
 
     /// On a GPU the kernel keeps the tensors' half-precision type and computes in f32: its
     /// moments and parameter after two steps match Burn's AdamW in f32 to half precision.
-    #[cfg(feature = "gpu")]
+    #[cfg(feature = "wgpu")]
     #[test]
     fn fused_step_in_half_precision_on_gpu() {
-        let Ok(device) = burnbert_model::parse_device("wgpu") else {
-            return;
-        };
+        let device = burnbert_model::parse_device("wgpu").unwrap();
         let dtypes: Vec<DType> = [DType::F16, DType::BF16]
             .into_iter()
             .filter(|&dtype| device.supports_dtype(dtype))
