@@ -178,53 +178,57 @@ fn minilm(device: &Device) -> (BertForSequenceClassification, burnbert_model::Lo
     BertForSequenceClassification::from_pretrained(&config, &files.weights, device).unwrap()
 }
 
+/// all-MiniLM-L6-v2 in f32 against transformers, on every backend compiled in (ndarray,
+/// flex, and wgpu with burnbert's GPU kernels in CI).
 #[test]
 fn all_minilm_l6_v2_from_the_offline_cache_matches_transformers() {
     let reference = json("minilm_reference.json");
-    let device = cpu();
-    let (model, report) = minilm(&device);
-    assert!(
-        report
-            .unused
-            .contains(&"bert.embeddings.position_ids".to_string()),
-        "{report}"
-    );
-    let output = model.bert.forward(input(&reference, &device));
-    let [batch, seq] = dims2(&reference["input_ids"]);
-    assert_close(
-        &values(output.pooler_output.unwrap()),
-        &floats(&reference["pooler_output"]),
-        TOLERANCE,
-        "MiniLM pooler_output",
-    );
-    let hidden = output.last_hidden_state;
-    let cls = hidden.clone().narrow(1, 0, 1).reshape([batch, 384]);
-    assert_close(
-        &values(cls),
-        &floats(&reference["last_hidden_state_cls"]),
-        TOLERANCE,
-        "MiniLM [CLS]",
-    );
-    let first_pair = floats(&reference["last_hidden_state_first_pair"]);
-    let real = first_pair.len() / 384;
-    let pair0 = hidden
-        .clone()
-        .narrow(0, 0, 1)
-        .narrow(1, 0, real)
-        .reshape([real * 384]);
-    assert_close(
-        &values(pair0),
-        &first_pair,
-        TOLERANCE,
-        "MiniLM pair 0 hidden states",
-    );
-    let sums = hidden.sum_dim(2).reshape([batch * seq]);
-    assert_close(
-        &values(sums),
-        &floats(&reference["last_hidden_state_token_sum"]),
-        1e-3,
-        "MiniLM token sums",
-    );
+    for device in devices() {
+        let (model, report) = minilm(&device);
+        assert!(
+            report
+                .unused
+                .contains(&"bert.embeddings.position_ids".to_string()),
+            "{report}"
+        );
+        let output = model.bert.forward(input(&reference, &device));
+        let [batch, seq] = dims2(&reference["input_ids"]);
+        let on = |what: &str| format!("{device:?}: MiniLM {what}");
+        assert_close(
+            &values(output.pooler_output.unwrap()),
+            &floats(&reference["pooler_output"]),
+            TOLERANCE,
+            &on("pooler_output"),
+        );
+        let hidden = output.last_hidden_state;
+        let cls = hidden.clone().narrow(1, 0, 1).reshape([batch, 384]);
+        assert_close(
+            &values(cls),
+            &floats(&reference["last_hidden_state_cls"]),
+            TOLERANCE,
+            &on("[CLS]"),
+        );
+        let first_pair = floats(&reference["last_hidden_state_first_pair"]);
+        let real = first_pair.len() / 384;
+        let pair0 = hidden
+            .clone()
+            .narrow(0, 0, 1)
+            .narrow(1, 0, real)
+            .reshape([real * 384]);
+        assert_close(
+            &values(pair0),
+            &first_pair,
+            TOLERANCE,
+            &on("pair 0 hidden states"),
+        );
+        let sums = hidden.sum_dim(2).reshape([batch * seq]);
+        assert_close(
+            &values(sums),
+            &floats(&reference["last_hidden_state_token_sum"]),
+            1e-3,
+            &on("token sums"),
+        );
+    }
 }
 
 /// Largest absolute difference between two arrays.
