@@ -83,6 +83,25 @@ impl ModelArgs {
         Hub::from_env(&self.revision, self.offline)
     }
 
+    /// Under an MPI launcher, one GPU per rank: `--device cuda` or `wgpu` (or `auto` that
+    /// finds CUDA) without a number or `--devices` becomes the GPU numbered by the rank's
+    /// place on its machine. Ranks on the CPU share it.
+    pub fn for_rank(&mut self, local_rank: usize) {
+        if self.devices.is_some() || self.device.contains(':') {
+            return;
+        }
+        let auto_is_cuda = self.device == "auto"
+            && burnbert_model::parse_device("auto").ok()
+                == burnbert_model::parse_device("cuda").ok()
+            && burnbert_model::parse_device("cuda").is_ok();
+        if auto_is_cuda {
+            self.device = "cuda".into();
+        }
+        if matches!(self.device.as_str(), "cuda" | "wgpu") {
+            self.device = format!("{}:{local_rank}", self.device);
+        }
+    }
+
     /// The devices to run on (`--devices`, else the one `--device`); the first becomes
     /// Burn's default device for this process (see `select_device`).
     pub fn devices(&self) -> anyhow::Result<Vec<Device>> {
@@ -227,11 +246,23 @@ fn config_flags(
 /// are not the way errors leave burnbert.
 pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     keep_freed_memory();
-    match body() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
+    let result = body();
+    // After the body, which joins the MPI world first thing where it trains.
+    let ranks = burnbert_train::distributed::ranks();
+    match result {
+        Ok(()) => {
+            ranks.finish();
+            ExitCode::SUCCESS
+        }
+        Err(error) if ranks.world() == 1 => {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
+        }
+        // One rank's error ends the job: the others would wait for it in their next
+        // all-reduce.
+        Err(error) => {
+            eprintln!("error: rank {}: {error:#}", ranks.rank());
+            ranks.abort(1)
         }
     }
 }

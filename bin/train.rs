@@ -94,8 +94,15 @@ impl Args {
 
 fn main() -> std::process::ExitCode {
     run(|| {
-        let args: Args = burnbert::parse_with_config()?;
+        let ranks = burnbert_train::distributed::init()?;
+        let mut args: Args = burnbert::parse_with_config()?;
         let task = Task::by_name(&args.task).map_err(anyhow::Error::msg)?;
+        // One process per GPU: each rank takes the GPU of its rank on its machine. Only rank 0
+        // writes files and shows progress.
+        if ranks.world() > 1 {
+            args.model.for_rank(ranks.local_rank());
+            args.quiet |= !ranks.is_main();
+        }
         let devices = args.model.devices()?;
         let device = &devices[0];
         let gpu = !burnbert_model::is_cpu_backend(device);
@@ -117,7 +124,8 @@ fn main() -> std::process::ExitCode {
             train_rows.iter().all(|r| r.label.is_some()),
             "the training split has unlabelled rows (label -1); train on a labelled split"
         );
-        let options = args.options(train_rows.len(), devices.len(), gpu)?;
+        let mut options = args.options(train_rows.len(), devices.len(), gpu)?;
+        options.ranks = ranks.world();
 
         device.seed(options.seed);
         let loaded = args.model.load(device, Some(&task.label_names()))?;
@@ -151,17 +159,26 @@ fn main() -> std::process::ExitCode {
             dirs.save_to.is_some() || options.checkpointing.is_none(),
             "--checkpointing-steps needs --output-dir to write the checkpoints to"
         );
-        if let Some(dir) = &output_dir {
+        // Rank 0 alone writes files (the library saves its checkpoints from rank 0 alone).
+        let writes_to = output_dir.as_deref().filter(|_| ranks.is_main());
+        if let Some(dir) = writes_to {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
         }
         let mut progress = Progress::new(
-            output_dir.as_deref(),
+            writes_to,
             dirs.resume_from.is_some(),
             args.quiet,
             args.report_to,
         )?;
         if !args.quiet {
+            if ranks.world() > 1 {
+                println!(
+                    "world: {}, {} device(s) each",
+                    ranks.describe(),
+                    devices.len()
+                );
+            }
             let on: Vec<String> = devices.iter().map(burnbert_model::device_name).collect();
             let on = on.join(", ");
             println!(
@@ -192,6 +209,9 @@ fn main() -> std::process::ExitCode {
             .last()
             .map(|e| e.metrics.clone())
             .unwrap_or_default();
+        if !ranks.is_main() {
+            return Ok(());
+        }
         println!(
             "trained {} steps in {:.1} s; validation {}",
             trained.state.step,
@@ -261,12 +281,17 @@ fn dry_run(
 
 /// `64 = batch 8 × 4 devices × accumulation 2`, for the dry run and the progress output.
 fn effective_batch(options: &TrainOptions) -> String {
+    let s = |n: usize| if n == 1 { "" } else { "s" };
+    let ranks = match options.ranks {
+        1 => String::new(),
+        n => format!(" × {n} ranks"),
+    };
     format!(
-        "{} = batch {} × {} device{} × accumulation {}",
+        "{} = batch {} × {} device{}{ranks} × accumulation {}",
         options.effective_batch_size(),
         options.batch_size,
         options.devices,
-        if options.devices == 1 { "" } else { "s" },
+        s(options.devices),
         options.gradient_accumulation_steps
     )
 }

@@ -68,20 +68,27 @@ pub fn predict(
                 .expect("every batch ran")
         })
         .collect();
-    let predicted = logits
-        .iter()
-        .map(|row| {
-            if row.len() == 1 {
-                row[0] as f64
-            } else {
-                row.iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map_or(0.0, |(i, _)| i as f64)
-            }
-        })
-        .collect();
-    Predictions { logits, predicted }
+    Predictions::from_logits(logits)
+}
+
+impl Predictions {
+    /// The predictions of `logits`, one row per example.
+    pub fn from_logits(logits: Vec<Vec<f32>>) -> Self {
+        let predicted = logits
+            .iter()
+            .map(|row| {
+                if row.len() == 1 {
+                    row[0] as f64
+                } else {
+                    row.iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .map_or(0.0, |(i, _)| i as f64)
+                }
+            })
+            .collect();
+        Predictions { logits, predicted }
+    }
 }
 
 /// The references of `examples` as metric inputs, or `None` when some are unlabelled.

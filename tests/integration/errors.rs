@@ -9,13 +9,13 @@ use burnbert::{MixedPrecision, ModelArgs};
 use crate::common::*;
 
 /// A copy of the tiny fixture model (config, tokenizer, weights) that a test may break.
-fn tiny_model_dir(dir: &Path) {
+pub fn tiny_model_dir(dir: &Path) {
     for file in ["config.json", "tokenizer.json", "model.safetensors"] {
         std::fs::copy(fixture(&format!("tiny-bert/{file}")), dir.join(file)).unwrap();
     }
 }
 
-fn model_args(dir: &Path) -> ModelArgs {
+pub fn model_args(dir: &Path) -> ModelArgs {
     ModelArgs {
         model: dir.to_str().unwrap().into(),
         revision: "main".into(),
@@ -34,7 +34,7 @@ fn load_error(dir: &Path) -> String {
     }
 }
 
-fn edit_config(dir: &Path, edit: impl Fn(&mut serde_json::Value)) {
+pub fn edit_config(dir: &Path, edit: impl Fn(&mut serde_json::Value)) {
     let path = dir.join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -123,7 +123,7 @@ fn train(args: &[&str]) -> std::process::Output {
 }
 
 /// A small local MRPC-like training file in the tiny vocabulary's words.
-fn tiny_data(dir: &Path) -> (String, String) {
+pub fn tiny_data(dir: &Path) -> (String, String) {
     let rows: Vec<String> = (0..24)
         .map(|i| {
             serde_json::json!({

@@ -1,6 +1,8 @@
 //! burnbert's integration tests, in one binary so that Burn is linked once.
 
 mod common;
+#[cfg(feature = "mpi")]
+mod distributed;
 mod errors;
 mod fuzz;
 mod multi_device;

@@ -160,7 +160,8 @@ pub fn run_identity(
     [
         ("--seed", options.seed.to_string()),
         ("--batch-size", options.batch_size.to_string()),
-        ("--devices (count)", options.devices.to_string()),
+        // Every rank's devices: a checkpoint resumes on any split of as many into ranks.
+        ("--devices (count)", options.workers().to_string()),
         (
             "--gradient-accumulation-steps",
             options.gradient_accumulation_steps.to_string(),

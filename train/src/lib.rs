@@ -7,6 +7,7 @@
 //! stops at the next step when the caller's stop flag is set.
 
 pub mod checkpoint;
+pub mod distributed;
 pub mod optim;
 pub mod options;
 pub mod schedule;
@@ -20,7 +21,7 @@ use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use burnbert_data::{Encoded, MetricKind, PaddingBatcher, padding_ratio};
-use burnbert_eval::Metrics;
+use burnbert_eval::{Metrics, Predictions};
 use burnbert_model::{BertForSequenceClassification, on_each_device};
 use serde::{Deserialize, Serialize};
 
@@ -184,6 +185,9 @@ impl LoopState {
     }
 }
 
+/// How often the ranks of a run compare their weights (and once more at the end).
+const WEIGHTS_CHECK_STEPS: usize = 50;
+
 /// What a finished run returns.
 pub struct Trained {
     pub model: BertForSequenceClassification,
@@ -243,7 +247,11 @@ pub fn train(
                 examples,
             });
 
-            let interrupted = stop.load(Ordering::SeqCst);
+            // Every rank stops at the same step, whichever was interrupted.
+            let interrupted = distributed::ranks().any(stop.load(Ordering::SeqCst));
+            if step % WEIGHTS_CHECK_STEPS == 0 {
+                distributed::ranks().check_same_weights(&model, step)?;
+            }
             if options.checkpoint_due(step) || interrupted {
                 let saved = save(dirs, &model, &optimizer, &state, observer)?;
                 if interrupted {
@@ -268,6 +276,7 @@ pub fn train(
             save(dirs, &model, &optimizer, &state, observer)?;
         }
     }
+    distributed::ranks().check_same_weights(&model, state.step)?;
     observer.event(Event::Finished);
     let seconds = started.elapsed().as_secs_f64();
     Ok(Trained {
@@ -290,6 +299,7 @@ fn start(
     let model = model.to_device(&devices[0]).train();
     let optimizer = optim::adamw(options.weight_decay);
     let run = checkpoint::run_identity(options, data.train, &model);
+    distributed::ranks().check_same_settings(&run)?;
     let (model, optimizer, state) = match &dirs.resume_from {
         None => (model, optimizer, LoopState::default()),
         Some(path) => {
@@ -321,13 +331,7 @@ fn evaluate(
     state: &LoopState,
     padding: f64,
 ) -> EpochResult {
-    let predictions = burnbert_eval::predict(
-        model,
-        data.validation,
-        data.batcher,
-        options.eval_batch_size,
-        devices,
-    );
+    let predictions = predict_on_all_ranks(model, data, options.eval_batch_size, devices);
     let mut metrics = Metrics::new(data.metrics, data.num_classes);
     metrics.add_batch(&predictions.predicted, references);
     EpochResult {
@@ -336,6 +340,41 @@ fn evaluate(
         train_loss: state.epoch_mean_loss(),
         padding_ratio: padding,
     }
+}
+
+/// `model`'s predictions on `data.validation` in file order, each rank predicting a share of
+/// its batches (the same batches as one process) and every rank receiving them all.
+fn predict_on_all_ranks(
+    model: &BertForSequenceClassification,
+    data: &Data,
+    batch_size: usize,
+    devices: &[Device],
+) -> Predictions {
+    let ranks = distributed::ranks();
+    let examples = data.validation;
+    if ranks.world() == 1 {
+        return burnbert_eval::predict(model, examples, data.batcher, batch_size, devices);
+    }
+    let batches = examples.len().div_ceil(batch_size);
+    let first_example =
+        |rank: usize| (batches * rank / ranks.world() * batch_size).min(examples.len());
+    let shard = first_example(ranks.rank())..first_example(ranks.rank() + 1);
+    let local = burnbert_eval::predict(
+        model,
+        &examples[shard.clone()],
+        data.batcher,
+        batch_size,
+        devices,
+    );
+    // Every rank's logits in their rows of a table of zeros, summed: the whole table. A
+    // regression head (no classes) has one output.
+    let width = data.num_classes.max(1);
+    let mut table = vec![0.0f32; examples.len() * width];
+    for (row, logits) in shard.zip(&local.logits) {
+        table[row * width..(row + 1) * width].copy_from_slice(logits);
+    }
+    ranks.sum(&mut table);
+    Predictions::from_logits(table.chunks(width).map(<[f32]>::to_vec).collect())
 }
 
 /// Checks a run before its first step: the options against the data, the devices against
@@ -352,6 +391,13 @@ fn check_run(
             "{} devices given for a run planned on {}",
             devices.len(),
             options.devices
+        )));
+    }
+    let world = distributed::ranks().world();
+    if world != options.ranks {
+        return Err(TrainError::Options(format!(
+            "a run planned on {} ranks started in a world of {world}",
+            options.ranks
         )));
     }
     burnbert_eval::references(data.validation).ok_or_else(|| {
@@ -375,7 +421,8 @@ fn seed_dropout(devices: &[Device], seed: u64, step: usize) {
     }
 }
 
-/// Saves a checkpoint where the run keeps them, if it keeps any, and returns its path.
+/// Saves a checkpoint where the run keeps them, if it keeps any, from rank 0 alone, and returns
+/// its path.
 fn save(
     dirs: &CheckpointDirs,
     model: &BertForSequenceClassification,
@@ -383,7 +430,11 @@ fn save(
     state: &LoopState,
     observer: &mut dyn Observer,
 ) -> Result<Option<PathBuf>, TrainError> {
-    let Some(dir) = &dirs.save_to else {
+    let Some(dir) = dirs
+        .save_to
+        .as_ref()
+        .filter(|_| distributed::ranks().is_main())
+    else {
         return Ok(None);
     };
     let saved = checkpoint::save(dir, model, optimizer, state)?;
@@ -397,10 +448,12 @@ fn save(
 ///
 /// Each micro-batch's mean loss is weighted by its share of the group's examples, so the
 /// summed gradient is that of the mean loss over the whole group, as one batch of all its
-/// examples would give, also for a last, smaller group. Device `d` takes micro-batches
-/// `d`, `d + N`, ... on a replica of its own, in a thread of its own; the gradients are then
-/// added on the first device, as burn-train's multi-device strategy does (Burn 0.22's
-/// all-reduce, `burn::tensor::distributed`, is implemented for CUDA only).
+/// examples would give, also for a last, smaller group. With N devices in each of R ranks
+/// ([`distributed`]), worker `w` (device `w % N` of rank `w / N`) takes micro-batches `w`,
+/// `w + N·R`, ... on a replica of its own, in a thread of its own; the gradients are then
+/// added on the rank's first device, as burn-train's multi-device strategy does (Burn 0.22's
+/// all-reduce, `burn::tensor::distributed`, is implemented for CUDA only), and summed
+/// across the ranks by MPI. Every rank gets the whole group's gradients and loss.
 pub fn accumulate_gradients(
     model: &BertForSequenceClassification,
     group: &[Vec<usize>],
@@ -409,7 +462,18 @@ pub fn accumulate_gradients(
     devices: &[Device],
 ) -> (GradientsParams, f32, usize) {
     let group_examples: usize = group.iter().map(Vec::len).sum();
-    let devices = &devices[..devices.len().min(group.len())];
+    // Micro-batch i goes to worker i % workers, and worker w is device w % D of rank w / D:
+    // this rank's micro-batches, in order, go to its devices in turn.
+    let ranks = distributed::ranks();
+    let workers = devices.len() * ranks.world();
+    let group: Vec<Vec<usize>> = group
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % workers / devices.len() == ranks.rank())
+        .map(|(_, micro_batch)| micro_batch.clone())
+        .collect();
+    let group = &group[..];
+    let devices = &devices[..devices.len().min(group.len()).max(1)];
     let shards = on_each_device(devices, |d, device| {
         // A replica has the model's parameter ids, so its gradients add up with the model's.
         let replica = match devices.len() {
@@ -436,5 +500,9 @@ pub fn accumulate_gradients(
         total.accumulate(model, grads.to_device(&devices[0], model));
         group_loss += loss;
     }
-    (total.grads(), group_loss, group_examples)
+    // Then across ranks.
+    let grads = ranks.sum_gradients(model, total.grads());
+    let mut loss = [group_loss];
+    ranks.sum(&mut loss);
+    (grads, loss[0], group_examples)
 }

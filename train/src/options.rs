@@ -47,6 +47,10 @@ pub struct TrainOptions {
     /// length of `--devices`, which the program sets.
     #[arg(skip = 1usize)]
     pub devices: usize,
+    /// Processes training in data parallel (MPI ranks, `crate::distributed`), each with
+    /// `devices` devices: the launcher's world size, which the program sets.
+    #[arg(skip = 1usize)]
+    pub ranks: usize,
     /// Clip the global gradient norm to this value.
     #[arg(long)]
     pub max_grad_norm: Option<f64>,
@@ -185,12 +189,17 @@ impl TrainOptions {
         }
     }
 
-    /// Micro-batches per optimizer step: one per device and accumulation step.
+    /// Micro-batches per optimizer step: one per device of every rank and accumulation step.
     pub fn micro_batches_per_step(&self) -> usize {
-        self.devices * self.gradient_accumulation_steps
+        self.workers() * self.gradient_accumulation_steps
     }
 
-    /// Examples per optimizer step: batch size × devices × accumulation steps.
+    /// The devices of all ranks, each of which trains on its own micro-batches.
+    pub fn workers(&self) -> usize {
+        self.devices * self.ranks
+    }
+
+    /// Examples per optimizer step: batch size × devices × ranks × accumulation steps.
     pub fn effective_batch_size(&self) -> usize {
         self.batch_size * self.micro_batches_per_step()
     }

@@ -1,0 +1,304 @@
+//! Training across processes under `mpirun` (`--features mpi`), on the CPU over loopback: the
+//! ranks train as one process with all their micro-batches, their gathered evaluation sees
+//! every example once, mismatched flags fail, and a killed rank ends the job.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::Tensor;
+
+use crate::common::*;
+use crate::errors::{edit_config, model_args, tiny_data, tiny_model_dir};
+
+/// `mpirun` starting `ranks` copies of `train` with `args`, as CI runs it: as root, more
+/// ranks than cores, offline and on the CPU.
+fn mpirun(ranks: usize, args: &[String]) -> Command {
+    let mut command = Command::new("mpirun");
+    command
+        .args([
+            "--allow-run-as-root",
+            "--oversubscribe",
+            "-np",
+            &ranks.to_string(),
+        ])
+        .arg(env!("CARGO_BIN_EXE_train"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("BURNBERT_DEVICE", "cpu")
+        .env_remove("BURN_DEVICE");
+    command
+}
+
+fn train(args: &[String]) -> Output {
+    program(env!("CARGO_BIN_EXE_train"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn succeeded(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The tiny model without dropout, so that any split of a batch gives the same update, and
+/// its training data; returns the arguments of a run into `out`.
+struct Tiny {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+    train_file: String,
+    validation_file: String,
+}
+
+impl Tiny {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        std::fs::create_dir(&model).unwrap();
+        tiny_model_dir(&model);
+        edit_config(&model, |config| {
+            config["hidden_dropout_prob"] = 0.0.into();
+            config["attention_probs_dropout_prob"] = 0.0.into();
+        });
+        let (train_file, validation_file) = tiny_data(dir.path());
+        Self {
+            dir,
+            model,
+            train_file,
+            validation_file,
+        }
+    }
+
+    fn args(&self, out: &str, extra: &[&str]) -> Vec<String> {
+        let out = self.dir.path().join(out);
+        let mut args: Vec<String> = [
+            "--model",
+            self.model.to_str().unwrap(),
+            "--train-file",
+            &self.train_file,
+            "--validation-file",
+            &self.validation_file,
+            "--eval-batch-size",
+            "1",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn results(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("all_results.json")).unwrap()).unwrap()
+}
+
+/// Every weight of the model saved in `dir`.
+fn weights(dir: &Path) -> Vec<f32> {
+    struct Collect(Vec<f32>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let values = param.val().into_data().convert::<f32>();
+            self.0.extend(values.iter::<f32>());
+        }
+    }
+    let loaded = model_args(dir).load(&cpu(), None).unwrap();
+    let mut collect = Collect(Vec::new());
+    loaded.model.visit(&mut collect);
+    collect.0
+}
+
+/// Two runs' epochs (losses and metrics) within `tolerance`, and final weights within
+/// `weight_tolerance`.
+fn assert_same_run(a: &Path, b: &Path, tolerance: f64, weight_tolerance: f64) {
+    let (a_results, b_results) = (results(a), results(b));
+    let (a_epochs, b_epochs) = (
+        a_results["epochs"].as_array().unwrap(),
+        b_results["epochs"].as_array().unwrap(),
+    );
+    assert_eq!(a_epochs.len(), b_epochs.len());
+    for (x, y) in a_epochs.iter().zip(b_epochs) {
+        let close = |p: &str, q: &str| {
+            let (u, v) = (x[p][q].as_f64(), y[p][q].as_f64());
+            let (u, v) = match q {
+                "" => (x[p].as_f64().unwrap(), y[p].as_f64().unwrap()),
+                _ => (u.unwrap(), v.unwrap()),
+            };
+            assert!((u - v).abs() <= tolerance, "{p} {q}: {u} vs {v}");
+        };
+        close("train_loss", "");
+        close("metrics", "accuracy");
+        close("metrics", "f1");
+    }
+    let (a, b) = (weights(a), weights(b));
+    assert_eq!(a.len(), b.len());
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            ((x - y).abs() as f64) <= weight_tolerance,
+            "weight {i}: {x} vs {y}"
+        );
+    }
+}
+
+/// 2 ranks × batch 4 make the update of one process with batch 8: 24 examples, 3 steps an
+/// epoch, 6 steps. Against one process whose two CPU workers take the same micro-batches,
+/// the losses, metrics (evaluated in shards and gathered) and weights are equal to 1e-6 (the
+/// same sums); against one batch of 8, the losses and metrics to 1e-5, and the weights to
+/// 3e-4: AdamW divides by the root of the second moment, so a gradient near zero whose
+/// rounding differs (the sum over 8 in another order) can move its weight by up to the
+/// learning rate (5e-5) in each of the 6 steps.
+#[test]
+fn two_ranks_train_as_one_process_with_their_batches_together() {
+    let tiny = Tiny::new();
+    let epochs = ["--num-epochs", "2"];
+    let ranks = mpirun(
+        2,
+        &tiny.args("ranks", &[&["--batch-size", "4"], &epochs[..]].concat()),
+    )
+    .output()
+    .unwrap();
+    succeeded(&ranks);
+    let stdout = String::from_utf8_lossy(&ranks.stdout);
+    assert!(stdout.contains("world: 2 ranks on 1 node"), "{stdout}");
+    assert!(
+        stdout.contains("8 = batch 4 × 1 device × 2 ranks"),
+        "{stdout}"
+    );
+    // Rank 0 alone prints progress.
+    assert_eq!(stdout.matches("trained 6 steps").count(), 1, "{stdout}");
+    let workers = ["--batch-size", "4", "--devices", "0,1"];
+    let workers = train(&tiny.args("workers", &[&workers[..], &epochs[..]].concat()));
+    succeeded(&workers);
+    assert_same_run(&tiny.out("ranks"), &tiny.out("workers"), 1e-6, 1e-6);
+    let one = train(&tiny.args("one", &[&["--batch-size", "8"], &epochs[..]].concat()));
+    succeeded(&one);
+    assert_same_run(&tiny.out("ranks"), &tiny.out("one"), 1e-5, 3e-4);
+}
+
+/// Evaluation over 3 ranks gathers every example once, in file order: the metrics of one
+/// process with the same three workers (CPU workers sharing one device).
+#[test]
+fn three_ranks_gather_the_evaluation_of_one_process() {
+    let tiny = Tiny::new();
+    let extra = ["--batch-size", "2", "--num-epochs", "1"];
+    let ranks = mpirun(3, &tiny.args("ranks", &extra)).output().unwrap();
+    succeeded(&ranks);
+    let one = train(&tiny.args("one", &[&extra[..], &["--devices", "0,1,2"]].concat()));
+    succeeded(&one);
+    assert_same_run(&tiny.out("ranks"), &tiny.out("one"), 1e-6, 1e-6);
+}
+
+/// Ranks started with different flags fail, naming the first difference, and end the job.
+#[test]
+fn ranks_with_different_flags_fail_with_the_difference() {
+    let tiny = Tiny::new();
+    let rank_0 = tiny.args("run", &["--batch-size", "4"]);
+    let rank_1 = tiny.args("run", &["--batch-size", "2"]);
+    let output = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "1"])
+        .arg(env!("CARGO_BIN_EXE_train"))
+        .args(&rank_0)
+        .args([":", "-np", "1"])
+        .arg(env!("CARGO_BIN_EXE_train"))
+        .args(&rank_1)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("BURNBERT_DEVICE", "cpu")
+        .env_remove("BURN_DEVICE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(
+        err.contains("--batch-size is 2 on rank 1, 4 on rank 0"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// A rank killed with SIGKILL mid-run ends the whole job within 60 s, naming the rank; the
+/// last checkpoint resumes on one process (two CPU workers, the same split of every step)
+/// to the uninterrupted result.
+#[test]
+fn a_killed_rank_ends_the_job_and_its_checkpoint_resumes_on_one_process() {
+    let tiny = Tiny::new();
+    let extra = [
+        "--batch-size",
+        "2",
+        "--num-epochs",
+        "3",
+        "--checkpointing-steps",
+        "1",
+    ];
+    let whole = train(&tiny.args("whole", &[&extra[..], &["--devices", "0,1"]].concat()));
+    succeeded(&whole);
+
+    let mut job = mpirun(2, &tiny.args("killed", &extra))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let checkpoints = tiny.out("killed").join("checkpoints");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while burnbert_train::checkpoint::list(&checkpoints).len() < 2 {
+        assert!(Instant::now() < deadline, "no checkpoint within 2 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // mpirun's children are the ranks; kill the last one started.
+    let children = Command::new("pgrep")
+        .args(["-P", &job.id().to_string(), "-f", "train"])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&children.stdout).to_string();
+    let victim = pids
+        .lines()
+        .last()
+        .expect("mpirun's ranks are its children")
+        .trim()
+        .to_string();
+    let killed_at = Instant::now();
+    Command::new("kill").args(["-9", &victim]).status().unwrap();
+    let status = loop {
+        if let Some(status) = job.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(60),
+            "the job outlived its rank by 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("rank") && err.contains("signal 9"), "{err}");
+    assert!(!tiny.out("killed").join("model.safetensors").exists());
+    // The other rank, too, is gone before the checkpoint is resumed.
+    for pid in pids.lines() {
+        while Path::new(&format!("/proc/{}", pid.trim())).exists() {
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(60),
+                "rank {pid} outlived the job"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    let mut resume = tiny.args("killed", &[&extra[..], &["--devices", "0,1"]].concat());
+    resume.extend([
+        "--resume-from-checkpoint".into(),
+        checkpoints.to_str().unwrap().into(),
+    ]);
+    succeeded(&train(&resume));
+    assert_same_run(&tiny.out("whole"), &tiny.out("killed"), 1e-6, 1e-6);
+}
