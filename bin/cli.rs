@@ -258,6 +258,20 @@ pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::FAILURE
         }
+        // An interruption stops every rank at the same step (they agree on it), so each
+        // leaves MPI in order; rank 0 says where the checkpoint is.
+        Err(error)
+            if matches!(
+                error.downcast_ref(),
+                Some(burnbert_train::TrainError::Interrupted { .. })
+            ) =>
+        {
+            if ranks.is_main() {
+                eprintln!("error: {error:#}");
+            }
+            ranks.finish();
+            ExitCode::FAILURE
+        }
         // One rank's error ends the job: the others would wait for it in their next
         // all-reduce.
         Err(error) => {

@@ -12,22 +12,23 @@ use burn::tensor::Tensor;
 use crate::common::*;
 use crate::errors::{edit_config, model_args, tiny_data, tiny_model_dir};
 
-/// `mpirun` starting `ranks` copies of `train` with `args`, as CI runs it: as root, more
-/// ranks than cores, offline and on the CPU.
-fn mpirun(ranks: usize, args: &[String]) -> Command {
+/// `mpirun` as CI runs it (as root, more ranks than cores, offline, on the CPU), with
+/// `options` of its own, before the programs it starts are added.
+fn mpirun_with(options: &[&str]) -> Command {
     let mut command = Command::new("mpirun");
     command
-        .args([
-            "--allow-run-as-root",
-            "--oversubscribe",
-            "-np",
-            &ranks.to_string(),
-        ])
-        .arg(env!("CARGO_BIN_EXE_train"))
-        .args(args)
+        .args(["--allow-run-as-root", "--oversubscribe"])
+        .args(options)
         .env("HF_HUB_OFFLINE", "1")
         .env("BURNBERT_DEVICE", "cpu")
         .env_remove("BURN_DEVICE");
+    command
+}
+
+/// `mpirun` starting `ranks` copies of `train` with `args`.
+fn mpirun(ranks: usize, args: &[String]) -> Command {
+    let mut command = mpirun_with(&["-np", &ranks.to_string()]);
+    command.arg(env!("CARGO_BIN_EXE_train")).args(args);
     command
 }
 
@@ -205,16 +206,12 @@ fn ranks_with_different_flags_fail_with_the_difference() {
     let tiny = Tiny::new();
     let rank_0 = tiny.args("run", &["--batch-size", "4"]);
     let rank_1 = tiny.args("run", &["--batch-size", "2"]);
-    let output = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "1"])
+    let output = mpirun_with(&["-np", "1"])
         .arg(env!("CARGO_BIN_EXE_train"))
         .args(&rank_0)
         .args([":", "-np", "1"])
         .arg(env!("CARGO_BIN_EXE_train"))
         .args(&rank_1)
-        .env("HF_HUB_OFFLINE", "1")
-        .env("BURNBERT_DEVICE", "cpu")
-        .env_remove("BURN_DEVICE")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&output.stderr);
@@ -301,4 +298,67 @@ fn a_killed_rank_ends_the_job_and_its_checkpoint_resumes_on_one_process() {
     ]);
     succeeded(&train(&resume));
     assert_same_run(&tiny.out("whole"), &tiny.out("killed"), 1e-6, 1e-6);
+}
+
+/// Ctrl-C (SIGINT to mpirun, which sends the ranks SIGTERM) stops every rank at the same
+/// step and saves one checkpoint there from rank 0, given the time to finish the step
+/// (`--mca odls_base_sigkill_timeout`, README "Several machines").
+#[test]
+fn ctrl_c_to_mpirun_saves_one_checkpoint_and_stops_every_rank() {
+    let tiny = Tiny::new();
+    // Quiet: once interrupted, mpirun stops forwarding the ranks' output, and the tiny run's
+    // line per (millisecond-long) epoch would fill the pipe and block rank 0.
+    let extra = [
+        "--batch-size",
+        "2",
+        "--num-epochs",
+        "100000",
+        "--checkpointing-steps",
+        "100",
+        "--quiet",
+    ];
+    let mut job = mpirun_with(&["--mca", "odls_base_sigkill_timeout", "10", "-np", "2"])
+        .arg(env!("CARGO_BIN_EXE_train"))
+        .args(tiny.args("run", &extra))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let checkpoints = tiny.out("run").join("checkpoints");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while burnbert_train::checkpoint::list(&checkpoints).is_empty() {
+        assert!(Instant::now() < deadline, "no checkpoint within 2 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Command::new("kill")
+        .args(["-INT", &job.id().to_string()])
+        .status()
+        .unwrap();
+    let interrupted_at = Instant::now();
+    let status = loop {
+        if let Some(status) = job.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            interrupted_at.elapsed() < Duration::from_secs(60),
+            "mpirun outlived Ctrl-C by 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    let stopped = err
+        .lines()
+        .filter(|line| line.starts_with("error: stopped by Ctrl-C at optimizer step"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        stopped.len(),
+        1,
+        "rank 0 alone says where it stopped: {err}"
+    );
+    let last = burnbert_train::checkpoint::list(&checkpoints)
+        .pop()
+        .unwrap();
+    assert!(stopped[0].ends_with(last.to_str().unwrap()), "{err}");
 }
