@@ -362,3 +362,31 @@ fn ctrl_c_to_mpirun_saves_one_checkpoint_and_stops_every_rank() {
         .unwrap();
     assert!(stopped[0].ends_with(last.to_str().unwrap()), "{err}");
 }
+
+/// A rank that cannot read its data fails the whole job with its own error, promptly, instead
+/// of leaving rank 0 waiting in the first collective.
+#[test]
+fn a_rank_that_cannot_load_its_data_ends_the_job_with_its_error() {
+    let tiny = Tiny::new();
+    let rank_0 = tiny.args("run", &["--batch-size", "2"]);
+    let mut rank_1 = rank_0.clone();
+    let train_file = rank_1.iter().position(|a| a == "--train-file").unwrap() + 1;
+    rank_1[train_file] = tiny.out("missing.jsonl").to_str().unwrap().into();
+    let started = Instant::now();
+    let output = mpirun_with(&["-np", "1"])
+        .arg(env!("CARGO_BIN_EXE_train"))
+        .args(&rank_0)
+        .args([":", "-np", "1"])
+        .arg(env!("CARGO_BIN_EXE_train"))
+        .args(&rank_1)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60), "{err}");
+    assert!(
+        err.contains("error: rank 1: ") && err.contains("missing.jsonl"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
