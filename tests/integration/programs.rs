@@ -600,3 +600,76 @@ fn without_a_wgpu_adapter_auto_runs_on_the_cpu_and_wgpu_says_why_not() {
     let out = stdout(&output);
     assert!(out.contains("device: cpu (flex)"), "{out}");
 }
+
+/// One binary for every x86-64 CPU: gemm picks its AVX-512 kernels at run time where the CPU
+/// has them (burn-flex's `x86-v4`, `model/Cargo.toml`) and AVX2 elsewhere. Here the same
+/// `train` runs under QEMU emulating a Haswell (AVX2, no AVX-512) and trains the tiny model
+/// to the native run's loss and metrics (to 1e-5: the kernels sum in other orders).
+#[test]
+fn a_cpu_without_avx512_trains_to_the_same_result() {
+    let qemu = std::process::Command::new("qemu-x86_64")
+        .arg("--version")
+        .output();
+    if !qemu.is_ok_and(|o| o.status.success()) {
+        skip_unless_required("qemu-x86_64 (Debian's qemu-user) is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (train_file, validation_file) = crate::errors::tiny_data(dir.path());
+    let model = fixture("tiny-bert");
+    let args = |out: &str| {
+        let out = dir.path().join(out);
+        [
+            "--model",
+            model.to_str().unwrap(),
+            "--train-file",
+            &train_file,
+            "--validation-file",
+            &validation_file,
+            "--num-epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--quiet",
+            "--output-dir",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let native = run_program(
+        "train",
+        &args("native")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(native.status.success(), "{}", stderr(&native));
+    let emulated = program("qemu-x86_64")
+        .args(["-cpu", "Haswell", env!("CARGO_BIN_EXE_train")])
+        .args(args("haswell"))
+        .output()
+        .unwrap();
+    assert!(emulated.status.success(), "{}", stderr(&emulated));
+    let results = |name: &str| -> serde_json::Value {
+        let path = dir.path().join(name).join("all_results.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let (native, haswell) = (results("native"), results("haswell"));
+    for (what, a, b) in [
+        (
+            "train loss",
+            &native["epochs"][0]["train_loss"],
+            &haswell["epochs"][0]["train_loss"],
+        ),
+        (
+            "accuracy",
+            &native["eval"]["accuracy"],
+            &haswell["eval"]["accuracy"],
+        ),
+        ("f1", &native["eval"]["f1"], &haswell["eval"]["f1"]),
+    ] {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-5, "{what}: native {a}, Haswell {b}");
+    }
+}
