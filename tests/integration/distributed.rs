@@ -3,7 +3,7 @@
 //! every example once, mismatched flags fail, and a killed rank ends the job.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
 use burn::module::{Module, ModuleVisitor, Param};
@@ -105,6 +105,35 @@ fn results(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("all_results.json")).unwrap()).unwrap()
 }
 
+/// Waits until `dir` holds `count` checkpoints, for at most 2 minutes.
+fn wait_for_checkpoints(dir: &Path, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while burnbert_train::checkpoint::list(dir).len() < count {
+        assert!(Instant::now() < deadline, "no checkpoint within 2 minutes");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `signal` to process `pid` and waits, at most 60 s, for `job` to end: its exit
+/// status and standard error.
+fn end_with_signal(job: &mut Child, signal: &str, pid: &str) -> (ExitStatus, String) {
+    Command::new("kill").args([signal, pid]).status().unwrap();
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = job.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(60),
+            "the job outlived {signal} by 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
+    (status, err)
+}
+
 /// Every weight of the model saved in `dir`.
 fn weights(dir: &Path) -> Vec<f32> {
     struct Collect(Vec<f32>);
@@ -200,22 +229,29 @@ fn three_ranks_gather_the_evaluation_of_one_process() {
     assert_same_run(&tiny.out("ranks"), &tiny.out("one"), 1e-6, 1e-6);
 }
 
+/// Runs rank 0 and rank 1 of one job with their own arguments (mpirun's MPMD form), which
+/// must fail; returns the job's standard error.
+fn two_ranks_failing(rank_0: &[String], rank_1: &[String]) -> String {
+    let output = mpirun_with(&["-np", "1"])
+        .arg(env!("CARGO_BIN_EXE_train"))
+        .args(rank_0)
+        .args([":", "-np", "1"])
+        .arg(env!("CARGO_BIN_EXE_train"))
+        .args(rank_1)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "{err}");
+    err
+}
+
 /// Ranks started with different flags fail, naming the first difference, and end the job.
 #[test]
 fn ranks_with_different_flags_fail_with_the_difference() {
     let tiny = Tiny::new();
     let rank_0 = tiny.args("run", &["--batch-size", "4"]);
     let rank_1 = tiny.args("run", &["--batch-size", "2"]);
-    let output = mpirun_with(&["-np", "1"])
-        .arg(env!("CARGO_BIN_EXE_train"))
-        .args(&rank_0)
-        .args([":", "-np", "1"])
-        .arg(env!("CARGO_BIN_EXE_train"))
-        .args(&rank_1)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{err}");
+    let err = two_ranks_failing(&rank_0, &rank_1);
     assert!(
         err.contains("--batch-size is 2 on rank 1, 4 on rank 0"),
         "{err}"
@@ -246,11 +282,7 @@ fn a_killed_rank_ends_the_job_and_its_checkpoint_resumes_on_one_process() {
         .spawn()
         .unwrap();
     let checkpoints = tiny.out("killed").join("checkpoints");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while burnbert_train::checkpoint::list(&checkpoints).len() < 2 {
-        assert!(Instant::now() < deadline, "no checkpoint within 2 minutes");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_checkpoints(&checkpoints, 2);
     // mpirun's children are the ranks; kill the last one started.
     let children = Command::new("pgrep")
         .args(["-P", &job.id().to_string(), "-f", "train"])
@@ -264,19 +296,7 @@ fn a_killed_rank_ends_the_job_and_its_checkpoint_resumes_on_one_process() {
         .trim()
         .to_string();
     let killed_at = Instant::now();
-    Command::new("kill").args(["-9", &victim]).status().unwrap();
-    let status = loop {
-        if let Some(status) = job.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            killed_at.elapsed() < Duration::from_secs(60),
-            "the job outlived its rank by 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (status, err) = end_with_signal(&mut job, "-9", &victim);
     assert!(!status.success(), "{err}");
     assert!(err.contains("rank") && err.contains("signal 9"), "{err}");
     assert!(!tiny.out("killed").join("model.safetensors").exists());
@@ -325,28 +345,9 @@ fn ctrl_c_to_mpirun_saves_one_checkpoint_and_stops_every_rank() {
         .spawn()
         .unwrap();
     let checkpoints = tiny.out("run").join("checkpoints");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while burnbert_train::checkpoint::list(&checkpoints).is_empty() {
-        assert!(Instant::now() < deadline, "no checkpoint within 2 minutes");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Command::new("kill")
-        .args(["-INT", &job.id().to_string()])
-        .status()
-        .unwrap();
-    let interrupted_at = Instant::now();
-    let status = loop {
-        if let Some(status) = job.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            interrupted_at.elapsed() < Duration::from_secs(60),
-            "mpirun outlived Ctrl-C by 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(job.stderr.as_mut().unwrap(), &mut err).unwrap();
+    wait_for_checkpoints(&checkpoints, 1);
+    let mpirun_pid = job.id().to_string();
+    let (status, err) = end_with_signal(&mut job, "-INT", &mpirun_pid);
     assert!(!status.success(), "{err}");
     let stopped = err
         .lines()
@@ -373,16 +374,7 @@ fn a_rank_that_cannot_load_its_data_ends_the_job_with_its_error() {
     let train_file = rank_1.iter().position(|a| a == "--train-file").unwrap() + 1;
     rank_1[train_file] = tiny.out("missing.jsonl").to_str().unwrap().into();
     let started = Instant::now();
-    let output = mpirun_with(&["-np", "1"])
-        .arg(env!("CARGO_BIN_EXE_train"))
-        .args(&rank_0)
-        .args([":", "-np", "1"])
-        .arg(env!("CARGO_BIN_EXE_train"))
-        .args(&rank_1)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{err}");
+    let err = two_ranks_failing(&rank_0, &rank_1);
     assert!(started.elapsed() < Duration::from_secs(60), "{err}");
     assert!(
         err.contains("error: rank 1: ") && err.contains("missing.jsonl"),

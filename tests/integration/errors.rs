@@ -311,7 +311,12 @@ fn resuming_after_sigkill_reaches_the_uninterrupted_result() {
     );
 }
 
-fn tiny_run_args(train_file: &str, validation_file: &str, out: &Path, epochs: &str) -> Vec<String> {
+pub fn tiny_run_args(
+    train_file: &str,
+    validation_file: &str,
+    out: &Path,
+    epochs: &str,
+) -> Vec<String> {
     let model = fixture("tiny-bert");
     [
         "--model",

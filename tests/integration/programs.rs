@@ -616,26 +616,8 @@ fn a_cpu_without_avx512_trains_to_the_same_result() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (train_file, validation_file) = crate::errors::tiny_data(dir.path());
-    let model = fixture("tiny-bert");
     let args = |out: &str| {
-        let out = dir.path().join(out);
-        [
-            "--model",
-            model.to_str().unwrap(),
-            "--train-file",
-            &train_file,
-            "--validation-file",
-            &validation_file,
-            "--num-epochs",
-            "1",
-            "--batch-size",
-            "4",
-            "--quiet",
-            "--output-dir",
-            out.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec()
+        crate::errors::tiny_run_args(&train_file, &validation_file, &dir.path().join(out), "1")
     };
     let native = run_program(
         "train",
