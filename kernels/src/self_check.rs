@@ -1,6 +1,7 @@
 //! The kernels check themselves: the first time a process uses a GPU device, each kernel is
 //! compared with Burn's own operations on that device, on small fixed inputs, forward and
-//! backward. A kernel that disagrees is switched off there ([`crate::applies`] says no), with
+//! backward, in f32 and in each 16-bit float type the device has (mixed precision runs the
+//! kernels in bf16 or f16, against Burn in f32). A kernel that disagrees is switched off there ([`crate::applies`] says no), with
 //! one warning line naming it, and the model runs Burn's operations in its place.
 //!
 //! The verdicts are kept beside CubeCL's compiled kernels (a text file next to its
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData, module};
+use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData, module};
 
 use crate::Kernel;
 use crate::add_norm::add_norm_with;
@@ -191,9 +192,24 @@ impl Fnv {
 /// mask, so it fails where dropout does.
 fn check_all(device: &Device, wrong: Option<Kernel>) -> Verdict {
     let device = device.clone().without_autodiff().autodiff();
+    // f32, then each 16-bit type the device has (mixed precision runs the kernels in them).
+    let dtypes: Vec<FloatDType> = [FloatDType::F32, FloatDType::BF16, FloatDType::F16]
+        .into_iter()
+        .filter(|&dtype| device.supports_dtype(DType::from(dtype)))
+        .collect();
     let mut results: Vec<(Kernel, Result<(), String>)> = Kernel::ALL
         .iter()
-        .map(|&kernel| (kernel, check(kernel, &device, wrong == Some(kernel))))
+        .map(|&kernel| {
+            let result = dtypes.iter().try_for_each(|&dtype| {
+                let check = Check {
+                    device: &device,
+                    wrong: wrong == Some(kernel),
+                    dtype,
+                };
+                check_kernel(&check, kernel).map_err(|what| format!("in {dtype:?}: {what}"))
+            });
+            (kernel, result)
+        })
         .collect();
     let dropout_failed = results
         .iter()
@@ -210,11 +226,12 @@ fn check_all(device: &Device, wrong: Option<Kernel>) -> Verdict {
 const WIDTH: usize = 200;
 const ROWS: usize = 6;
 
-/// `kernel` against Burn's operations on `device` (with autodiff): the output, and the
-/// gradient of each input for the loss `sum(output × weights)`, each in f32. With `wrong`,
-/// the kernel's output is off by one in its first element, as a wrong kernel's would be.
-fn check(kernel: Kernel, device: &Device, wrong: bool) -> Result<(), String> {
-    let check = Check { device, wrong };
+/// `kernel` in `check.dtype` against Burn's operations in f32 on `check.device` (with
+/// autodiff): the output, and the gradient of each input for the loss `sum(output ×
+/// weights)`. With `check.wrong`, the kernel's output is off by one in its first element, as a
+/// wrong kernel's would be.
+fn check_kernel(check: &Check, kernel: Kernel) -> Result<(), String> {
+    let device = check.device;
     let mut draws = Draws(0x9e37_79b9_7f4a_7c15);
     let vector = draws.take(WIDTH);
     let [matrix, residual] = [(); 2].map(|()| draws.take(ROWS * WIDTH));
@@ -372,23 +389,42 @@ fn check(kernel: Kernel, device: &Device, wrong: bool) -> Result<(), String> {
     }
 }
 
-/// One device's check: [`check`]'s `device` and `wrong`.
+/// One check of the kernels on a device: the autodiff device, whether the kernel is made
+/// wrong (tests), and the float type the kernels run in.
 struct Check<'a> {
     device: &'a Device,
     wrong: bool,
+    dtype: FloatDType,
 }
 
 impl Check<'_> {
-    /// The outcomes of `own` (burnbert's kernel) and `reference` (Burn's operations) on the
-    /// same flat inputs, compared.
+    /// The outcomes of `own` (burnbert's kernel, on the inputs cast to the check's float
+    /// type) and `reference` (Burn's operations, in f32) on the same flat inputs, compared.
     fn compare<const N: usize>(
         &self,
         inputs: [Vec<f32>; N],
         own: impl Fn(&[Tensor<1>; N]) -> Tensor<1>,
         reference: impl Fn(&[Tensor<1>; N]) -> Tensor<1>,
     ) -> Result<(), String> {
-        let own = outcome(self.device, &inputs, |x| self.perhaps_wrong(own(x)));
-        agree(&own, &outcome(self.device, &inputs, reference))
+        let own = outcome(self.device, &inputs, |x| {
+            let x = x.each_ref().map(|t| t.clone().cast(self.dtype));
+            self.perhaps_wrong(own(&x).cast(FloatDType::F32))
+        });
+        agree(
+            &own,
+            &outcome(self.device, &inputs, reference),
+            self.tolerance(),
+        )
+    }
+
+    /// Each element to this fraction of its tensor's largest magnitude (at least 1): in f32,
+    /// loose for arithmetic in another order and tight for a wrong kernel; in 16 bits, a few
+    /// roundings of bf16's 8-bit significand (2^-8 ≈ 4e-3) each.
+    fn tolerance(&self) -> f32 {
+        match self.dtype {
+            FloatDType::F32 => 1e-3,
+            _ => 3e-2,
+        }
     }
 
     fn perhaps_wrong(&self, output: Tensor<1>) -> Tensor<1> {
@@ -434,12 +470,18 @@ impl Check<'_> {
             decay: 1.0 - 2e-5 * 0.01,
             lr: 2e-5,
         };
+        let half = |t: &Tensor<1>| t.clone().cast(self.dtype);
         let own = crate::adamw::adamw_step(
-            param.clone(),
-            grad.clone(),
-            moment_1.clone(),
-            moment_2.clone(),
+            half(&param),
+            half(&grad),
+            half(&moment_1),
+            half(&moment_2),
             &s,
+        );
+        let own = (
+            own.0.cast(FloatDType::F32),
+            own.1.cast(FloatDType::F32),
+            own.2.cast(FloatDType::F32),
         );
         let m = moment_1 * s.beta_1 + grad.clone() * (1.0 - s.beta_1);
         let v = moment_2 * s.beta_2 + grad.clone() * grad * (1.0 - s.beta_2);
@@ -460,6 +502,7 @@ impl Check<'_> {
         agree(
             &values([self.perhaps_wrong(p), m_own, v_own]),
             &values([reference, m, v]),
+            self.tolerance(),
         )
     }
 }
@@ -506,9 +549,9 @@ fn outcome<const N: usize>(
         .collect()
 }
 
-/// Whether two outcomes agree, each element to 1e-3 of its tensor's largest magnitude (at
-/// least 1): loose for f32 arithmetic in another order, tight for a wrong kernel.
-fn agree(own: &[Vec<f32>], reference: &[Vec<f32>]) -> Result<(), String> {
+/// Whether two outcomes agree, each element to `tolerance` of its tensor's largest magnitude
+/// (at least 1).
+fn agree(own: &[Vec<f32>], reference: &[Vec<f32>], tolerance: f32) -> Result<(), String> {
     for (k, (own, reference)) in own.iter().zip(reference).enumerate() {
         let what = match k {
             0 => "output".to_string(),
@@ -524,7 +567,7 @@ fn agree(own: &[Vec<f32>], reference: &[Vec<f32>]) -> Result<(), String> {
         let scale = reference.iter().fold(1.0f32, |m, v| m.max(v.abs()));
         for (i, (a, e)) in own.iter().zip(reference).enumerate() {
             // NaN disagrees too.
-            if (a - e).abs().is_nan() || (a - e).abs() > 1e-3 * scale {
+            if (a - e).abs().is_nan() || (a - e).abs() > tolerance * scale {
                 return Err(format!("{what}[{i}] is {a}, not {e}"));
             }
         }
@@ -563,10 +606,12 @@ mod tests {
             .collect()
     }
 
-    /// On lavapipe every kernel agrees with Burn's operations, and so runs.
+    /// On lavapipe every kernel agrees with Burn's operations, in f32 and in f16 (lavapipe's
+    /// 16-bit type), and so runs.
     #[test]
     fn every_kernel_agrees_with_burn_on_lavapipe() {
         let device = crate::testing::wgpu();
+        assert!(device.supports_dtype(DType::F16), "the check in f16 runs");
         let verdict = check_all(&device, None);
         assert_eq!(failing(&verdict), [], "{verdict:?}");
         for kernel in Kernel::ALL {
