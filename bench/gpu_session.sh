@@ -106,6 +106,10 @@ if part 1; then
     cubecl_toml "$LOGS/check-tiny.log"
     step "check tiny-bert" 60 bash -o pipefail -c "$PY bench/cuda_check.py --predict-bin $BIN/predict \
         --model assets/fixtures/tiny-bert --pairs 64 --device $DEVICE | tee -a $RESULTS"
+    # The kernels checked themselves against Burn at the GPU's first use: the verdict, a line
+    # per kernel (kernels/src/self_check.rs); a kernel that disagreed warned in the log above.
+    echo "== kernel self-check"
+    cat target/environment/*.burnbert-kernels-*.txt 2>&1
 fi
 
 # 2. The issue's target shape, bert-base train 32 × 128 in f32, next to PyTorch: first with no
