@@ -58,9 +58,12 @@ fn cached_or_checked(device: &Device, path: &Path, wrong: Option<Kernel>) -> Ver
     }
     let verdict = check_all(device, wrong);
     if wrong.is_none() {
-        // A cache that cannot be written costs the next run a check, nothing more.
+        // Written whole and renamed, so that a process starting beside this one reads a
+        // verdict or none. A cache that cannot be written costs the next run a check.
+        let partial = path.with_extension(format!("{}.partial", std::process::id()));
         let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
-            .and_then(|()| std::fs::write(path, verdict.to_text(&device_name(device))));
+            .and_then(|()| std::fs::write(&partial, verdict.to_text(&device_name(device))))
+            .and_then(|()| std::fs::rename(&partial, path));
     }
     verdict
 }
