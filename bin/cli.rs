@@ -241,6 +241,19 @@ fn config_flags(
     Ok(flags)
 }
 
+/// Fails where an MPI launcher started `program` as one of several ranks: only `train` runs
+/// across processes; `eval` and `predict` split their work over `--devices` in one process.
+pub fn single_process(program: &str) -> anyhow::Result<()> {
+    let ranks = burnbert_train::distributed::init()?;
+    anyhow::ensure!(
+        ranks.world() == 1,
+        "`{program}` runs in one process, and mpirun started {} of it: run it without mpirun \
+         (--devices splits its work over several devices)",
+        ranks.world()
+    );
+    Ok(())
+}
+
 /// Runs a program's body, with the allocator set up for tensors (`keep_freed_memory`): an
 /// error is printed as one line (with its causes) on stderr and the exit code is 1; panics
 /// are not the way errors leave burnbert.

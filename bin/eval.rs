@@ -33,6 +33,7 @@ struct Args {
 
 fn main() -> std::process::ExitCode {
     run(|| {
+        burnbert::single_process("eval")?;
         let args = Args::parse();
         anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
         let task = Task::by_name(&args.task).map_err(anyhow::Error::msg)?;

@@ -54,6 +54,7 @@ fn read_inputs(input: &str) -> anyhow::Result<Vec<Example>> {
 
 fn main() -> std::process::ExitCode {
     run(|| {
+        burnbert::single_process("predict")?;
         let args = Args::parse();
         anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
         let devices = args.model.devices()?;

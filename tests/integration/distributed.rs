@@ -382,3 +382,21 @@ fn a_rank_that_cannot_load_its_data_ends_the_job_with_its_error() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// `eval` and `predict` run in one process: under mpirun they say so instead of running N
+/// times over.
+#[test]
+fn eval_and_predict_under_mpirun_say_they_run_in_one_process() {
+    for (program, path) in [
+        ("eval", env!("CARGO_BIN_EXE_eval")),
+        ("predict", env!("CARGO_BIN_EXE_predict")),
+    ] {
+        let output = mpirun_with(&["-np", "2"]).arg(path).output().unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{program}: {err}");
+        assert!(
+            err.contains(&format!("`{program}` runs in one process")),
+            "{program}: {err}"
+        );
+    }
+}
