@@ -408,15 +408,17 @@ fn check_run(
 }
 
 /// Seeds every device's generator for `step`: dropout masks then depend on the step alone,
-/// so a resumed run draws the same ones. (The CPU backends have one generator for all their
-/// workers, drawn in whatever order the threads run: several CPU workers are not
-/// reproducible.)
+/// so a resumed run draws the same ones. Each worker (device `d` of rank `r`, worker
+/// `r × devices + d` of the run) gets its own seed, so that ranks draw other masks for their
+/// other examples. (The CPU backends have one generator for all their workers in a process,
+/// drawn in whatever order the threads run: several CPU workers are not reproducible.)
 fn seed_dropout(devices: &[Device], seed: u64, step: usize) {
+    let first_worker = distributed::ranks().rank() * devices.len();
     for (d, device) in devices.iter().enumerate() {
         device.seed(
             seed.wrapping_mul(1_000_003)
                 .wrapping_add(step as u64)
-                .wrapping_add((d as u64) << 32),
+                .wrapping_add(((first_worker + d) as u64) << 32),
         );
     }
 }
