@@ -90,10 +90,10 @@ impl ModelArgs {
         if self.devices.is_some() || self.device.contains(':') {
             return;
         }
+        let cuda = burnbert_model::parse_device("cuda").ok();
         let auto_is_cuda = self.device == "auto"
-            && burnbert_model::parse_device("auto").ok()
-                == burnbert_model::parse_device("cuda").ok()
-            && burnbert_model::parse_device("cuda").is_ok();
+            && cuda.is_some()
+            && burnbert_model::parse_device("auto").ok() == cuda;
         if auto_is_cuda {
             self.device = "cuda".into();
         }

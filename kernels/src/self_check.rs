@@ -36,9 +36,10 @@ pub(crate) fn passes(kernel: Kernel, device: &Device) -> bool {
     if let Some((_, verdict)) = verdicts.iter().find(|(known, _)| *known == device) {
         return verdict.passes(kernel);
     }
-    let path = cache_path(&device);
-    let verdict = cached_or_checked(&device, &path, None);
-    for line in verdict.warnings(&device_name(&device), &path) {
+    let (name, fingerprint) = identity(&device);
+    let path = cache_path(&name, &fingerprint);
+    let verdict = cached_or_checked(&device, &name, &path, None);
+    for line in verdict.warnings(&name, &path) {
         eprintln!("{line}");
     }
     let passes = verdict.passes(kernel);
@@ -46,9 +47,10 @@ pub(crate) fn passes(kernel: Kernel, device: &Device) -> bool {
     passes
 }
 
-/// The verdict kept at `path`, or else the check's, then kept there. `wrong` (tests only)
-/// names a kernel to check as if it were wrong; such a verdict is neither read nor kept.
-fn cached_or_checked(device: &Device, path: &Path, wrong: Option<Kernel>) -> Verdict {
+/// The verdict kept at `path`, or else the check's on `device` (named `name`), then kept
+/// there. `wrong` (tests only) names a kernel to check as if it were wrong; such a verdict is
+/// neither read nor kept.
+fn cached_or_checked(device: &Device, name: &str, path: &Path, wrong: Option<Kernel>) -> Verdict {
     if wrong.is_none()
         && let Some(verdict) = std::fs::read_to_string(path)
             .ok()
@@ -62,7 +64,7 @@ fn cached_or_checked(device: &Device, path: &Path, wrong: Option<Kernel>) -> Ver
         // verdict or none. A cache that cannot be written costs the next run a check.
         let partial = path.with_extension(format!("{}.partial", std::process::id()));
         let _ = std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))
-            .and_then(|()| std::fs::write(&partial, verdict.to_text(&device_name(device))))
+            .and_then(|()| std::fs::write(&partial, verdict.to_text(name)))
             .and_then(|()| std::fs::rename(&partial, path));
     }
     verdict
@@ -124,23 +126,19 @@ impl Verdict {
     }
 }
 
-/// The device as its driver names it: `NVIDIA H100 PCIe`.
-fn device_name(device: &Device) -> String {
-    identity(device).0
-}
-
-/// The device's name and what CubeCL compiles for on it (`ptx_sm90`, say).
+/// The device's name as its driver gives it (`NVIDIA H100 PCIe`) and what CubeCL compiles
+/// for on it (`ptx_sm90`, say).
 fn identity(device: &Device) -> (String, String) {
     let tensor = crate::autodiff::Input::from(Tensor::<1>::zeros([1], device)).into_primitive();
     let identity = &tensor.client.properties().identity;
     (identity.name.clone(), identity.fingerprint.clone())
 }
 
-/// Where the verdict for `device` is kept: beside CubeCL's environment database (which holds
-/// the compiled kernels), named by a hash of the device's name, its compilation target and
-/// these kernels' sources, so that a new GPU, driver target or kernel is checked afresh.
-fn cache_path(device: &Device) -> PathBuf {
-    let (name, fingerprint) = identity(device);
+/// Where the verdict for a device ([`identity`]) is kept: beside CubeCL's environment
+/// database (which holds the compiled kernels), named by a hash of the device's name, its
+/// compilation target and these kernels' sources, so that a new GPU, driver target or kernel
+/// is checked afresh.
+fn cache_path(name: &str, fingerprint: &str) -> PathBuf {
     let mut hash = Fnv::default();
     hash.write(name.as_bytes());
     hash.write(fingerprint.as_bytes());
@@ -661,18 +659,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("burnbert-self-check-{}", std::process::id()));
         let path = dir.join("verdicts.txt");
         let _ = std::fs::remove_dir_all(&dir);
-        let checked = cached_or_checked(&device, &path, None);
+        let checked = cached_or_checked(&device, "lavapipe", &path, None);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(Verdict::parse(&text), Some(checked.clone()));
         let edited = text.replace("bias_gelu ok", "bias_gelu disagrees: edited by a test");
         std::fs::write(&path, edited).unwrap();
-        let read = cached_or_checked(&device, &path, None);
+        let read = cached_or_checked(&device, "lavapipe", &path, None);
         assert_eq!(failing(&read), [Kernel::BiasGelu]);
         std::fs::write(&path, "bias_gelu ok\n").unwrap();
-        assert_eq!(cached_or_checked(&device, &path, None), checked);
+        assert_eq!(cached_or_checked(&device, "lavapipe", &path, None), checked);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
         std::fs::remove_file(&path).unwrap();
-        cached_or_checked(&device, &path, Some(Kernel::Dropout));
+        cached_or_checked(&device, "lavapipe", &path, Some(Kernel::Dropout));
         assert!(!path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
