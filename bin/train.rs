@@ -171,6 +171,8 @@ fn main() -> std::process::ExitCode {
             args.quiet,
             args.report_to,
         )?;
+        // The ranks join NCCL now, on CUDA GPUs, so that the world printed says how they sum.
+        ranks.connect(device)?;
         if !args.quiet {
             if ranks.world() > 1 {
                 println!(

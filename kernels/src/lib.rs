@@ -14,6 +14,8 @@
 //! - [`masked_softmax`]: the attention's scaled, masked softmax;
 //! - [`dropout`], its mask drawn on the device;
 //! - [`adamw_step`]: AdamW's update of one parameter, in one kernel instead of Burn's fourteen;
+//! - `Nccl` (with `cuda`): the sum of a flat buffer over the processes of a run, one per GPU,
+//!   device to device, for their gradients;
 //! - where they run: [`runs_own_kernels`] (`BURNBERT_GPU_KERNELS=0` turns them off),
 //!   [`applies`] (which also asks the self-check: each kernel is compared with Burn's
 //!   operations the first time a process uses a GPU, and switched off where it disagrees),
@@ -67,6 +69,10 @@ mod heads;
 mod host;
 #[cfg(feature = "gpu")]
 mod layer_norm;
+#[cfg(feature = "cuda")]
+mod nccl;
+#[cfg(feature = "cuda")]
+pub use nccl::{Nccl, cuda_gpu, unique_id as nccl_unique_id};
 #[cfg(feature = "gpu")]
 mod reduce;
 #[cfg(feature = "gpu")]

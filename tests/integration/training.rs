@@ -324,6 +324,21 @@ fn resuming_with_other_settings_fails_with_the_differences() {
         &train,
     );
     assert!(err.contains("--seed: 42 in the checkpoint, 7 now"), "{err}");
+    // Another number of micro-batches per step (workers × accumulation) changes the steps.
+    let err = attempt(
+        &TrainOptions {
+            gradient_accumulation_steps: 2,
+            ..options(1)
+        },
+        &train,
+    );
+    assert!(
+        err.contains(
+            "micro-batches per optimizer step (ranks × --devices × \
+             --gradient-accumulation-steps): 1 in the checkpoint, 2 now"
+        ),
+        "{err}"
+    );
     let err = attempt(&options(1), &synthetic(18, 9));
     assert!(err.contains("training data: 18 examples, hash"), "{err}");
     assert!(!err.contains("--seed"), "only what differs: {err}");

@@ -19,6 +19,9 @@ use crate::{LoopState, TrainError, TrainOptions};
 
 const MODEL: &str = "model.bpk";
 const OPTIMIZER: &str = "optimizer.bpk";
+/// The run identity's name for the micro-batches of an optimizer step, with how to change it.
+const MICRO_BATCHES: &str = "micro-batches per optimizer step (ranks × --devices × \
+                             --gradient-accumulation-steps)";
 const STATE: &str = "state.json";
 /// Older checkpoints beyond this many are removed.
 const KEEP: usize = 2;
@@ -160,12 +163,9 @@ pub fn run_identity(
     [
         ("--seed", options.seed.to_string()),
         ("--batch-size", options.batch_size.to_string()),
-        // Every rank's devices: a checkpoint resumes on any split of as many into ranks.
-        ("--devices (count)", options.workers().to_string()),
-        (
-            "--gradient-accumulation-steps",
-            options.gradient_accumulation_steps.to_string(),
-        ),
+        // What makes a step: a checkpoint resumes on any number of ranks and devices whose
+        // workers × accumulation steps make as many micro-batches per step.
+        (MICRO_BATCHES, options.micro_batches_per_step().to_string()),
         ("--num-epochs", options.epochs.to_string()),
         ("--drop-last", options.drop_last.to_string()),
         ("--group-by-length", options.group_by_length.to_string()),
@@ -197,6 +197,19 @@ fn check_same_run(
 ) -> Result<(), TrainError> {
     if saved.is_empty() {
         return Ok(());
+    }
+    // Earlier checkpoints kept the workers and the accumulation steps apart.
+    let mut saved = saved.clone();
+    if let (Some(workers), Some(steps)) = (
+        saved.remove("--devices (count)"),
+        saved.remove("--gradient-accumulation-steps"),
+    ) {
+        let micro_batches = workers
+            .parse::<usize>()
+            .ok()
+            .zip(steps.parse::<usize>().ok());
+        let micro_batches = micro_batches.map_or(workers, |(w, s)| (w * s).to_string());
+        saved.insert(MICRO_BATCHES.into(), micro_batches);
     }
     let missing = String::from("(not recorded)");
     let differences: Vec<String> = saved
@@ -247,6 +260,36 @@ fn data_hash(train: &[Encoded]) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A checkpoint from before the micro-batches per step were recorded (with the workers
+    /// and the accumulation steps apart) resumes where their product is the same, and only
+    /// there.
+    #[test]
+    fn earlier_checkpoints_compare_by_micro_batches_per_step() {
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let saved = map(&[
+            ("--devices (count)", "2"),
+            ("--gradient-accumulation-steps", "3"),
+            ("--seed", "42"),
+        ]);
+        let path = Path::new("checkpoint-6");
+        let now = |micro_batches| map(&[(MICRO_BATCHES, micro_batches), ("--seed", "42")]);
+        assert!(check_same_run(path, &saved, &now("6")).is_ok());
+        let err = check_same_run(path, &saved, &now("3"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{MICRO_BATCHES}: 6 in the checkpoint, 3 now")),
+            "{err}"
+        );
+    }
+
     /// A resumed run reports the epochs before its checkpoint as the uninterrupted run did,
     /// to the bit. serde_json parses floats only to within one ulp unless its
     /// `float_roundtrip` feature is on: this epoch loss came back as ...443 without it.

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 
 use crate::TrainError;
 
@@ -33,6 +33,9 @@ struct Mpi {
     library: String,
     /// The thread that initialised MPI, the only one that may call it (`Threading::Funneled`).
     thread: std::thread::ThreadId,
+    /// The ranks' NCCL communicator, once they have joined it on their CUDA GPUs.
+    #[cfg(feature = "cuda")]
+    nccl: OnceLock<burnbert_kernels::Nccl>,
 }
 
 // SAFETY: MPI's handles are raw pointers, which Rust does not share between threads; MPI was
@@ -137,6 +140,8 @@ impl Ranks {
                 nodes: firsts[0] as usize,
                 library,
                 thread: std::thread::current().id(),
+                #[cfg(feature = "cuda")]
+                nccl: OnceLock::new(),
             }),
         })
     }
@@ -171,8 +176,15 @@ impl Ranks {
         #[cfg(feature = "mpi")]
         if let Some(mpi) = &self.mpi {
             let s = |n: usize| if n == 1 { "" } else { "s" };
+            #[cfg(feature = "cuda")]
+            let engine = match mpi.nccl.get() {
+                Some(_) => "gradients summed by NCCL on the GPUs",
+                None => "gradients summed by MPI through host memory",
+            };
+            #[cfg(not(feature = "cuda"))]
+            let engine = "gradients summed by MPI through host memory";
             return format!(
-                "{} rank{} on {} node{}, {}",
+                "{} rank{} on {} node{}, {}; {engine}",
                 self.world,
                 s(self.world),
                 mpi.nodes,
@@ -245,61 +257,107 @@ impl Ranks {
     }
 
     /// The ranks' `grads` summed, on every rank, as one all-reduce of one flat buffer (in
-    /// `model`'s parameter order); a parameter that has a gradient on any rank has one after.
+    /// `model`'s parameter order), on the device: NCCL's on CUDA GPUs ([`Ranks::connect`]),
+    /// else MPI's through host memory. A parameter that has a gradient on any rank has one
+    /// after.
     pub fn sum_gradients<M: Module>(&self, model: &M, grads: GradientsParams) -> GradientsParams {
         if self.world == 1 {
             return grads;
         }
-        // Each parameter's gradient (zeros where this rank has none), then a 1 or 0 saying
-        // whether it had one.
+        // Each parameter's gradient in f32 (zeros where this rank has none), flattened, and a 1
+        // or 0 saying whether it had one.
         struct Flatten<'a> {
             grads: &'a GradientsParams,
-            flat: Vec<f32>,
+            parts: Vec<Tensor<1>>,
+            had: Vec<f32>,
         }
         impl ModuleVisitor for Flatten<'_> {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                match self.grads.get::<D>(param.id) {
-                    Some(grad) => {
-                        let values = grad.into_data().convert::<f32>();
-                        self.flat.extend(values.iter::<f32>());
-                        self.flat.push(1.0);
-                    }
-                    None => {
-                        let n = param.val().shape().num_elements();
-                        self.flat.extend(std::iter::repeat_n(0.0, n + 1));
-                    }
-                }
+                let n = param.val().shape().num_elements();
+                let (part, had) = match self.grads.get::<D>(param.id) {
+                    Some(grad) => (grad, 1.0),
+                    None => (param.val().inner().zeros_like(), 0.0),
+                };
+                self.parts.push(part.cast(DType::F32).reshape([n]));
+                self.had.push(had);
             }
         }
         struct Unflatten {
-            flat: std::vec::IntoIter<f32>,
+            parts: std::vec::IntoIter<Tensor<1>>,
+            had: std::vec::IntoIter<f32>,
             grads: GradientsParams,
         }
         impl ModuleVisitor for Unflatten {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                let value = param.val();
-                let shape = value.shape();
-                let values: Vec<f32> = self.flat.by_ref().take(shape.num_elements()).collect();
-                if self.flat.next().is_some_and(|had| had > 0.0) {
-                    let data = TensorData::new(values, shape);
-                    let grad = Tensor::<D>::from_data(data, &value.device()).cast(value.dtype());
-                    self.grads.register(param.id, grad);
+                let part = self.parts.next().expect("a part per parameter");
+                if self.had.next().is_some_and(|had| had > 0.0) {
+                    let value = param.val();
+                    self.grads
+                        .register::<D>(param.id, part.reshape(value.shape()).cast(value.dtype()));
                 }
             }
         }
         let mut flatten = Flatten {
             grads: &grads,
-            flat: Vec::new(),
+            parts: Vec::new(),
+            had: Vec::new(),
         };
         model.visit(&mut flatten);
-        let mut flat = flatten.flat;
-        self.sum(&mut flat);
+        let Flatten { parts, mut had, .. } = flatten;
+        let sizes: Vec<usize> = parts.iter().map(|part| part.shape()[0]).collect();
+        let flat = self.sum_on_device(Tensor::cat(parts, 0));
+        self.sum(&mut had);
         let mut unflatten = Unflatten {
-            flat: flat.into_iter(),
+            parts: flat.split_with_sizes(sizes, 0).into_iter(),
+            had: had.into_iter(),
             grads: GradientsParams::new(),
         };
         model.visit(&mut unflatten);
         unflatten.grads
+    }
+
+    /// `flat` summed over the ranks, on its device: by NCCL where the ranks joined it, else by
+    /// MPI through host memory. A failure ends the job.
+    fn sum_on_device(&self, flat: Tensor<1>) -> Tensor<1> {
+        #[cfg(all(feature = "mpi", feature = "cuda"))]
+        if let Some(nccl) = self.mpi.as_ref().and_then(|mpi| mpi.nccl.get()) {
+            return nccl.sum(flat).unwrap_or_else(|e| {
+                eprintln!("error: rank {}: {e}", self.rank);
+                self.abort(1)
+            });
+        }
+        let device = flat.device();
+        // f32 already (`sum_gradients` casts), so the conversion copies nothing.
+        let mut values: Vec<f32> = flat.into_data().convert::<f32>().iter::<f32>().collect();
+        self.sum(&mut values);
+        let n = values.len();
+        Tensor::from_data(TensorData::new(values, [n]), &device)
+    }
+
+    /// Readies the gradients' all-reduce for `device`, this rank's (first) training device:
+    /// on a CUDA GPU, in a build with `cuda`, every rank joins NCCL with the id that rank 0
+    /// makes and sends over MPI, as NCCL's multi-process examples do; elsewhere MPI sums the
+    /// gradients through host memory. Every rank calls it at once; later calls do nothing. An
+    /// error on one rank ends the job (the programs call [`Ranks::abort`]), so none is left
+    /// waiting for the others to join.
+    pub fn connect(&self, device: &burn::tensor::Device) -> Result<(), TrainError> {
+        #[cfg(all(feature = "mpi", feature = "cuda"))]
+        if let Some(mpi) = &self.mpi
+            && mpi.nccl.get().is_none()
+            && burnbert_kernels::cuda_gpu(device).is_some()
+        {
+            let fail = |e: String| TrainError::Options(format!("rank {}: {e}", self.rank));
+            let id = match self.is_main() {
+                true => burnbert_kernels::nccl_unique_id().map_err(fail)?,
+                false => Vec::new(),
+            };
+            let id = self.broadcast(&id);
+            let nccl =
+                burnbert_kernels::Nccl::join(&id, self.world, self.rank, device).map_err(fail)?;
+            let _ = mpi.nccl.set(nccl);
+        }
+        let _ = device;
+        Ok(())
     }
 
     /// Fails on every rank unless every rank has rank 0's `settings` (flag and value),

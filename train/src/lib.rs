@@ -299,7 +299,17 @@ fn start(
     let model = model.to_device(&devices[0]).train();
     let optimizer = optim::adamw(options.weight_decay);
     let run = checkpoint::run_identity(options, data.train, &model);
-    distributed::ranks().check_same_settings(&run)?;
+    // The ranks split every step alike only with as many devices and accumulation steps each.
+    let mut settings = run.clone();
+    settings.extend([
+        ("--devices (count)".into(), options.devices.to_string()),
+        (
+            "--gradient-accumulation-steps".into(),
+            options.gradient_accumulation_steps.to_string(),
+        ),
+    ]);
+    distributed::ranks().check_same_settings(&settings)?;
+    distributed::ranks().connect(&devices[0])?;
     let (model, optimizer, state) = match &dirs.resume_from {
         None => (model, optimizer, LoopState::default()),
         Some(path) => {
