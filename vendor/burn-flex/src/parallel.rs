@@ -1,12 +1,48 @@
-//! Element-wise loops split over rayon's threads (burnbert patch).
+//! Element-wise loops split over rayon's threads, and compiled for AVX2 where the CPU has it
+//! (burnbert patch).
 //!
 //! Upstream burn-flex 0.22.1 runs its unary, binary and scalar element-wise loops on the
 //! calling thread only; on a 2-core machine that left one core idle for about two thirds of
 //! a BERT training step. These helpers split a loop over the pool when the tensor is large
 //! enough for the hand-off to pay, and run it in place otherwise.
+//!
+//! Each loop is a plain loop over slices with its operation taken by value, so that the
+//! compiler vectorises it: rayon's `collect` writes one element at a time through its
+//! consumer, and an operation reached through a reference has its captured values reloaded
+//! after every store; both left the loops scalar. The crate is compiled for the baseline
+//! x86-64 (SSE2), so each loop is compiled a second time for AVX2 and FMA and chosen at run
+//! time ([`Piece`]). Rust does not contract `a * b + c` into an FMA, so both give the same bits.
+
+use core::mem::MaybeUninit;
 
 /// Below this many elements a loop stays on the calling thread.
 pub(crate) const PARALLEL_MIN: usize = 1 << 15;
+
+/// An element-wise operation of one value: every closure, and operations whose body is too
+/// large for the compiler to inline a closure of it into the loops below (GELU's), which
+/// implement it with `#[inline(always)]`.
+pub(crate) trait UnaryFn<E>: Copy + Send + Sync {
+    fn apply(&self, x: E) -> E;
+}
+
+impl<E, F: Fn(E) -> E + Copy + Send + Sync> UnaryFn<E> for F {
+    #[inline(always)]
+    fn apply(&self, x: E) -> E {
+        self(x)
+    }
+}
+
+/// An element-wise operation of two values, as [`UnaryFn`].
+pub(crate) trait BinaryFn<E>: Copy + Send + Sync {
+    fn apply(&self, a: E, b: E) -> E;
+}
+
+impl<E, F: Fn(E, E) -> E + Copy + Send + Sync> BinaryFn<E> for F {
+    #[inline(always)]
+    fn apply(&self, a: E, b: E) -> E {
+        self(a, b)
+    }
+}
 
 /// The chunk length that gives each thread one piece of `len` elements.
 #[cfg(feature = "rayon")]
@@ -15,23 +51,56 @@ fn chunk_len(len: usize) -> usize {
         .max(PARALLEL_MIN / 2)
 }
 
-/// Applies `f` to `data`, in pieces on several threads when it is large.
-pub(crate) fn for_each_chunk<E, F>(data: &mut [E], f: F)
+/// `data[i] = op(data[i])` for every element.
+pub(crate) fn map_in_place<E, F>(data: &mut [E], op: F)
 where
-    E: Send,
-    F: Fn(&mut [E]) + Sync,
+    E: Copy + Send,
+    F: UnaryFn<E>,
 {
-    #[cfg(feature = "rayon")]
-    if data.len() >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
-        use rayon::prelude::*;
-        data.par_chunks_mut(chunk_len(data.len()))
-            .for_each(|c| f(c));
-        return;
-    }
-    f(data)
+    run(MapInPlace { data, op })
 }
 
-/// Applies `f` to matching pieces of `dst` and `src` (of equal length).
+/// `dst[i] = op(dst[i], src[i])` for every element (of equal lengths).
+pub(crate) fn zip_in_place<E, F>(dst: &mut [E], src: &[E], op: F)
+where
+    E: Copy + Send + Sync,
+    F: BinaryFn<E>,
+{
+    debug_assert_eq!(dst.len(), src.len());
+    run(ZipInPlace { dst, src, op })
+}
+
+/// `src` mapped through `op` into a new vector.
+pub(crate) fn map_collect<E, F>(src: &[E], op: F) -> alloc::vec::Vec<E>
+where
+    E: Copy + Send + Sync,
+    F: UnaryFn<E>,
+{
+    let mut result = alloc::vec::Vec::with_capacity(src.len());
+    let out = &mut result.spare_capacity_mut()[..src.len()];
+    run(Map { out, src, op });
+    // SAFETY: `Map` wrote every one of the first `src.len()` elements.
+    unsafe { result.set_len(src.len()) };
+    result
+}
+
+/// `op` of matching elements of `lhs` and `rhs` (of equal lengths) into a new vector.
+pub(crate) fn zip_map_collect<E, F>(lhs: &[E], rhs: &[E], op: F) -> alloc::vec::Vec<E>
+where
+    E: Copy + Send + Sync,
+    F: BinaryFn<E>,
+{
+    debug_assert_eq!(lhs.len(), rhs.len());
+    let mut result = alloc::vec::Vec::with_capacity(lhs.len());
+    let out = &mut result.spare_capacity_mut()[..lhs.len()];
+    run(ZipMap { out, lhs, rhs, op });
+    // SAFETY: `ZipMap` wrote every one of the first `lhs.len()` elements.
+    unsafe { result.set_len(lhs.len()) };
+    result
+}
+
+/// Applies `f` to matching pieces of `dst` and `src` (of equal length), for loops that bring
+/// their own SIMD (flex's `simd` module).
 pub(crate) fn zip_chunks<E, S, F>(dst: &mut [E], src: &[S], f: F)
 where
     E: Send,
@@ -51,42 +120,157 @@ where
     f(dst, src)
 }
 
-/// `src` mapped through `op` into a new vector, in pieces on several threads when large.
-pub(crate) fn map_collect<E, R, F>(src: &[E], op: F) -> alloc::vec::Vec<R>
-where
-    E: Copy + Sync,
-    R: Send,
-    F: Fn(E) -> R + Sync + Send,
-{
-    #[cfg(feature = "rayon")]
-    if src.len() >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
-        use rayon::prelude::*;
-        return src
-            .par_iter()
-            .with_min_len(PARALLEL_MIN / 2)
-            .map(|&x| op(x))
-            .collect();
-    }
-    src.iter().map(|&x| op(x)).collect()
+/// One element-wise loop over matching slices, which can be cut in two and run.
+trait Piece: Sized + Send {
+    fn len(&self) -> usize;
+    /// The first `mid` elements of every slice, and the rest.
+    fn split_at(self, mid: usize) -> (Self, Self);
+    /// The loop; implementations are `#[inline(always)]`, so that [`avx2`] compiles it.
+    fn run(self);
 }
 
-/// `op` of matching elements of `lhs` and `rhs` into a new vector, in pieces on several
-/// threads when large.
-pub(crate) fn zip_map_collect<E, R, F>(lhs: &[E], rhs: &[E], op: F) -> alloc::vec::Vec<R>
-where
-    E: Copy + Sync,
-    R: Send,
-    F: Fn(E, E) -> R + Sync + Send,
-{
+/// Runs `piece`, in pieces on several threads when it is large.
+fn run<P: Piece>(piece: P) {
     #[cfg(feature = "rayon")]
-    if lhs.len() >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
+    if piece.len() >= PARALLEL_MIN && rayon::current_num_threads() > 1 {
         use rayon::prelude::*;
-        return lhs
-            .par_iter()
-            .zip(rhs.par_iter())
-            .with_min_len(PARALLEL_MIN / 2)
-            .map(|(&a, &b)| op(a, b))
-            .collect();
+        let chunk = chunk_len(piece.len());
+        let mut pieces = alloc::vec::Vec::new();
+        let mut rest = piece;
+        while rest.len() > chunk {
+            let (first, tail) = rest.split_at(chunk);
+            pieces.push(first);
+            rest = tail;
+        }
+        pieces.push(rest);
+        pieces.into_par_iter().for_each(run_widest);
+        return;
     }
-    lhs.iter().zip(rhs).map(|(&a, &b)| op(a, b)).collect()
+    run_widest(piece)
+}
+
+/// Runs `piece` compiled for AVX2 and FMA where the CPU has them.
+#[inline(always)]
+fn run_widest<P: Piece>(piece: P) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features `avx2` is compiled for, checked just above.
+        return unsafe { avx2(piece) };
+    }
+    piece.run()
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<P: Piece>(piece: P) {
+    piece.run()
+}
+
+struct MapInPlace<'a, E, F> {
+    data: &'a mut [E],
+    op: F,
+}
+
+impl<E: Copy + Send, F: UnaryFn<E>> Piece for MapInPlace<'_, E, F> {
+    fn len(&self) -> usize {
+        self.data.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (a, b) = self.data.split_at_mut(mid);
+        let op = self.op;
+        (Self { data: a, op }, Self { data: b, op })
+    }
+    #[inline(always)]
+    fn run(self) {
+        let op = self.op;
+        for x in self.data {
+            *x = op.apply(*x);
+        }
+    }
+}
+
+struct ZipInPlace<'a, E, F> {
+    dst: &'a mut [E],
+    src: &'a [E],
+    op: F,
+}
+
+impl<E: Copy + Send + Sync, F: BinaryFn<E>> Piece for ZipInPlace<'_, E, F> {
+    fn len(&self) -> usize {
+        self.dst.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (d1, d2) = self.dst.split_at_mut(mid);
+        let (s1, s2) = self.src.split_at(mid);
+        let op = self.op;
+        (
+            Self { dst: d1, src: s1, op },
+            Self { dst: d2, src: s2, op },
+        )
+    }
+    #[inline(always)]
+    fn run(self) {
+        let op = self.op;
+        for (d, &s) in self.dst.iter_mut().zip(self.src) {
+            *d = op.apply(*d, s);
+        }
+    }
+}
+
+struct Map<'a, E, F> {
+    out: &'a mut [MaybeUninit<E>],
+    src: &'a [E],
+    op: F,
+}
+
+impl<E: Copy + Send + Sync, F: UnaryFn<E>> Piece for Map<'_, E, F> {
+    fn len(&self) -> usize {
+        self.out.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (o1, o2) = self.out.split_at_mut(mid);
+        let (s1, s2) = self.src.split_at(mid);
+        let op = self.op;
+        (
+            Self { out: o1, src: s1, op },
+            Self { out: o2, src: s2, op },
+        )
+    }
+    #[inline(always)]
+    fn run(self) {
+        let op = self.op;
+        for (o, &x) in self.out.iter_mut().zip(self.src) {
+            o.write(op.apply(x));
+        }
+    }
+}
+
+struct ZipMap<'a, E, F> {
+    out: &'a mut [MaybeUninit<E>],
+    lhs: &'a [E],
+    rhs: &'a [E],
+    op: F,
+}
+
+impl<E: Copy + Send + Sync, F: BinaryFn<E>> Piece for ZipMap<'_, E, F> {
+    fn len(&self) -> usize {
+        self.out.len()
+    }
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (o1, o2) = self.out.split_at_mut(mid);
+        let (l1, l2) = self.lhs.split_at(mid);
+        let (r1, r2) = self.rhs.split_at(mid);
+        let op = self.op;
+        (
+            Self { out: o1, lhs: l1, rhs: r1, op },
+            Self { out: o2, lhs: l2, rhs: r2, op },
+        )
+    }
+    #[inline(always)]
+    fn run(self) {
+        let op = self.op;
+        for ((o, &a), &b) in self.out.iter_mut().zip(self.lhs).zip(self.rhs) {
+            o.write(op.apply(a, b));
+        }
+    }
 }

@@ -231,9 +231,17 @@ impl FlexTensor {
 
     /// Create an empty tensor with given shape and dtype.
     pub fn empty(shape: Shape, dtype: DType) -> Self {
-        let num_elements = shape.num_elements();
-        let elem_size = dtype_size(dtype);
-        let bytes = Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]);
+        let n = shape.num_elements();
+        // Zeros of the element's width, which `Bytes` keeps as they are allocated:
+        // `Bytes::from_bytes_vec` copies every `Vec<u8>` into a new, aligned allocation,
+        // which doubled the memory each new tensor touched (a matrix product's output).
+        let bytes = match dtype_size(dtype) {
+            1 => Bytes::from_elems(alloc::vec![0u8; n]),
+            2 => Bytes::from_elems(alloc::vec![0u16; n]),
+            4 => Bytes::from_elems(alloc::vec![0u32; n]),
+            8 => Bytes::from_elems(alloc::vec![0u64; n]),
+            size => Bytes::from_bytes_vec(alloc::vec![0u8; n * size]),
+        };
         let layout = Layout::contiguous(shape);
         Self {
             data: Arc::new(bytes),

@@ -67,7 +67,7 @@ fn binary_op_f32<Op>(
     simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
-    Op: Fn(f32, f32) -> f32 + Send + Sync,
+    Op: Fn(f32, f32) -> f32 + Copy + Send + Sync,
 {
     // In-place SIMD fast path: lhs unique contiguous at offset 0, rhs
     // contiguous (no broadcast).
@@ -138,7 +138,7 @@ fn binary_op_f32<Op>(
     _simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
-    Op: Fn(f32, f32) -> f32 + Send + Sync,
+    Op: Fn(f32, f32) -> f32 + Copy + Send + Sync,
 {
     binary_op_typed(lhs, rhs, op)
 }
@@ -147,8 +147,9 @@ where
 pub(crate) fn binary_op_typed<E, Op>(mut lhs: FlexTensor, mut rhs: FlexTensor, op: Op) -> FlexTensor
 where
     E: Element + bytemuck::Pod,
-    Op: Fn(E, E) -> E + Send + Sync,
+    Op: crate::parallel::BinaryFn<E>,
 {
+    let call = move |a: E, b: E| op.apply(a, b);
     // In-place fast path: lhs unique, contiguous at offset 0, rhs contiguous
     if lhs.is_unique()
         && let (Some((0, l_end)), Some((r_start, r_end))) = (
@@ -159,11 +160,7 @@ where
         let rhs_storage: &[E] = rhs.storage();
         let r_slice = &rhs_storage[r_start..r_end];
         let lhs_storage: &mut [E] = lhs.storage_mut();
-        crate::parallel::zip_chunks(&mut lhs_storage[..l_end], r_slice, |ls, rs| {
-            for (l, &r) in ls.iter_mut().zip(rs) {
-                *l = op(*l, r);
-            }
-        });
+        crate::parallel::zip_in_place(&mut lhs_storage[..l_end], r_slice, op);
         return lhs;
     }
 
@@ -183,7 +180,7 @@ where
     {
         let rhs_storage: &[E] = rhs.storage();
         let lhs_storage: &mut [E] = lhs.storage_mut();
-        crate::zip::zip_apply_inplace(&nest, lhs_storage, rhs_storage, &op);
+        crate::zip::zip_apply_inplace(&nest, lhs_storage, rhs_storage, &call);
         return lhs;
     }
     if rhs.is_unique()
@@ -192,7 +189,7 @@ where
     {
         let lhs_storage: &[E] = lhs.storage();
         let rhs_storage: &mut [E] = rhs.storage_mut();
-        crate::zip::zip_apply_inplace(&nest, rhs_storage, lhs_storage, |r, l| op(l, r));
+        crate::zip::zip_apply_inplace(&nest, rhs_storage, lhs_storage, |r, l| call(l, r));
         return rhs;
     }
 
@@ -210,7 +207,7 @@ where
         (Some((l_start, l_end)), Some((r_start, r_end))) => {
             let l_slice = &lhs_storage[l_start..l_end];
             let r_slice = &rhs_storage[r_start..r_end];
-            crate::parallel::zip_map_collect(l_slice, r_slice, &op)
+            crate::parallel::zip_map_collect(l_slice, r_slice, op)
         }
         // Strided/broadcast fallback: collapse both layouts into a
         // joint loop nest with a specialized (autovectorizable) inner
@@ -218,18 +215,18 @@ where
         // fall through to the per-element StridedIter odometer.
         _ => {
             if let Some(result) =
-                crate::zip::zip_map(lhs_storage, lhs.layout(), rhs_storage, rhs.layout(), &op)
+                crate::zip::zip_map(lhs_storage, lhs.layout(), rhs_storage, rhs.layout(), &call)
             {
                 result
             } else if lhs.layout().num_dims() == 2 {
                 // 2D non-contiguous with negative strides (e.g. flipped)
-                apply_2d_strided(lhs_storage, rhs_storage, lhs.layout(), rhs.layout(), &op)
+                apply_2d_strided(lhs_storage, rhs_storage, lhs.layout(), rhs.layout(), &call)
             } else {
                 let lhs_iter = StridedIter::new(lhs.layout());
                 let rhs_iter = StridedIter::new(rhs.layout());
                 lhs_iter
                     .zip(rhs_iter)
-                    .map(|(li, ri)| op(lhs_storage[li], rhs_storage[ri]))
+                    .map(|(li, ri)| call(lhs_storage[li], rhs_storage[ri]))
                     .collect()
             }
         }
@@ -310,18 +307,14 @@ where
 pub(crate) fn scalar_op_typed<E, Op>(mut tensor: FlexTensor, scalar: E, op: Op) -> FlexTensor
 where
     E: Element + bytemuck::Pod,
-    Op: Fn(E, E) -> E + Send + Sync,
+    Op: Fn(E, E) -> E + Copy + Send + Sync,
 {
     // In-place fast path: unique, contiguous at offset 0
     if tensor.is_unique()
         && let Some((0, end)) = tensor.layout().contiguous_offsets()
     {
         let storage: &mut [E] = tensor.storage_mut();
-        crate::parallel::for_each_chunk(&mut storage[..end], |chunk| {
-            for x in chunk.iter_mut() {
-                *x = op(*x, scalar);
-            }
-        });
+        crate::parallel::map_in_place(&mut storage[..end], move |x| op(x, scalar));
         return tensor;
     }
 
@@ -331,7 +324,7 @@ where
     let storage: &[E] = tensor.storage();
 
     let result: Vec<E> = match tensor.layout().contiguous_offsets() {
-        Some((start, end)) => crate::parallel::map_collect(&storage[start..end], |x| op(x, scalar)),
+        Some((start, end)) => crate::parallel::map_collect(&storage[start..end], move |x| op(x, scalar)),
         None => StridedIter::new(tensor.layout())
             .map(|i| op(storage[i], scalar))
             .collect(),
