@@ -422,14 +422,14 @@ fn softmax_row_f32_simd<S: macerator::Simd>(input: &[f32], output: &mut [f32]) {
         }
     }
 
-    // Pass 2: compute exp(x - max), store in output, accumulate sum.
-    // Scalar exp (no SIMD exp in macerator). This pass is the one that
-    // actually does memory reads + writes on the whole row, so scalar
-    // here still lands us at memory bandwidth.
+    // Pass 2: compute exp(x - max), store in output, then sum it in the same order.
+    // macerator has no SIMD exp; burnbert's branch-free `exp_f32` lets the compiler
+    // vectorise this loop for `S`'s instruction set, where libm's `expf` was a call each.
+    for (o, &x) in output.iter_mut().zip(input) {
+        *o = crate::ops::unary::exp_f32(x - max_val);
+    }
     let mut sum = 0.0f32;
-    for idx in 0..len {
-        let e = (input[idx] - max_val).exp();
-        output[idx] = e;
+    for &e in output.iter() {
         sum += e;
     }
 

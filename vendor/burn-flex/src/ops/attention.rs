@@ -422,6 +422,10 @@ trait FlashGemm: Float + Pod + Copy + core::ops::AddAssign + Send + Sync {
     /// # Safety
     /// All pointers must be valid for the given dimensions and strides.
     unsafe fn block_gemm(args: BlockGemmArgs<Self>);
+
+    /// `exp(self)`: for f32 the branch-free `exp_f32` (burnbert patch), which the softmax
+    /// loops below vectorise, where libm's `expf` is a call per score.
+    fn exp_vectorisable(self) -> Self;
 }
 
 /// Arguments for a block matrix multiply: dst = alpha * dst + beta * (lhs @ rhs).
@@ -444,8 +448,13 @@ struct BlockGemmArgs<T> {
 }
 
 macro_rules! impl_flash_gemm {
-    ($ty:ty) => {
+    ($ty:ty, $exp:path) => {
         impl FlashGemm for $ty {
+            #[inline(always)]
+            fn exp_vectorisable(self) -> Self {
+                $exp(self)
+            }
+
             unsafe fn block_gemm(a: BlockGemmArgs<Self>) {
                 unsafe {
                     gemm::gemm(
@@ -475,8 +484,8 @@ macro_rules! impl_flash_gemm {
     };
 }
 
-impl_flash_gemm!(f32);
-impl_flash_gemm!(f64);
+impl_flash_gemm!(f32, crate::ops::unary::exp_f32);
+impl_flash_gemm!(f64, f64::exp);
 
 /// Scratch buffers reused across heads within a Rayon job or the serial loop.
 struct ScratchBuffers<T> {
@@ -647,17 +656,18 @@ fn flash_attention_head<T: FlashGemm>(
                 tile_max
             };
 
-            let mut tile_sum = T::zero();
             for score in score_row.iter_mut() {
-                let e = (*score - new_max).exp();
-                *score = e;
+                *score = (*score - new_max).exp_vectorisable();
+            }
+            let mut tile_sum = T::zero();
+            for &e in score_row.iter() {
                 tile_sum += e;
             }
 
             let correction = if row_max[qi] == neg_inf {
                 T::zero()
             } else {
-                (row_max[qi] - new_max).exp()
+                (row_max[qi] - new_max).exp_vectorisable()
             };
 
             // Rescale existing output accumulator
@@ -994,10 +1004,12 @@ fn naive_attention_head<T: FlashGemm>(
             continue;
         }
 
-        let mut sum = T::zero();
+        // The exponentials, then their sum in the same order: the first loop vectorises.
         for s in row.iter_mut() {
-            let e = (*s - row_max).exp();
-            *s = e;
+            *s = (*s - row_max).exp_vectorisable();
+        }
+        let mut sum = T::zero();
+        for &e in row.iter() {
             sum += e;
         }
 
