@@ -204,8 +204,16 @@ impl<E: Copy + Send + Sync, F: BinaryFn<E>> Piece for ZipInPlace<'_, E, F> {
         let (s1, s2) = self.src.split_at(mid);
         let op = self.op;
         (
-            Self { dst: d1, src: s1, op },
-            Self { dst: d2, src: s2, op },
+            Self {
+                dst: d1,
+                src: s1,
+                op,
+            },
+            Self {
+                dst: d2,
+                src: s2,
+                op,
+            },
         )
     }
     #[inline(always)]
@@ -232,8 +240,16 @@ impl<E: Copy + Send + Sync, F: UnaryFn<E>> Piece for Map<'_, E, F> {
         let (s1, s2) = self.src.split_at(mid);
         let op = self.op;
         (
-            Self { out: o1, src: s1, op },
-            Self { out: o2, src: s2, op },
+            Self {
+                out: o1,
+                src: s1,
+                op,
+            },
+            Self {
+                out: o2,
+                src: s2,
+                op,
+            },
         )
     }
     #[inline(always)]
@@ -262,8 +278,18 @@ impl<E: Copy + Send + Sync, F: BinaryFn<E>> Piece for ZipMap<'_, E, F> {
         let (r1, r2) = self.rhs.split_at(mid);
         let op = self.op;
         (
-            Self { out: o1, lhs: l1, rhs: r1, op },
-            Self { out: o2, lhs: l2, rhs: r2, op },
+            Self {
+                out: o1,
+                lhs: l1,
+                rhs: r1,
+                op,
+            },
+            Self {
+                out: o2,
+                lhs: l2,
+                rhs: r2,
+                op,
+            },
         )
     }
     #[inline(always)]

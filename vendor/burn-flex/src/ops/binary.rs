@@ -324,7 +324,9 @@ where
     let storage: &[E] = tensor.storage();
 
     let result: Vec<E> = match tensor.layout().contiguous_offsets() {
-        Some((start, end)) => crate::parallel::map_collect(&storage[start..end], move |x| op(x, scalar)),
+        Some((start, end)) => {
+            crate::parallel::map_collect(&storage[start..end], move |x| op(x, scalar))
+        }
         None => StridedIter::new(tensor.layout())
             .map(|i| op(storage[i], scalar))
             .collect(),

@@ -118,9 +118,10 @@ where
     let blocks = layout.strided_blocks();
     let result = match &blocks {
         // Single contiguous block (with offset)
-        StridedBlocks::Single { start, len } => {
-            src[*start..*start + *len].iter().map(|&x| op.apply(x)).collect()
-        }
+        StridedBlocks::Single { start, len } => src[*start..*start + *len]
+            .iter()
+            .map(|&x| op.apply(x))
+            .collect(),
         // Strided: iterate over contiguous blocks
         StridedBlocks::Multiple {
             block_len,
@@ -425,9 +426,15 @@ mod tests {
             let want = libm::exp(x as f64);
             let got = super::exp_f32(x) as f64;
             if want >= f32::MIN_POSITIVE as f64 && want <= f32::MAX as f64 {
-                assert!(((got - want) / want).abs() < 2.5e-7, "exp({x}) = {got}, libm {want}");
+                assert!(
+                    ((got - want) / want).abs() < 2.5e-7,
+                    "exp({x}) = {got}, libm {want}"
+                );
             } else if want < f32::MIN_POSITIVE as f64 {
-                assert!((got - want).abs() <= 1.5e-45, "exp({x}) = {got}, libm {want}");
+                assert!(
+                    (got - want).abs() <= 1.5e-45,
+                    "exp({x}) = {got}, libm {want}"
+                );
             } else {
                 assert_eq!(got, f64::INFINITY, "exp({x})");
             }
