@@ -177,12 +177,13 @@ impl Ranks {
         if let Some(mpi) = &self.mpi {
             let s = |n: usize| if n == 1 { "" } else { "s" };
             #[cfg(feature = "cuda")]
-            let engine = match mpi.nccl.get() {
-                Some(_) => "gradients summed by NCCL on the GPUs",
-                None => "gradients summed by MPI through host memory",
-            };
+            let nccl = mpi.nccl.get().is_some();
             #[cfg(not(feature = "cuda"))]
-            let engine = "gradients summed by MPI through host memory";
+            let nccl = false;
+            let engine = match nccl {
+                true => "gradients summed by NCCL on the GPUs",
+                false => "gradients summed by MPI through host memory",
+            };
             return format!(
                 "{} rank{} on {} node{}, {}; {engine}",
                 self.world,
