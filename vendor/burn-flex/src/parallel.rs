@@ -18,16 +18,16 @@ use core::mem::MaybeUninit;
 /// Below this many elements a loop stays on the calling thread.
 pub(crate) const PARALLEL_MIN: usize = 1 << 15;
 
-/// An element-wise operation of one value: every closure, and operations whose body is too
-/// large for the compiler to inline a closure of it into the loops below (GELU's), which
-/// implement it with `#[inline(always)]`.
-pub(crate) trait UnaryFn<E>: Copy + Send + Sync {
-    fn apply(&self, x: E) -> E;
+/// An element-wise operation of one value (to a value of type `R`, a cast where it differs):
+/// every closure, and operations whose body is too large for the compiler to inline a closure
+/// of it into the loops below (GELU's), which implement it with `#[inline(always)]`.
+pub(crate) trait UnaryFn<E, R = E>: Copy + Send + Sync {
+    fn apply(&self, x: E) -> R;
 }
 
-impl<E, F: Fn(E) -> E + Copy + Send + Sync> UnaryFn<E> for F {
+impl<E, R, F: Fn(E) -> R + Copy + Send + Sync> UnaryFn<E, R> for F {
     #[inline(always)]
-    fn apply(&self, x: E) -> E {
+    fn apply(&self, x: E) -> R {
         self(x)
     }
 }
@@ -43,6 +43,32 @@ impl<E, F: Fn(E, E) -> E + Copy + Send + Sync> BinaryFn<E> for F {
         self(a, b)
     }
 }
+
+/// An f32 operation applied to half-precision elements: each converted to f32 and back, in
+/// the loop itself, so that the whole of it vectorises (a closure around the f32 operation
+/// was a call per element).
+#[derive(Clone, Copy)]
+pub(crate) struct ViaF32<F>(pub F);
+
+macro_rules! via_f32 {
+    ($half:ty) => {
+        impl<F: UnaryFn<f32>> UnaryFn<$half> for ViaF32<F> {
+            #[inline(always)]
+            fn apply(&self, x: $half) -> $half {
+                <$half>::from_f32(self.0.apply(x.to_f32()))
+            }
+        }
+
+        impl<F: BinaryFn<f32>> BinaryFn<$half> for ViaF32<F> {
+            #[inline(always)]
+            fn apply(&self, a: $half, b: $half) -> $half {
+                <$half>::from_f32(self.0.apply(a.to_f32(), b.to_f32()))
+            }
+        }
+    };
+}
+via_f32!(burn_std::bf16);
+via_f32!(burn_std::f16);
 
 /// The chunk length that gives each thread one piece of `len` elements.
 #[cfg(feature = "rayon")]
@@ -71,10 +97,11 @@ where
 }
 
 /// `src` mapped through `op` into a new vector.
-pub(crate) fn map_collect<E, F>(src: &[E], op: F) -> alloc::vec::Vec<E>
+pub(crate) fn map_collect<E, R, F>(src: &[E], op: F) -> alloc::vec::Vec<R>
 where
     E: Copy + Send + Sync,
-    F: UnaryFn<E>,
+    R: Send,
+    F: UnaryFn<E, R>,
 {
     let mut result = alloc::vec::Vec::with_capacity(src.len());
     let out = &mut result.spare_capacity_mut()[..src.len()];
@@ -120,13 +147,18 @@ where
     f(dst, src)
 }
 
+/// Loops to compile a second time for AVX2 and FMA and run in that form where the CPU has
+/// them ([`run_widest`]).
+pub(crate) trait Vectorised: Sized {
+    /// The loops; implementations are `#[inline(always)]`, so that [`avx2`] compiles them.
+    fn run(self);
+}
+
 /// One element-wise loop over matching slices, which can be cut in two and run.
-trait Piece: Sized + Send {
+trait Piece: Vectorised + Send {
     fn len(&self) -> usize;
     /// The first `mid` elements of every slice, and the rest.
     fn split_at(self, mid: usize) -> (Self, Self);
-    /// The loop; implementations are `#[inline(always)]`, so that [`avx2`] compiles it.
-    fn run(self);
 }
 
 /// Runs `piece`, in pieces on several threads when it is large.
@@ -149,21 +181,21 @@ fn run<P: Piece>(piece: P) {
     run_widest(piece)
 }
 
-/// Runs `piece` compiled for AVX2 and FMA where the CPU has them.
+/// Runs `work` compiled for AVX2 and FMA where the CPU has them.
 #[inline(always)]
-fn run_widest<P: Piece>(piece: P) {
+pub(crate) fn run_widest<W: Vectorised>(work: W) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features `avx2` is compiled for, checked just above.
-        return unsafe { avx2(piece) };
+        return unsafe { avx2(work) };
     }
-    piece.run()
+    work.run()
 }
 
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2<P: Piece>(piece: P) {
-    piece.run()
+unsafe fn avx2<W: Vectorised>(work: W) {
+    work.run()
 }
 
 struct MapInPlace<'a, E, F> {
@@ -180,6 +212,9 @@ impl<E: Copy + Send, F: UnaryFn<E>> Piece for MapInPlace<'_, E, F> {
         let op = self.op;
         (Self { data: a, op }, Self { data: b, op })
     }
+}
+
+impl<E: Copy + Send, F: UnaryFn<E>> Vectorised for MapInPlace<'_, E, F> {
     #[inline(always)]
     fn run(self) {
         let op = self.op;
@@ -216,6 +251,9 @@ impl<E: Copy + Send + Sync, F: BinaryFn<E>> Piece for ZipInPlace<'_, E, F> {
             },
         )
     }
+}
+
+impl<E: Copy + Send + Sync, F: BinaryFn<E>> Vectorised for ZipInPlace<'_, E, F> {
     #[inline(always)]
     fn run(self) {
         let op = self.op;
@@ -225,13 +263,13 @@ impl<E: Copy + Send + Sync, F: BinaryFn<E>> Piece for ZipInPlace<'_, E, F> {
     }
 }
 
-struct Map<'a, E, F> {
-    out: &'a mut [MaybeUninit<E>],
+struct Map<'a, E, R, F> {
+    out: &'a mut [MaybeUninit<R>],
     src: &'a [E],
     op: F,
 }
 
-impl<E: Copy + Send + Sync, F: UnaryFn<E>> Piece for Map<'_, E, F> {
+impl<E: Copy + Send + Sync, R: Send, F: UnaryFn<E, R>> Piece for Map<'_, E, R, F> {
     fn len(&self) -> usize {
         self.out.len()
     }
@@ -252,6 +290,9 @@ impl<E: Copy + Send + Sync, F: UnaryFn<E>> Piece for Map<'_, E, F> {
             },
         )
     }
+}
+
+impl<E: Copy + Send + Sync, R: Send, F: UnaryFn<E, R>> Vectorised for Map<'_, E, R, F> {
     #[inline(always)]
     fn run(self) {
         let op = self.op;
@@ -292,6 +333,9 @@ impl<E: Copy + Send + Sync, F: BinaryFn<E>> Piece for ZipMap<'_, E, F> {
             },
         )
     }
+}
+
+impl<E: Copy + Send + Sync, F: BinaryFn<E>> Vectorised for ZipMap<'_, E, F> {
     #[inline(always)]
     fn run(self) {
         let op = self.op;

@@ -17,7 +17,7 @@ use num_traits::ToPrimitive;
 
 use crate::ops::binary::binary_op;
 use crate::ops::unary::unary_op;
-use crate::parallel::{BinaryFn, UnaryFn};
+use crate::parallel::{BinaryFn, UnaryFn, ViaF32};
 use crate::{Flex, FlexTensor, Layout};
 
 impl ActivationOps<Flex> for Flex {
@@ -71,8 +71,13 @@ impl ActivationOps<Flex> for Flex {
         // 0.5 * x * (1 + erf(x / sqrt(2)))
         use crate::ops::unary::erf_f64;
         let sqrt2_f64: f64 = core::f64::consts::SQRT_2;
-        if tensor.dtype() == DType::F32 {
-            return crate::ops::unary::unary_op_typed(tensor, Gelu);
+        match tensor.dtype() {
+            DType::F32 => return crate::ops::unary::unary_op_typed(tensor, Gelu),
+            DType::BF16 => {
+                return crate::ops::unary::unary_op_typed::<bf16, _>(tensor, ViaF32(Gelu));
+            }
+            DType::F16 => return crate::ops::unary::unary_op_typed::<f16, _>(tensor, ViaF32(Gelu)),
+            _ => {}
         }
         unary_op(
             tensor,
@@ -86,9 +91,15 @@ impl ActivationOps<Flex> for Flex {
         use crate::ops::unary::erf_f64;
         let sqrt2_f64: f64 = core::f64::consts::SQRT_2;
         let inv_sqrt_2pi_f64: f64 = 1.0 / (2.0 * core::f64::consts::PI).sqrt();
-        if x.dtype() == DType::F32 && x.layout().shape() == grad.layout().shape() {
+        if x.layout().shape() == grad.layout().shape() {
             // The gradient first: it is usually the operand that can take the result in place.
-            return crate::ops::binary::binary_op_typed(grad, x, GeluBackward);
+            use crate::ops::binary::binary_op_typed;
+            match x.dtype() {
+                DType::F32 => return binary_op_typed(grad, x, GeluBackward),
+                DType::BF16 => return binary_op_typed::<bf16, _>(grad, x, ViaF32(GeluBackward)),
+                DType::F16 => return binary_op_typed::<f16, _>(grad, x, ViaF32(GeluBackward)),
+                _ => {}
+            }
         }
         binary_op(
             x,
@@ -422,14 +433,23 @@ fn softmax_row_f32_simd<S: macerator::Simd>(input: &[f32], output: &mut [f32]) {
         }
     }
 
-    // Pass 2: compute exp(x - max), store in output, then sum it in the same order.
+    // Pass 2: compute exp(x - max), store in output, then sum it.
     // macerator has no SIMD exp; burnbert's branch-free `exp_f32` lets the compiler
     // vectorise this loop for `S`'s instruction set, where libm's `expf` was a call each.
+    // The sum in lanes, then across them: one running sum is a chain of dependent adds.
     for (o, &x) in output.iter_mut().zip(input) {
         *o = crate::ops::unary::exp_f32(x - max_val);
     }
-    let mut sum = 0.0f32;
-    for &e in output.iter() {
+    let mut sum = if simd_len >= lanes {
+        let mut sum_vec = 0.0f32.splat::<S>();
+        for j in (0..simd_len).step_by(lanes) {
+            sum_vec = sum_vec + unsafe { vload_unaligned::<S, _>(output.as_ptr().add(j)) };
+        }
+        sum_vec.reduce_add()
+    } else {
+        0.0
+    };
+    for &e in &output[simd_len..] {
         sum += e;
     }
 

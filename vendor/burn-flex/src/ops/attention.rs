@@ -924,6 +924,8 @@ where
 /// 1. scores[seq_q, seq_kv] = Q @ K^T              (one gemm)
 /// 2. Apply scale/softcap/mask/causal/bias + softmax (per-row)
 /// 3. output[seq_q, val_dim] = scores @ V            (one gemm)
+///
+/// The softmax runs compiled for AVX2 where the CPU has it (burnbert patch).
 fn naive_attention_head<T: FlashGemm>(
     q: &[T],
     k: &[T],
@@ -933,16 +935,12 @@ fn naive_attention_head<T: FlashGemm>(
     p: &AttentionParams<T>,
     mask_bias: (Option<&[u8]>, Option<&[T]>),
 ) {
-    let (mask, bias) = mask_bias;
-    let neg_inf = T::neg_infinity();
     let AttentionParams {
-        scale,
-        softcap,
-        causal_offset,
         seq_q,
         seq_kv,
         head_dim,
         val_dim,
+        ..
     } = *p;
 
     // scores = Q @ K^T
@@ -966,58 +964,11 @@ fn naive_attention_head<T: FlashGemm>(
         });
     }
 
-    for qi in 0..seq_q {
-        let row = &mut scores[qi * seq_kv..(qi + 1) * seq_kv];
-
-        let mut row_max = neg_inf;
-        for (ki, s) in row.iter_mut().enumerate() {
-            let mut val = *s * scale;
-
-            if let Some(cap) = softcap {
-                val = cap * (val / cap).tanh();
-            }
-
-            if let Some(m) = mask
-                && m[qi * seq_kv + ki] != 0
-            {
-                val = neg_inf;
-            }
-
-            if let Some(offset) = causal_offset
-                && (ki as isize) > (qi as isize) + offset
-            {
-                val = neg_inf;
-            }
-
-            if let Some(b) = bias {
-                val += b[qi * seq_kv + ki];
-            }
-
-            *s = val;
-            if val > row_max {
-                row_max = val;
-            }
-        }
-
-        if row_max == neg_inf {
-            row.fill(T::zero());
-            continue;
-        }
-
-        // The exponentials, then their sum in the same order: the first loop vectorises.
-        for s in row.iter_mut() {
-            *s = (*s - row_max).exp_vectorisable();
-        }
-        let mut sum = T::zero();
-        for &e in row.iter() {
-            sum += e;
-        }
-
-        let inv_sum = T::one() / sum;
-        for s in row.iter_mut() {
-            *s = *s * inv_sum;
-        }
-    }
+    crate::parallel::run_widest(ScoreSoftmax {
+        scores: &mut *scores,
+        p,
+        mask_bias,
+    });
 
     // output = softmax(scores) @ V
     unsafe {
@@ -1039,6 +990,83 @@ fn naive_attention_head<T: FlashGemm>(
             beta: T::one(),
         });
     }
+}
+
+/// The softmax of every row of one head's scores, in place (burnbert patch).
+///
+/// Upstream applied scale, softcap, mask, causal limit and bias in one loop with a branch per
+/// score for each, and kept the row's maximum and sum in single running values: nothing in it
+/// vectorised. Here each step is a loop of its own, and the maximum and sum are kept in lanes.
+struct ScoreSoftmax<'a, T> {
+    scores: &'a mut [T],
+    p: &'a AttentionParams<T>,
+    mask_bias: (Option<&'a [u8]>, Option<&'a [T]>),
+}
+
+impl<T: FlashGemm> crate::parallel::Vectorised for ScoreSoftmax<'_, T> {
+    #[inline(always)]
+    fn run(self) {
+        let p = self.p;
+        let (mask, bias) = self.mask_bias;
+        let neg_inf = T::neg_infinity();
+        for (qi, row) in self.scores.chunks_exact_mut(p.seq_kv).enumerate() {
+            let tile = qi * p.seq_kv..(qi + 1) * p.seq_kv;
+            for s in row.iter_mut() {
+                *s = *s * p.scale;
+            }
+            if let Some(cap) = p.softcap {
+                for s in row.iter_mut() {
+                    *s = cap * (*s / cap).tanh();
+                }
+            }
+            if let Some(m) = mask {
+                for (s, &m) in row.iter_mut().zip(&m[tile.clone()]) {
+                    if m != 0 {
+                        *s = neg_inf;
+                    }
+                }
+            }
+            if let Some(offset) = p.causal_offset {
+                let visible = (qi as isize + offset + 1).clamp(0, p.seq_kv as isize);
+                row[visible as usize..].fill(neg_inf);
+            }
+            if let Some(b) = bias {
+                for (s, &b) in row.iter_mut().zip(&b[tile]) {
+                    *s += b;
+                }
+            }
+
+            let row_max = fold_lanes(row, neg_inf, |m, x| if x > m { x } else { m });
+            if row_max == neg_inf {
+                row.fill(T::zero());
+                continue;
+            }
+            for s in row.iter_mut() {
+                *s = (*s - row_max).exp_vectorisable();
+            }
+            let inv_sum = T::one() / fold_lanes(row, T::zero(), |a, x| a + x);
+            for s in row.iter_mut() {
+                *s = *s * inv_sum;
+            }
+        }
+    }
+}
+
+/// `f` folded over `values` in 16 interleaved lanes, then over the lanes: the compiler
+/// vectorises the lanes, where one running value is a chain it must keep in order.
+#[inline(always)]
+fn fold_lanes<T: Copy>(values: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    const LANES: usize = 16;
+    let mut lanes = [init; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &x) in lanes.iter_mut().zip(chunk) {
+            *lane = f(*lane, x);
+        }
+    }
+    let folded = lanes.into_iter().fold(init, &f);
+    rest.iter().fold(folded, |acc, &x| f(acc, x))
 }
 
 // Tests kept here exercise flex-specific internals: direct calls into

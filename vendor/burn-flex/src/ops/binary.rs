@@ -6,6 +6,7 @@ use burn_std::{Bytes, Shape, bf16, f16};
 
 use crate::FlexTensor;
 use crate::layout::Layout;
+use crate::parallel::ViaF32;
 use crate::strided_index::StridedIter;
 
 #[cfg(feature = "simd")]
@@ -48,12 +49,8 @@ where
     match dtype {
         DType::F32 => binary_op_f32(lhs, rhs, f32_op, simd_hint),
         DType::F64 => binary_op_typed(lhs, rhs, f64_op),
-        DType::F16 => binary_op_typed(lhs, rhs, |a: f16, b: f16| {
-            f16::from_f32(f32_op(a.to_f32(), b.to_f32()))
-        }),
-        DType::BF16 => binary_op_typed(lhs, rhs, |a: bf16, b: bf16| {
-            bf16::from_f32(f32_op(a.to_f32(), b.to_f32()))
-        }),
+        DType::F16 => binary_op_typed::<f16, _>(lhs, rhs, ViaF32(f32_op)),
+        DType::BF16 => binary_op_typed::<bf16, _>(lhs, rhs, ViaF32(f32_op)),
         _ => panic!("binary_op: unsupported dtype {:?}", dtype),
     }
 }

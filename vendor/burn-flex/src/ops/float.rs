@@ -926,6 +926,25 @@ impl FloatTensorOps<Flex> for Flex {
                 }
                 return out;
             }
+            // Between f32 and the half types, a vectorised loop over the threads (burnbert
+            // patch): mixed precision casts every weight and activation both ways.
+            macro_rules! via_f32 {
+                ($from:ty, $to:ty, $op:expr) => {
+                    if TypeId::of::<Src>() == TypeId::of::<$from>()
+                        && TypeId::of::<Dst>() == TypeId::of::<$to>()
+                    {
+                        let out: Vec<$to> = crate::parallel::map_collect(
+                            bytemuck::cast_slice::<Src, $from>(src),
+                            $op,
+                        );
+                        return bytemuck::allocation::cast_vec(out);
+                    }
+                };
+            }
+            via_f32!(f32, bf16, bf16::from_f32);
+            via_f32!(bf16, f32, bf16::to_f32);
+            via_f32!(f32, f16, f16::from_f32);
+            via_f32!(f16, f32, f16::to_f32);
             src.iter().map(|&v| Dst::from_elem(v)).collect()
         }
 
