@@ -12,6 +12,7 @@ use burn::nn::Dropout;
 use burn::tensor::{Device, Distribution, Shape, Tensor, TensorData};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// Whether `layer` drops anything on `device`, by the conditions of Burn's
 /// `Dropout::forward`: frozen or evaluating layers, and devices that cannot take a backward
@@ -27,20 +28,33 @@ pub(crate) fn cpu_mask<const D: usize>(shape: Shape, keep: f64, device: &Device)
     let seed = draws
         .iter::<f32>()
         .fold(0u64, |seed, u| (seed << 24) | (u * (1 << 24) as f32) as u64);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let values = mask_values(shape.num_elements(), seed, keep);
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// `len` mask values from the ChaCha8 stream of `seed`: `1 / keep` where its u32 word falls
+/// below `keep` of the range, 0 otherwise.
+fn mask_values(len: usize, seed: u64, keep: f64) -> Vec<f32> {
     // P(u32 < threshold) = keep.
     let threshold = (keep * 2f64.powi(32)) as u64;
     let scale = (1.0 / keep) as f32;
-    let values: Vec<f32> = (0..shape.num_elements())
-        .map(|_| {
-            if (rng.next_u32() as u64) < threshold {
-                scale
-            } else {
-                0.0
+    // Element i takes word i of one ChaCha stream, so the mask is the same however the
+    // chunks fall on the cores: each chunk starts its own copy of the stream at its offset.
+    const CHUNK: usize = 1 << 15;
+    let mut values = vec![0.0f32; len];
+    values
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(index, chunk)| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_word_pos((index * CHUNK) as u128);
+            for value in chunk {
+                if (rng.next_u32() as u64) < threshold {
+                    *value = scale;
+                }
             }
-        })
-        .collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
+        });
+    values
 }
 
 /// Burn's generators are one per backend and process; tests that seed them and draw take
@@ -99,6 +113,19 @@ mod tests {
             let scale = (1.0 / 0.9f64) as f32;
             assert!(values.iter().all(|&v| v == 0.0 || v == scale), "{device:?}");
         }
+    }
+
+    /// The chunks drawn on the cores read as one stream drawn in order.
+    #[test]
+    fn mask_is_one_chacha_stream_in_order() {
+        let len = 100_003;
+        let mut rng = ChaCha8Rng::seed_from_u64(42);
+        let threshold = (0.9 * 2f64.powi(32)) as u64;
+        let scale = (1.0 / 0.9f64) as f32;
+        let serial: Vec<f32> = (0..len)
+            .map(|_| if (rng.next_u32() as u64) < threshold { scale } else { 0.0 })
+            .collect();
+        assert_eq!(mask_values(len, 42, 0.9), serial);
     }
 
     #[test]

@@ -156,11 +156,12 @@ fn host_step<const D: usize>(
         .zip(moment_2.par_chunks_mut(CHUNK))
         .zip(grad.par_chunks(CHUNK))
         .for_each(|(((p, m), v), g)| {
-            for i in 0..p.len() {
-                m[i] = m[i] * s.beta_1 + g[i] * (1.0 - s.beta_1);
-                v[i] = v[i] * s.beta_2 + g[i] * g[i] * (1.0 - s.beta_2);
-                let update = (m[i] / s.correction_1) / ((v[i] / s.correction_2).sqrt() + s.epsilon);
-                p[i] = p[i] * s.decay - update * s.lr;
+            // Zipped iterators, not indices: without bounds checks the loop vectorises.
+            for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                *m = *m * s.beta_1 + g * (1.0 - s.beta_1);
+                *v = *v * s.beta_2 + g * g * (1.0 - s.beta_2);
+                let update = (*m / s.correction_1) / ((*v / s.correction_2).sqrt() + s.epsilon);
+                *p = *p * s.decay - update * s.lr;
             }
         });
     let on_device =

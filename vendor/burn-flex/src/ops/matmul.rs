@@ -450,28 +450,30 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
 // bf16 matmul (via f32 conversion)
 // ============================================================================
 
+/// A bf16 tensor in f32 (burnbert patch: vectorised, over the threads). A view that covers its
+/// whole storage, a transposed weight say, keeps its layout, which the f32 product reads
+/// through its strides instead of a copy.
+fn bf16_to_f32(tensor: FlexTensor) -> FlexTensor {
+    let layout = tensor.layout();
+    let covers_storage = layout.start_offset() == 0
+        && layout.strides().iter().all(|&stride| stride >= 0)
+        && tensor.storage::<bf16>().len() == layout.num_elements();
+    let tensor = if covers_storage {
+        tensor
+    } else {
+        tensor.to_contiguous()
+    };
+    let values: Vec<f32> = crate::parallel::map_collect(tensor.storage::<bf16>(), bf16::to_f32);
+    FlexTensor::new(
+        Bytes::from_elems(values),
+        tensor.layout().clone(),
+        DType::F32,
+    )
+}
+
 fn matmul_bf16(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
-    let lhs = lhs.to_contiguous();
-    let rhs = rhs.to_contiguous();
-
-    let lhs_shape = lhs.layout().shape();
-    let rhs_shape = rhs.layout().shape();
-
-    // Convert bf16 -> f32 (burnbert patch: vectorised, over the threads)
-    let lhs_f32: Vec<f32> = crate::parallel::map_collect(lhs.storage::<bf16>(), bf16::to_f32);
-    let rhs_f32: Vec<f32> = crate::parallel::map_collect(rhs.storage::<bf16>(), bf16::to_f32);
-
-    // Create f32 tensors
-    let lhs_f32_tensor = FlexTensor::new(
-        Bytes::from_elems(lhs_f32),
-        Layout::contiguous(lhs_shape.clone()),
-        DType::F32,
-    );
-    let rhs_f32_tensor = FlexTensor::new(
-        Bytes::from_elems(rhs_f32),
-        Layout::contiguous(rhs_shape.clone()),
-        DType::F32,
-    );
+    let lhs_f32_tensor = bf16_to_f32(lhs);
+    let rhs_f32_tensor = bf16_to_f32(rhs);
 
     // Compute matmul in f32
     let result_f32 = matmul_gemm::<f32>(lhs_f32_tensor, rhs_f32_tensor);
@@ -1046,5 +1048,28 @@ mod tests {
         let values: Vec<f16> = result.into_data().try_into_vec().unwrap();
         let expected: Vec<f16> = expected.into_data().try_into_vec().unwrap();
         assert_eq!(values, expected);
+    }
+
+    /// burnbert patch: a transposed bf16 operand is converted through its strides, not copied
+    /// first; small whole numbers are exact in bf16, so the product equals f32's.
+    #[test]
+    fn patch_matmul_bf16_reads_transposed_views() {
+        let vals: Vec<f32> = (0..12).map(|i| (i % 5) as f32 - 2.0).collect();
+        let bf16_vals: Vec<bf16> = vals.iter().copied().map(bf16::from_f32).collect();
+        let lhs = FlexTensor::from_data(TensorData::new(bf16_vals.clone(), [4, 3])).transpose(0, 1);
+        let rhs = FlexTensor::from_data(TensorData::new(bf16_vals, [3, 4])).transpose(0, 1);
+        let got: Vec<bf16> = Flex::float_matmul(lhs, rhs)
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+
+        let lhs = FlexTensor::from_data(TensorData::new(vals.clone(), [4, 3])).transpose(0, 1);
+        let rhs = FlexTensor::from_data(TensorData::new(vals, [3, 4])).transpose(0, 1);
+        let want: Vec<f32> = Flex::float_matmul(lhs, rhs)
+            .into_data()
+            .try_into_vec()
+            .unwrap();
+        let got: Vec<f32> = got.into_iter().map(bf16::to_f32).collect();
+        assert_eq!(got, want);
     }
 }
