@@ -123,7 +123,13 @@ mod tests {
         let threshold = (0.9 * 2f64.powi(32)) as u64;
         let scale = (1.0 / 0.9f64) as f32;
         let serial: Vec<f32> = (0..len)
-            .map(|_| if (rng.next_u32() as u64) < threshold { scale } else { 0.0 })
+            .map(|_| {
+                if (rng.next_u32() as u64) < threshold {
+                    scale
+                } else {
+                    0.0
+                }
+            })
             .collect();
         assert_eq!(mask_values(len, 42, 0.9), serial);
     }
