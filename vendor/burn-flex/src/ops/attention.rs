@@ -659,10 +659,7 @@ fn flash_attention_head<T: FlashGemm>(
             for score in score_row.iter_mut() {
                 *score = (*score - new_max).exp_vectorisable();
             }
-            let mut tile_sum = T::zero();
-            for &e in score_row.iter() {
-                tile_sum += e;
-            }
+            let tile_sum = fold_lanes(score_row, T::zero(), |a, e| a + e);
 
             let correction = if row_max[qi] == neg_inf {
                 T::zero()

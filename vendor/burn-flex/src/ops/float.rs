@@ -928,7 +928,7 @@ impl FloatTensorOps<Flex> for Flex {
             }
             // Between f32 and the half types, a vectorised loop over the threads (burnbert
             // patch): mixed precision casts every weight and activation both ways.
-            macro_rules! via_f32 {
+            macro_rules! threaded_cast {
                 ($from:ty, $to:ty, $op:expr) => {
                     if TypeId::of::<Src>() == TypeId::of::<$from>()
                         && TypeId::of::<Dst>() == TypeId::of::<$to>()
@@ -941,10 +941,10 @@ impl FloatTensorOps<Flex> for Flex {
                     }
                 };
             }
-            via_f32!(f32, bf16, bf16::from_f32);
-            via_f32!(bf16, f32, bf16::to_f32);
-            via_f32!(f32, f16, f16::from_f32);
-            via_f32!(f16, f32, f16::to_f32);
+            threaded_cast!(f32, bf16, bf16::from_f32);
+            threaded_cast!(bf16, f32, bf16::to_f32);
+            threaded_cast!(f32, f16, f16::from_f32);
+            threaded_cast!(f16, f32, f16::to_f32);
             src.iter().map(|&v| Dst::from_elem(v)).collect()
         }
 
