@@ -262,13 +262,9 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     let lhs_ptr = unsafe { lhs_data.as_ptr().add(lhs.layout().start_offset()) };
     let rhs_ptr = unsafe { rhs_data.as_ptr().add(rhs.layout().start_offset()) };
 
-    let out_shape = Shape::from(vec![m, n]);
-    let mut out_values = Vec::<T>::with_capacity(m * n);
-    let out_data = &mut out_values.spare_capacity_mut()[..m * n];
-
     let parallelism = get_parallelism(m, n, k);
 
-    unsafe {
+    written_by_gemm::<T>(Shape::from(vec![m, n]), |out_data| unsafe {
         gemm_call(
             m,
             n,
@@ -284,13 +280,24 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
             rhs_row_stride,
             parallelism,
         );
-    }
+    })
+}
 
-    // SAFETY: gemm wrote every element of the output (it reads none of it: `read_dst` is false).
-    unsafe { out_values.set_len(m * n) };
+/// A new contiguous tensor of `shape` whose every element `write` stores through gemm
+/// (burnbert patch): gemm reads none of its output (`read_dst` is false), so the output is
+/// not zeroed first, on the calling thread while the product's threads wait.
+fn written_by_gemm<T: GemmScalar>(
+    shape: Shape,
+    write: impl FnOnce(&mut [core::mem::MaybeUninit<T>]),
+) -> FlexTensor {
+    let len = (0..shape.num_dims()).fold(1, |len, i| checked_size(len, shape[i]));
+    let mut values = Vec::<T>::with_capacity(len);
+    write(&mut values.spare_capacity_mut()[..len]);
+    // SAFETY: `write` had gemm store every one of the `len` elements.
+    unsafe { values.set_len(len) };
     FlexTensor::new(
-        Bytes::from_elems(out_values),
-        Layout::contiguous(out_shape),
+        Bytes::from_elems(values),
+        Layout::contiguous(shape),
         T::dtype(),
     )
 }
@@ -372,15 +379,10 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
     out_dims.push(n);
     let out_shape = Shape::from(out_dims);
 
-    let out_len = checked_size(batch_size, out_matrix_size);
-    let mut out_values = Vec::<T>::with_capacity(out_len);
-
     let lhs_data: &[T] = lhs.storage();
     let rhs_data: &[T] = rhs.storage();
     let lhs_start = lhs.layout().start_offset() as isize;
     let rhs_start = rhs.layout().start_offset() as isize;
-    let out_data = &mut out_values.spare_capacity_mut()[..out_len];
-
     let per_matrix_ops = m.saturating_mul(n).saturating_mul(k);
 
     // Closure: run gemm for one batch slice at the given pointers
@@ -410,30 +412,44 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
     // 1. Large matrices: let gemm parallelize internally
     // 2. Small matrices, large batch: parallelize batch loop
     // 3. Small total work: single-threaded
-    #[cfg(feature = "rayon")]
-    {
-        let total_ops = batch_size.saturating_mul(per_matrix_ops);
-        let prefer_batch_parallel = batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
+    written_by_gemm::<T>(out_shape, |out_data| {
+        #[cfg(feature = "rayon")]
+        {
+            let total_ops = batch_size.saturating_mul(per_matrix_ops);
+            let prefer_batch_parallel = batch_size >= 4 && total_ops >= BATCH_PARALLEL_THRESHOLD;
 
-        if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
-            let parallelism = gemm::Parallelism::Rayon(0);
-            for b in 0..batch_size {
-                run_one(
-                    out_data[b * out_matrix_size..].as_mut_ptr().cast(),
-                    b,
-                    parallelism,
-                );
+            if per_matrix_ops >= PARALLEL_THRESHOLD && !prefer_batch_parallel {
+                let parallelism = gemm::Parallelism::Rayon(0);
+                for b in 0..batch_size {
+                    run_one(
+                        out_data[b * out_matrix_size..].as_mut_ptr().cast(),
+                        b,
+                        parallelism,
+                    );
+                }
+            } else if total_ops >= BATCH_PARALLEL_THRESHOLD && batch_size > 1 {
+                use rayon::prelude::*;
+
+                out_data
+                    .par_chunks_mut(out_matrix_size)
+                    .enumerate()
+                    .for_each(|(b, out_chunk)| {
+                        run_one(out_chunk.as_mut_ptr().cast(), b, gemm::Parallelism::None);
+                    });
+            } else {
+                for b in 0..batch_size {
+                    run_one(
+                        out_data[b * out_matrix_size..].as_mut_ptr().cast(),
+                        b,
+                        gemm::Parallelism::None,
+                    );
+                }
             }
-        } else if total_ops >= BATCH_PARALLEL_THRESHOLD && batch_size > 1 {
-            use rayon::prelude::*;
+        }
 
-            out_data
-                .par_chunks_mut(out_matrix_size)
-                .enumerate()
-                .for_each(|(b, out_chunk)| {
-                    run_one(out_chunk.as_mut_ptr().cast(), b, gemm::Parallelism::None);
-                });
-        } else {
+        #[cfg(not(feature = "rayon"))]
+        {
+            let _ = per_matrix_ops;
             for b in 0..batch_size {
                 run_one(
                     out_data[b * out_matrix_size..].as_mut_ptr().cast(),
@@ -442,28 +458,7 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
                 );
             }
         }
-    }
-
-    #[cfg(not(feature = "rayon"))]
-    {
-        let _ = per_matrix_ops;
-        for b in 0..batch_size {
-            run_one(
-                out_data[b * out_matrix_size..].as_mut_ptr().cast(),
-                b,
-                gemm::Parallelism::None,
-            );
-        }
-    }
-
-    // SAFETY: gemm wrote every element of every batch's output (it reads none of it:
-    // `read_dst` is false).
-    unsafe { out_values.set_len(out_len) };
-    FlexTensor::new(
-        Bytes::from_elems(out_values),
-        Layout::contiguous(out_shape),
-        T::dtype(),
-    )
+    })
 }
 
 // ============================================================================
