@@ -147,10 +147,11 @@ where
     f(dst, src)
 }
 
-/// Loops to compile a second time for AVX2 and FMA and run in that form where the CPU has
-/// them ([`run_widest`]).
+/// Loops to compile again for AVX-512 and for AVX2 and FMA, and run in the widest form the
+/// CPU has ([`run_widest`]).
 pub(crate) trait Vectorised: Sized {
-    /// The loops; implementations are `#[inline(always)]`, so that [`avx2`] compiles them.
+    /// The loops; implementations are `#[inline(always)]`, so that [`avx512`] and [`avx2`]
+    /// compile them.
     fn run(self);
 }
 
@@ -181,14 +182,27 @@ fn run<P: Piece>(piece: P) {
     run_widest(piece)
 }
 
-/// Runs `work` compiled for AVX2 and FMA where the CPU has them.
+/// Runs `work` compiled for AVX-512 where the CPU has it, else for AVX2 and FMA where it has
+/// those.
 #[inline(always)]
 pub(crate) fn run_widest<W: Vectorised>(work: W) {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features `avx2` is compiled for, checked just above.
-        return unsafe { avx2(work) };
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the feature `avx512` is compiled for, checked just above.
+            return unsafe { avx512(work) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features `avx2` is compiled for, checked just above.
+            return unsafe { avx2(work) };
+        }
     }
+    work.run()
+}
+
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512<W: Vectorised>(work: W) {
     work.run()
 }
 

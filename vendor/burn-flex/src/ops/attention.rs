@@ -922,7 +922,7 @@ where
 /// 2. Apply scale/softcap/mask/causal/bias + softmax (per-row)
 /// 3. output[seq_q, val_dim] = scores @ V            (one gemm)
 ///
-/// The softmax runs compiled for AVX2 where the CPU has it (burnbert patch).
+/// The softmax runs compiled for the CPU's widest vectors (burnbert patch).
 fn naive_attention_head<T: FlashGemm>(
     q: &[T],
     k: &[T],
