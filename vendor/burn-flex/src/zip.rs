@@ -78,6 +78,20 @@ impl ZipNest {
         self.lhs_offset == 0 && self.lhs_is_dense()
     }
 
+    /// The nest over `count` indices of the outermost collapsed dim from `first` (burnbert
+    /// patch: the piece of a traversal that one thread takes).
+    fn outer_rows(&self, first: usize, count: usize) -> ZipNest {
+        let mut rows = *self;
+        rows.shape[0] = count;
+        rows.lhs_offset += first * self.lhs_strides[0] as usize;
+        rows.rhs_offset += first * self.rhs_strides[0] as usize;
+        rows
+    }
+
+    fn num_elements(&self) -> usize {
+        self.shape[..self.ndim].iter().product()
+    }
+
     /// Call `f(lhs_base, rhs_base)` once per innermost run, in
     /// row-major output order. The bases are storage indices of the
     /// first element of the run; offsets advance by stride addition,
@@ -200,9 +214,10 @@ pub(crate) fn zip_map<L, R, Out, F>(
     op: F,
 ) -> Option<Vec<Out>>
 where
-    L: Copy,
-    R: Copy,
-    F: Fn(L, R) -> Out,
+    L: Copy + Sync,
+    R: Copy + Sync,
+    Out: Send,
+    F: Fn(L, R) -> Out + Sync,
 {
     let numel = lhs_layout.num_elements();
     if numel == 0 {
@@ -217,32 +232,103 @@ where
         return Some(out);
     }
 
+    // burnbert patch: the rows of the nest go to the threads, each writing its own part of
+    // the output, where upstream walked them all on the calling thread.
+    over_outer_rows(
+        &nest,
+        &mut out.spare_capacity_mut()[..numel],
+        |rows, out| zip_map_rows(&rows, lhs, rhs, out, &op),
+    );
+    // SAFETY: `zip_map_rows` wrote every element of the nest, `numel` of them.
+    unsafe { out.set_len(numel) };
+    Some(out)
+}
+
+/// `zip_map`'s traversal of `nest` into `out`, which holds exactly its elements.
+fn zip_map_rows<L, R, Out, F>(
+    nest: &ZipNest,
+    lhs: &[L],
+    rhs: &[R],
+    out: &mut [core::mem::MaybeUninit<Out>],
+    op: &F,
+) where
+    L: Copy,
+    R: Copy,
+    F: Fn(L, R) -> Out,
+{
     let (len, l_st, r_st) = nest.inner();
+    let mut runs = out.chunks_exact_mut(len);
+    let mut next_run = || runs.next().expect("the output holds every run of the nest");
     match (l_st, r_st) {
         (1, 1) => nest.for_each_run(|lb, rb| {
-            out.extend(
-                lhs[lb..lb + len]
-                    .iter()
-                    .zip(&rhs[rb..rb + len])
-                    .map(|(&a, &b)| op(a, b)),
-            );
+            for (o, (&a, &b)) in next_run()
+                .iter_mut()
+                .zip(lhs[lb..lb + len].iter().zip(&rhs[rb..rb + len]))
+            {
+                o.write(op(a, b));
+            }
         }),
         (1, 0) => nest.for_each_run(|lb, rb| {
             let b = rhs[rb];
-            out.extend(lhs[lb..lb + len].iter().map(|&a| op(a, b)));
+            for (o, &a) in next_run().iter_mut().zip(&lhs[lb..lb + len]) {
+                o.write(op(a, b));
+            }
         }),
         (0, 1) => nest.for_each_run(|lb, rb| {
             let a = lhs[lb];
-            out.extend(rhs[rb..rb + len].iter().map(|&b| op(a, b)));
+            for (o, &b) in next_run().iter_mut().zip(&rhs[rb..rb + len]) {
+                o.write(op(a, b));
+            }
         }),
         _ => nest.for_each_run(|lb, rb| {
-            out.extend(
-                (0..len).map(|i| op(lhs[lb + i * l_st as usize], rhs[rb + i * r_st as usize])),
-            );
+            for (i, o) in next_run().iter_mut().enumerate() {
+                o.write(op(lhs[lb + i * l_st as usize], rhs[rb + i * r_st as usize]));
+            }
         }),
     }
-    debug_assert_eq!(out.len(), numel);
-    Some(out)
+}
+
+/// Runs `f` on pieces of `nest`'s outermost collapsed dim and the matching pieces of `dst`,
+/// which holds the nest's elements in row-major order: on several threads, each piece
+/// compiled for the CPU's widest vectors ([`crate::parallel::run_widest`]), when the nest is
+/// large (burnbert patch).
+fn over_outer_rows<D, F>(nest: &ZipNest, dst: &mut [D], f: F)
+where
+    D: Send,
+    F: Fn(ZipNest, &mut [D]) + Sync,
+{
+    let rows = nest.shape[0];
+    let row_len = dst.len() / rows;
+    #[cfg(feature = "rayon")]
+    {
+        use crate::parallel::PARALLEL_MIN;
+        let pieces = rayon::current_num_threads()
+            .min(rows)
+            .min(dst.len() / (PARALLEL_MIN / 2));
+        if pieces > 1 {
+            use rayon::prelude::*;
+            let rows_per_piece = rows.div_ceil(pieces);
+            dst.par_chunks_mut(rows_per_piece * row_len)
+                .enumerate()
+                .for_each(|(i, part)| {
+                    let first = i * rows_per_piece;
+                    let piece = nest.outer_rows(first, part.len() / row_len);
+                    crate::parallel::run_widest(RowsPiece(|| f(piece, part)));
+                });
+            return;
+        }
+    }
+    crate::parallel::run_widest(RowsPiece(|| f(*nest, dst)));
+}
+
+/// A closure to compile into [`crate::parallel::run_widest`]'s wider forms.
+struct RowsPiece<F>(F);
+
+impl<F: FnOnce()> crate::parallel::Vectorised for RowsPiece<F> {
+    #[inline(always)]
+    fn run(self) {
+        (self.0)()
+    }
 }
 
 /// Apply `op` over a collapsed nest *in place*, writing the result back
@@ -262,9 +348,9 @@ where
 /// strided — and monomorphized per call site so LLVM autovectorizes it.
 pub(crate) fn zip_apply_inplace<D, S, F>(nest: &ZipNest, dst: &mut [D], src: &[S], op: F)
 where
-    D: Copy,
-    S: Copy,
-    F: Fn(D, S) -> D,
+    D: Copy + Send,
+    S: Copy + Sync,
+    F: Fn(D, S) -> D + Sync,
 {
     debug_assert!(
         nest.lhs_is_dense(),
@@ -280,6 +366,23 @@ where
         return;
     }
 
+    // burnbert patch: over the threads, as `zip_map`. Each piece of `dst` starts at its own
+    // index 0.
+    let numel = nest.num_elements();
+    let dense = &mut dst[nest.lhs_offset..nest.lhs_offset + numel];
+    over_outer_rows(nest, dense, |mut rows, dst| {
+        rows.lhs_offset = 0;
+        zip_apply_rows(&rows, dst, src, &op)
+    });
+}
+
+/// `zip_apply_inplace`'s traversal of `nest`.
+fn zip_apply_rows<D, S, F>(nest: &ZipNest, dst: &mut [D], src: &[S], op: &F)
+where
+    D: Copy,
+    S: Copy,
+    F: Fn(D, S) -> D,
+{
     let (len, l_st, r_st) = nest.inner();
     debug_assert_eq!(l_st, 1, "dense destination implies a contiguous inner run");
     match r_st {
@@ -684,12 +787,12 @@ mod tests {
 
     /// Run `zip_apply_inplace` over `dst`, given that `dst_layout` is
     /// the dense side. Returns `None` if the nest declines the pair.
-    fn apply_inplace<E: Copy>(
+    fn apply_inplace<E: Copy + Send + Sync>(
         dst: &mut [E],
         dst_layout: &Layout,
         src: &[E],
         src_layout: &Layout,
-        op: impl Fn(E, E) -> E,
+        op: impl Fn(E, E) -> E + Sync,
     ) -> Option<()> {
         let nest = collapse_for_zip(dst_layout, src_layout)?;
         if !nest.lhs_is_dense_from_zero() {
@@ -772,6 +875,68 @@ mod tests {
                 .expect("dense rhs must be reusable");
             assert_eq!(got, want, "dense-rhs {bshape:?}");
         }
+    }
+
+    /// burnbert patch: both traversals over three threads, on nests large enough to be cut
+    /// (into pieces that do not divide their rows evenly), equal the per-element reference:
+    /// broadcasts inside and outside the run, a transposed operand, an offset view, one
+    /// collapsed dim.
+    #[cfg(feature = "rayon")]
+    #[test]
+    fn patch_zip_over_threads_matches_reference() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let full = [5usize, 257, 129];
+        let numel: usize = full.iter().product();
+        assert!(numel > 4 * crate::parallel::PARALLEL_MIN);
+        let values = |n: usize, seed: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 7919) % 1013) as f32 * 0.25 - seed)
+                .collect()
+        };
+        let dense = values(numel + 3, 1.0);
+        let dense_layout = Layout::contiguous(Shape::from(full.to_vec()));
+        let offset_layout = Layout::new(
+            Shape::from(full.to_vec()),
+            dense_layout.strides().to_vec(),
+            3,
+        );
+        let [d0, d1, d2] = full;
+        let transposed = Layout::new(
+            Shape::from(full.to_vec()),
+            vec![(d1 * d2) as isize, 1, d1 as isize],
+            0,
+        );
+        let others: Vec<(Vec<f32>, Layout)> = vec![
+            (values(d1, 2.0), broadcast_layout(&[1, d1, 1], &full)),
+            (values(d0 * d2, 3.0), broadcast_layout(&[d0, 1, d2], &full)),
+            (values(1, 4.0), broadcast_layout(&[1, 1, 1], &full)),
+            (values(numel, 5.0), transposed),
+        ];
+        pool.install(|| {
+            for (other, other_layout) in &others {
+                for lhs_layout in [&dense_layout, &offset_layout] {
+                    let want = reference(&dense, lhs_layout, other, other_layout, |a, b| a * b - a);
+                    let got = zip_map(&dense, lhs_layout, other, other_layout, |a, b| a * b - a);
+                    assert_eq!(got.unwrap(), want, "zip_map {other_layout:?}");
+                }
+                let want = reference(&dense, &dense_layout, other, other_layout, |a, b| a * b - a);
+                let mut got = dense.clone();
+                apply_inplace(&mut got, &dense_layout, other, other_layout, |a, b| {
+                    a * b - a
+                })
+                .unwrap();
+                assert_eq!(&got[..numel], &want[..], "in place {other_layout:?}");
+                assert_eq!(&got[numel..], &dense[numel..], "past the tensor");
+            }
+            let flat = Layout::contiguous(Shape::from(vec![numel]));
+            let scalar = Layout::new(Shape::from(vec![numel]), vec![0], 0);
+            let want = reference(&dense, &flat, &[2.5], &scalar, |a, b| a - b);
+            let got = zip_map(&dense, &flat, &[2.5], &scalar, |a, b| a - b).unwrap();
+            assert_eq!(got, want, "one collapsed dim");
+        });
     }
 
     #[test]

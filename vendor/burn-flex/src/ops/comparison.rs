@@ -27,8 +27,8 @@ pub fn compare<F32Cmp, F64Cmp>(
     simd_hint: Option<CompareOp>,
 ) -> FlexTensor
 where
-    F32Cmp: Fn(f32, f32) -> bool + Copy,
-    F64Cmp: Fn(f64, f64) -> bool + Copy,
+    F32Cmp: Fn(f32, f32) -> bool + Copy + Sync,
+    F64Cmp: Fn(f64, f64) -> bool + Copy + Sync,
 {
     debug_assert_eq!(lhs.dtype(), rhs.dtype(), "compare: dtype mismatch");
 
@@ -60,7 +60,7 @@ fn compare_f32<Cmp>(
     simd_hint: Option<CompareOp>,
 ) -> FlexTensor
 where
-    Cmp: Fn(f32, f32) -> bool,
+    Cmp: Fn(f32, f32) -> bool + Sync,
 {
     // SIMD fast path: both tensors contiguous
     if let (Some((l_start, l_end)), Some((r_start, r_end))) = (
@@ -275,7 +275,7 @@ fn compare_typed<E, Cmp>(
 ) -> FlexTensor
 where
     E: Element + Pod,
-    Cmp: Fn(E, E) -> bool,
+    Cmp: Fn(E, E) -> bool + Sync,
 {
     let shape = lhs.layout().shape().clone();
     let lhs_storage: &[E] = lhs.storage();
@@ -513,8 +513,8 @@ fn compare_int<I64Cmp, U64Cmp>(
     u64_cmp: U64Cmp,
 ) -> FlexTensor
 where
-    I64Cmp: Fn(i64, i64) -> bool,
-    U64Cmp: Fn(u64, u64) -> bool,
+    I64Cmp: Fn(i64, i64) -> bool + Sync,
+    U64Cmp: Fn(u64, u64) -> bool + Sync,
 {
     let (lhs, rhs) = crate::ops::expand::broadcast_binary(lhs, rhs);
 
