@@ -72,7 +72,7 @@ via_f32!(burn_std::f16);
 
 /// The chunk length that gives each thread one piece of `len` elements.
 #[cfg(feature = "rayon")]
-fn chunk_len(len: usize) -> usize {
+pub(crate) fn chunk_len(len: usize) -> usize {
     len.div_ceil(rayon::current_num_threads())
         .max(PARALLEL_MIN / 2)
 }

@@ -301,13 +301,11 @@ where
     let row_len = dst.len() / rows;
     #[cfg(feature = "rayon")]
     {
-        use crate::parallel::PARALLEL_MIN;
-        let pieces = rayon::current_num_threads()
-            .min(rows)
-            .min(dst.len() / (PARALLEL_MIN / 2));
-        if pieces > 1 {
+        use crate::parallel::{PARALLEL_MIN, chunk_len};
+        if dst.len() >= PARALLEL_MIN && rayon::current_num_threads() > 1 && rows > 1 {
             use rayon::prelude::*;
-            let rows_per_piece = rows.div_ceil(pieces);
+            // Whole rows, as near to the flat loops' pieces as they allow.
+            let rows_per_piece = chunk_len(dst.len()).div_ceil(row_len);
             dst.par_chunks_mut(rows_per_piece * row_len)
                 .enumerate()
                 .for_each(|(i, part)| {
