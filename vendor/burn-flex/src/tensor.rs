@@ -276,6 +276,17 @@ impl FlexTensor {
         }
     }
 
+    /// Whether the view starts at its buffer's first element, steps forward only, and has as
+    /// many elements as the buffer (a contiguous or a transposed tensor): an element-wise map
+    /// of the buffer in storage order, under the same layout, is then the map of the view
+    /// (burnbert patch: the test of unary operations' fast path, shared with the bf16
+    /// product's conversion).
+    pub(crate) fn covers_storage(&self) -> bool {
+        self.layout.start_offset() == 0
+            && self.layout.strides().iter().all(|&stride| stride >= 0)
+            && self.data.len() == self.layout.num_elements() * dtype_size(self.dtype)
+    }
+
     /// Copy to contiguous layout if needed, consuming `self`.
     ///
     /// Prefer this over [`Self::to_contiguous`] when you own the tensor and

@@ -469,11 +469,7 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
 /// whole storage, a transposed weight say, keeps its layout, which the f32 product reads
 /// through its strides instead of a copy.
 fn bf16_to_f32(tensor: FlexTensor) -> FlexTensor {
-    let layout = tensor.layout();
-    let covers_storage = layout.start_offset() == 0
-        && layout.strides().iter().all(|&stride| stride >= 0)
-        && tensor.storage::<bf16>().len() == layout.num_elements();
-    let tensor = if covers_storage {
+    let tensor = if tensor.covers_storage() {
         tensor
     } else {
         tensor.to_contiguous()

@@ -96,7 +96,7 @@ where
     // Fast path: storage exactly matches tensor view (covers transposed tensors)
     // Iterate in storage order (contiguous) and preserve original layout.
     // Only valid when all strides are positive.
-    if !has_negative_strides && layout.start_offset() == 0 && src.len() == n {
+    if tensor.covers_storage() {
         let result: Vec<E> = crate::parallel::map_collect(src, op);
         let bytes = Bytes::from_elems(result);
         return FlexTensor::new(bytes, layout, E::dtype());
