@@ -303,6 +303,10 @@ fn written_by_gemm<T: GemmScalar>(
 }
 
 /// Strided gemm call for one matrix. Wraps `gemm::gemm` with GemmScalar zero/one.
+///
+/// A threaded call (`Parallelism::Rayon`) with enough rows cuts the output's rows into one
+/// band per thread, each a single-threaded gemm (burnbert patch): one fork per product, where
+/// gemm's own threading sends the pool two jobs per depth block, from outside it.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_call<T: GemmScalar>(
@@ -320,6 +324,37 @@ unsafe fn gemm_call<T: GemmScalar>(
     rhs_rs: isize,
     parallelism: gemm::Parallelism,
 ) {
+    #[cfg(feature = "rayon")]
+    if let gemm::Parallelism::Rayon(_) = parallelism {
+        let threads = rayon::current_num_threads();
+        if threads > 1 && m >= threads * BAND_ROWS {
+            let band = m.div_ceil(threads).next_multiple_of(BAND_ROWS);
+            let operands = &Operands { out, lhs, rhs };
+            use rayon::prelude::*;
+            (0..m.div_ceil(band)).into_par_iter().for_each(move |i| {
+                let (first, rows) = (i * band, band.min(m - i * band));
+                let first = first as isize;
+                unsafe {
+                    gemm_call(
+                        rows,
+                        n,
+                        k,
+                        operands.out.wrapping_offset(first * out_rs),
+                        out_cs,
+                        out_rs,
+                        operands.lhs.wrapping_offset(first * lhs_rs),
+                        lhs_cs,
+                        lhs_rs,
+                        operands.rhs,
+                        rhs_cs,
+                        rhs_rs,
+                        gemm::Parallelism::None,
+                    )
+                };
+            });
+            return;
+        }
+    }
     unsafe {
         gemm::gemm(
             m,
@@ -344,6 +379,24 @@ unsafe fn gemm_call<T: GemmScalar>(
         );
     }
 }
+
+/// The rows of a threaded product's bands come in multiples of this, the height of gemm's
+/// widest f32 micro-kernel (four 16-lane registers), so that no band ends in a partial panel.
+#[cfg(feature = "rayon")]
+const BAND_ROWS: usize = 64;
+
+/// A product's three operands, shared by the threads that each write their own band of the
+/// output's rows (burnbert patch).
+#[cfg(feature = "rayon")]
+struct Operands<T> {
+    out: *mut T,
+    lhs: *const T,
+    rhs: *const T,
+}
+
+// SAFETY: the bands read the operands and write disjoint rows of the output.
+#[cfg(feature = "rayon")]
+unsafe impl<T> Sync for Operands<T> {}
 
 /// Batched matmul: [B..., M, K] x [B..., K, N] -> [B..., M, N]
 /// Supports broadcasting on batch dimensions and strided (non-contiguous) inputs.
@@ -1082,5 +1135,60 @@ mod tests {
             .unwrap();
         let got: Vec<f32> = got.into_iter().map(bf16::to_f32).collect();
         assert_eq!(got, want);
+    }
+
+    /// The threaded product's bands (burnbert patch): on three threads, 300 rows make two
+    /// full bands of 128 and a partial one of 44; a plain, a transposed and a batched left
+    /// operand against a sum in f64 of every output.
+    #[cfg(feature = "rayon")]
+    #[test]
+    fn patch_threaded_product_bands_match_reference() {
+        let (m, k, n) = (300, 160, 200);
+        assert!(m * k * n >= super::PARALLEL_THRESHOLD && m >= 3 * super::BAND_ROWS);
+        let values = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 7919 + seed) % 1013) as f32 / 256.0 - 2.0)
+                .collect()
+        };
+        let (a, b) = (values(2 * m * k, 1), values(2 * k * n, 2));
+        // want[batch][i][j] = sum over p of a[batch][i][p] * b[batch][p][j], in f64.
+        let want = |batch: usize, i: usize, j: usize| -> f64 {
+            (0..k)
+                .map(|p| a[batch * m * k + i * k + p] as f64 * b[batch * k * n + p * n + j] as f64)
+                .sum()
+        };
+        let check = |got: FlexTensor, batches: usize, what: &str| {
+            let got: Vec<f32> = got.into_data().try_into_vec().unwrap();
+            assert_eq!(got.len(), batches * m * n, "{what}");
+            for (index, &value) in got.iter().enumerate() {
+                let (batch, i, j) = (index / (m * n), index / n % m, index % n);
+                let want = want(batch, i, j);
+                assert!(
+                    (value as f64 - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{what}: [{batch}, {i}, {j}] is {value}, want {want}"
+                );
+            }
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let lhs = FlexTensor::from_data(TensorData::new(a[..m * k].to_vec(), [m, k]));
+            let rhs = FlexTensor::from_data(TensorData::new(b[..k * n].to_vec(), [k, n]));
+            check(Flex::float_matmul(lhs, rhs), 1, "plain");
+
+            // The same left operand, stored transposed ([k, m]) and viewed back as [m, k].
+            let stored: Vec<f32> = (0..k * m)
+                .map(|index| a[index % m * k + index / m])
+                .collect();
+            let lhs = FlexTensor::from_data(TensorData::new(stored, [k, m])).transpose(0, 1);
+            let rhs = FlexTensor::from_data(TensorData::new(b[..k * n].to_vec(), [k, n]));
+            check(Flex::float_matmul(lhs, rhs), 1, "transposed");
+
+            let lhs = FlexTensor::from_data(TensorData::new(a.clone(), [2, m, k]));
+            let rhs = FlexTensor::from_data(TensorData::new(b.clone(), [2, k, n]));
+            check(Flex::float_matmul(lhs, rhs), 2, "batched");
+        });
     }
 }
