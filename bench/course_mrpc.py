@@ -13,6 +13,10 @@ cached parquet files with pyarrow instead of 🤗 Datasets, and accuracy/F1 come
 scikit-learn instead of 🤗 Evaluate (the same definitions). Needs torch, transformers,
 pyarrow and scikit-learn.
 
+`--evaluate-only` skips training and times one pass over the validation split, the work of
+burnbert's `eval` (compare `eval --batch-size` with `--eval-batch-size`, 8 as in the course by
+default).
+
 On a GPU: `--device cuda` moves the model and each batch there (as `accelerator.prepare` does
 in the course), and `--dtype tf32|bf16` turns on TF32 matmuls or bf16 autocast.
 """
@@ -49,6 +53,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--dtype", choices=["f32", "tf32", "bf16"], default="f32")
+    parser.add_argument("--evaluate-only", action="store_true")
+    parser.add_argument("--eval-batch-size", type=int, default=8)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
@@ -66,14 +72,34 @@ def main() -> None:
 
     collator = DataCollatorWithPadding(tokenizer=tokenizer)
     train = DataLoader(encode(split("train")), shuffle=True, batch_size=8, collate_fn=collator)
-    validation = DataLoader(encode(split("validation")), batch_size=8, collate_fn=collator)
+    validation = DataLoader(
+        encode(split("validation")), batch_size=args.eval_batch_size, collate_fn=collator
+    )
 
     model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5)
     steps = args.epochs * len(train)
     scheduler = get_scheduler("linear", optimizer=optimizer, num_warmup_steps=0, num_training_steps=steps)
 
+    def evaluate() -> dict:
+        model.eval()
+        predicted, references = [], []
+        with torch.no_grad():
+            for batch in validation:
+                with autocast:
+                    predicted += model(**batch.to(device)).logits.argmax(-1).tolist()
+                references += batch["labels"].tolist()
+        return {
+            "accuracy": round(accuracy_score(references, predicted), 4),
+            "f1": round(f1_score(references, predicted), 4),
+        }
+
     started = time.perf_counter()
+    if args.evaluate_only:
+        scores = evaluate()
+        seconds = round(time.perf_counter() - started, 2)
+        print(json.dumps({"examples": len(validation.dataset), "seconds": seconds, **scores}))
+        return
     for epoch in range(args.epochs):
         epoch_started = time.perf_counter()
         model.train()
@@ -85,19 +111,12 @@ def main() -> None:
             scheduler.step()
             optimizer.zero_grad()
         train_seconds = time.perf_counter() - epoch_started
-        model.eval()
-        predicted, references = [], []
-        with torch.no_grad():
-            for batch in validation:
-                with autocast:
-                    predicted += model(**batch.to(device)).logits.argmax(-1).tolist()
-                references += batch["labels"].tolist()
+        scores = evaluate()
         print(
             json.dumps(
                 {
                     "epoch": epoch + 1,
-                    "accuracy": round(accuracy_score(references, predicted), 4),
-                    "f1": round(f1_score(references, predicted), 4),
+                    **scores,
                     "train_seconds": round(train_seconds, 1),
                     "epoch_seconds": round(time.perf_counter() - epoch_started, 1),
                 }

@@ -63,6 +63,7 @@ fn main() -> std::process::ExitCode {
             pad_id: loaded.tokenizer.pad_id(),
             pad_to_multiple_of: 1,
         };
+        let started = std::time::Instant::now();
         let predictions = burnbert_eval::predict(
             &loaded.model,
             &examples,
@@ -70,6 +71,7 @@ fn main() -> std::process::ExitCode {
             args.batch_size,
             &devices,
         );
+        let seconds = started.elapsed().as_secs_f64();
         let mut metrics = Metrics::new(task.metrics, task.labels.len());
         metrics.add_batch(&predictions.predicted, &references);
         let results = metrics.compute();
@@ -82,12 +84,12 @@ fn main() -> std::process::ExitCode {
         }
         if args.json {
             let device = burnbert_model::device_name(&devices[0]);
-            let record = serde_json::json!({"task": task.name, "split": args.split, "examples": examples.len(), "device": device, "metrics": results});
+            let record = serde_json::json!({"task": task.name, "split": args.split, "examples": examples.len(), "device": device, "seconds": seconds, "metrics": results});
             println!("{record}");
         } else {
             let on: Vec<String> = devices.iter().map(burnbert_model::device_name).collect();
             println!(
-                "{} {} ({} examples) on {}",
+                "{} {} ({} examples) on {} in {seconds:.2} s",
                 task.name,
                 args.split,
                 examples.len(),

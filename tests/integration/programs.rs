@@ -128,6 +128,8 @@ fn train_then_predict_and_eval_the_saved_model() {
     );
     let evaluated: serde_json::Value = serde_json::from_str(stdout(&evaluated).trim()).unwrap();
     assert_eq!(evaluated["examples"], 10);
+    // How long the predictions took, for comparing with other tools.
+    assert!(evaluated["seconds"].as_f64().is_some_and(|s| s > 0.0));
     // The device named as it resolved (`cpu` is flex here), not as the flag spells it.
     assert_eq!(evaluated["device"], "cpu (flex)");
     assert!(
