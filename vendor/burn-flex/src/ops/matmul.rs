@@ -380,10 +380,11 @@ unsafe fn gemm_call<T: GemmScalar>(
     }
 }
 
-/// The rows of a threaded product's bands come in multiples of this, the height of gemm's
-/// widest f32 micro-kernel (four 16-lane registers), so that no band ends in a partial panel.
+/// The rows of a threaded product's bands come in multiples of this, one 16-lane register of
+/// f32, the unit of gemm's micro-kernels' heights. Its widest kernel's 64 rows would leave
+/// uneven bands: 256 and 144 of a 400-row product.
 #[cfg(feature = "rayon")]
-const BAND_ROWS: usize = 64;
+const BAND_ROWS: usize = 16;
 
 /// A product's three operands, shared by the threads that each write their own band of the
 /// output's rows (burnbert patch).
@@ -1138,7 +1139,7 @@ mod tests {
     }
 
     /// The threaded product's bands (burnbert patch): on three threads, 300 rows make two
-    /// full bands of 128 and a partial one of 44; a plain, a transposed and a batched left
+    /// bands of 112 and one of 76, which ends in a partial register; a plain, a transposed and a batched left
     /// operand against a sum in f64 of every output.
     #[cfg(feature = "rayon")]
     #[test]
