@@ -1139,8 +1139,8 @@ mod tests {
     }
 
     /// The threaded product's bands (burnbert patch): on three threads, 300 rows make two
-    /// bands of 112 and one of 76, which ends in a partial register; a plain, a transposed and a batched left
-    /// operand against a sum in f64 of every output.
+    /// bands of 112 and one of 76, which ends in a partial register; a plain, a transposed
+    /// and a batched left operand against a sum in f64 of every output.
     #[cfg(feature = "rayon")]
     #[test]
     fn patch_threaded_product_bands_match_reference() {
