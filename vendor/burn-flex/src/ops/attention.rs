@@ -121,67 +121,87 @@ macro_rules! dispatch_attention_dtype {
     }};
 }
 
-/// Contiguous mask/bias tensor plus the per-batch and per-head element offsets the
-/// inner loop should use to locate the `[seq_q, seq_kv]` tile for each `(batch, head)`
-/// pair. When a leading dim (batch or heads) is `1` in the source, its step is `0`, so
-/// the inner loop re-reads the same tile for every pair without allocating an expanded
-/// copy. The tile length itself is always `seq_q * seq_kv` and is computed at the call
-/// site, so it is not stored here.
-struct BroadcastMaskBias {
+/// A 4-D attention operand read where it lies (burnbert patch): element `[b, h, i, j]` at
+/// `offset + b * steps[0] + h * steps[1] + i * steps[2] + j`, with a step of 0 along a dim
+/// broadcast from 1.
+///
+/// Upstream copied the query, key and value to contiguous storage, and a mask or bias
+/// broadcast along the query rows to a full `[batch, heads, seq_q, seq_kv]` buffer. A BERT
+/// layer hands over all of them as views: the projections with their heads split
+/// (`[batch, seq, heads, dim]` with the middle dims swapped) and the padding mask
+/// `[batch, 1, 1, seq_kv]` expanded over heads and rows. The products and the softmax take
+/// row strides, so only a view whose rows are not unit-stride, or that runs backwards, is
+/// still copied.
+struct Operand4 {
     tensor: FlexTensor,
-    batch_step: usize,
-    head_step: usize,
+    offset: usize,
+    steps: [usize; 3],
 }
 
-/// Prepare an attention mask or bias for the inner loop, accepting ONNX Attention-23
-/// broadcast shapes.
-///
-/// Stride-0 along the leading `[batch, heads]` dims is handled without materializing,
-/// so the common ONNX patterns (`[1, 1, seq_q, seq_kv]`, `[batch, 1, seq_q, seq_kv]`,
-/// `[1, heads, seq_q, seq_kv]`) stay zero-copy. That matters especially for the flash
-/// path, where materializing an expanded mask/bias would allocate a full
-/// `[batch, heads, seq_q, seq_kv]` buffer and negate flash attention's memory
-/// efficiency. If the trailing `[seq_q, seq_kv]` dims are themselves broadcast (rare in
-/// practice), we fall back to `expand` + `to_contiguous` so the tile stays contiguous
-/// in memory for the inner loop's slice-based access.
-fn broadcast_attn_mask_bias(
-    tensor: FlexTensor,
-    target: [usize; 4],
-    name: &'static str,
-) -> BroadcastMaskBias {
-    let ndim = tensor.layout().shape().num_dims();
-    assert!(ndim == 4, "attention: {name} must be 4D, got {ndim}D");
-    let shape = tensor.layout().shape();
-    let src = [shape[0], shape[1], shape[2], shape[3]];
-    for i in 0..4 {
-        assert!(
-            src[i] == target[i] || src[i] == 1,
-            "attention: {name} dim {i} must be {} or 1, got {}",
-            target[i],
-            src[i]
-        );
+impl Operand4 {
+    /// Checks that `tensor` broadcasts to `target` (ONNX Attention-23's shapes: each dim
+    /// equal or 1) and reads it in place where it can.
+    fn new(tensor: FlexTensor, target: [usize; 4], name: &'static str) -> Self {
+        let ndim = tensor.layout().shape().num_dims();
+        assert!(ndim == 4, "attention: {name} must be 4D, got {ndim}D");
+        let shape = tensor.layout().shape();
+        let src = [shape[0], shape[1], shape[2], shape[3]];
+        for i in 0..4 {
+            assert!(
+                src[i] == target[i] || src[i] == 1,
+                "attention: {name} dim {i} must be {} or 1, got {}",
+                target[i],
+                src[i]
+            );
+        }
+        let strides = tensor.layout().strides();
+        let unit_rows = src[3] == target[3] && (target[3] == 1 || strides[3] == 1);
+        if unit_rows && strides.iter().all(|&stride| stride >= 0) {
+            let step = |i: usize| if src[i] == 1 { 0 } else { strides[i] as usize };
+            let steps = [step(0), step(1), step(2)];
+            let offset = tensor.layout().start_offset();
+            return Self {
+                tensor,
+                offset,
+                steps,
+            };
+        }
+        let tensor =
+            crate::ops::expand::expand(tensor, burn_std::Shape::new(target)).into_contiguous();
+        let row = target[3];
+        Self {
+            tensor,
+            offset: 0,
+            steps: [target[1] * target[2] * row, target[2] * row, row],
+        }
     }
 
-    let tile_len = target[2] * target[3];
-
-    // Broadcast on seq_q or seq_kv: the source's trailing tile has fewer elements
-    // than `tile_len`, so per-pair slice access would under-read. Materialize via
-    // expand + to_contiguous in that case.
-    if src[2] != target[2] || src[3] != target[3] {
-        let expanded = crate::ops::expand::expand(tensor, burn_std::Shape::new(target));
-        return BroadcastMaskBias {
-            tensor: expanded.to_contiguous(),
-            batch_step: target[1] * tile_len,
-            head_step: tile_len,
+    /// Pair `(b, h)`'s `[rows, cols]` matrix.
+    fn matrix<E: Pod>(&self, b: usize, h: usize, rows: usize, cols: usize) -> RowView<'_, E> {
+        let data: &[E] = bytemuck::cast_slice(self.tensor.bytes());
+        let start = self.offset + b * self.steps[0] + h * self.steps[1];
+        let len = if rows == 0 {
+            0
+        } else {
+            (rows - 1) * self.steps[2] + cols
         };
+        RowView {
+            data: &data[start..start + len],
+            row_step: self.steps[2],
+        }
     }
+}
 
-    // Trailing dims match the target. Keep the source at its own shape (size
-    // `src[0] * src[1] * tile_len`) and zero-out the step for any leading dim of 1.
-    BroadcastMaskBias {
-        tensor: tensor.to_contiguous(),
-        batch_step: if src[0] == 1 { 0 } else { src[1] * tile_len },
-        head_step: if src[1] == 1 { 0 } else { tile_len },
+/// A matrix read in place: row `i` is `data[i * row_step..][..cols]` (burnbert patch).
+#[derive(Clone, Copy)]
+struct RowView<'a, E> {
+    data: &'a [E],
+    row_step: usize,
+}
+
+impl<'a, E> RowView<'a, E> {
+    fn row(&self, i: usize, cols: usize) -> &'a [E] {
+        &self.data[i * self.row_step..][..cols]
     }
 }
 
@@ -260,10 +280,6 @@ where
         assert!(softcap > 0.0, "softcap must be positive, got {softcap}");
     }
 
-    let query = query.to_contiguous();
-    let key = key.to_contiguous();
-    let value = value.to_contiguous();
-
     let q_shape = query.layout().shape();
     let k_shape = key.layout().shape();
     let v_shape = value.layout().shape();
@@ -298,8 +314,11 @@ where
     let q_per_kv = heads / kv_heads;
 
     let target = [batch, heads, seq_q, seq_kv];
-    let mask_bcast = mask.map(|m| broadcast_attn_mask_bias(m, target, "mask"));
-    let bias_bcast = attn_bias.map(|b| broadcast_attn_mask_bias(b, target, "bias"));
+    let mask = mask.map(|m| Operand4::new(m, target, "mask"));
+    let attn_bias = attn_bias.map(|b| Operand4::new(b, target, "bias"));
+    let query = Operand4::new(query, [batch, heads, seq_q, head_dim], "query");
+    let key = Operand4::new(key, [batch, kv_heads, seq_kv, head_dim], "key");
+    let value = Operand4::new(value, [batch, kv_heads, seq_kv, val_dim], "value");
 
     let scale = T::from(
         options
@@ -314,31 +333,8 @@ where
         None
     };
 
-    let q_data: &[T] = query.storage();
-    let k_data: &[T] = key.storage();
-    let v_data: &[T] = value.storage();
-    let mask_data: Option<&[u8]> = mask_bcast.as_ref().map(|b| b.tensor.bytes());
-    let bias_data: Option<&[T]> = bias_bcast.as_ref().map(|b| b.tensor.storage());
-    let (mask_batch_step, mask_head_step) = mask_bcast
-        .as_ref()
-        .map(|b| (b.batch_step, b.head_step))
-        .unwrap_or((0, 0));
-    let (bias_batch_step, bias_head_step) = bias_bcast
-        .as_ref()
-        .map(|b| (b.batch_step, b.head_step))
-        .unwrap_or((0, 0));
-
     let mut output = vec![T::zero(); batch * heads * seq_q * val_dim];
-
-    // 4D strides for contiguous layout
-    let q_head_stride = seq_q * head_dim;
-    let q_batch_stride = heads * q_head_stride;
-    let k_head_stride = seq_kv * head_dim;
-    let k_batch_stride = kv_heads * k_head_stride;
-    let v_head_stride = seq_kv * val_dim;
-    let v_batch_stride = kv_heads * v_head_stride;
     let o_head_stride = seq_q * val_dim;
-    let mask_tile_len = seq_q * seq_kv;
 
     if output.is_empty() || seq_kv == 0 {
         return FlexTensor::new(
@@ -363,19 +359,15 @@ where
         let h = head_idx % heads;
         // Map query head `h` to its shared K/V head (GQA/MQA).
         let kv_h = h / q_per_kv;
-        let q_off = b * q_batch_stride + h * q_head_stride;
-        let k_off = b * k_batch_stride + kv_h * k_head_stride;
-        let v_off = b * v_batch_stride + kv_h * v_head_stride;
-        let mask_off = b * mask_batch_step + h * mask_head_step;
-        let bias_off = b * bias_batch_step + h * bias_head_step;
-
         flash_attention_head(
-            &q_data[q_off..q_off + q_head_stride],
-            &k_data[k_off..k_off + k_head_stride],
-            &v_data[v_off..v_off + v_head_stride],
+            query.matrix(b, h, seq_q, head_dim),
+            key.matrix(b, kv_h, seq_kv, head_dim),
+            value.matrix(b, kv_h, seq_kv, val_dim),
             o_chunk,
-            mask_data.map(|m| &m[mask_off..mask_off + mask_tile_len]),
-            bias_data.map(|bd| &bd[bias_off..bias_off + mask_tile_len]),
+            mask.as_ref().map(|m| m.matrix(b, h, seq_q, seq_kv)),
+            attn_bias
+                .as_ref()
+                .map(|bias| bias.matrix(b, h, seq_q, seq_kv)),
             &params,
             scratch,
         );
@@ -540,18 +532,15 @@ impl<T> AttentionParams<T> {
 /// row-by-row between the two gemm calls.
 #[allow(clippy::too_many_arguments)]
 fn flash_attention_head<T: FlashGemm>(
-    q: &[T],
-    k: &[T],
-    v: &[T],
+    q: RowView<'_, T>,
+    k: RowView<'_, T>,
+    v: RowView<'_, T>,
     output: &mut [T],
-    mask: Option<&[u8]>,
-    bias: Option<&[T]>,
+    mask: Option<RowView<'_, u8>>,
+    bias: Option<RowView<'_, T>>,
     p: &AttentionParams<T>,
     scratch: &mut ScratchBuffers<T>,
 ) {
-    debug_assert_eq!(q.len(), p.seq_q * p.head_dim);
-    debug_assert_eq!(k.len(), p.seq_kv * p.head_dim);
-    debug_assert_eq!(v.len(), p.seq_kv * p.val_dim);
     debug_assert_eq!(output.len(), p.seq_q * p.val_dim);
 
     let neg_inf = T::neg_infinity();
@@ -582,9 +571,9 @@ fn flash_attention_head<T: FlashGemm>(
         // Step 1: Score matmul via gemm
         // scores[seq_q, tile_kv] = Q[seq_q, head_dim] @ K_tile[tile_kv, head_dim]^T
         //
-        // Q is row-major [seq_q, head_dim]: rs=head_dim, cs=1
-        // K_tile^T: treat K[tile_kv, head_dim] row-major with swapped strides
-        //   K row-major: rs=head_dim, cs=1 -> K^T: rs=1, cs=head_dim
+        // Q is [seq_q, head_dim]: rs=q.row_step, cs=1
+        // K_tile^T: treat K[tile_kv, head_dim] with swapped strides
+        //   K: rs=k.row_step, cs=1 -> K^T: rs=1, cs=k.row_step
         // scores row-major [seq_q, tile_kv]: rs=tile_kv, cs=1
         unsafe {
             T::block_gemm(BlockGemmArgs {
@@ -595,11 +584,11 @@ fn flash_attention_head<T: FlashGemm>(
                 dst_cs: 1,
                 dst_rs: tile_kv as isize,
                 read_dst: false,
-                lhs: q.as_ptr(),
+                lhs: q.data.as_ptr(),
                 lhs_cs: 1,
-                lhs_rs: head_dim as isize,
-                rhs: k.as_ptr().add(kv_start * head_dim),
-                rhs_cs: head_dim as isize,
+                lhs_rs: q.row_step as isize,
+                rhs: k.data.as_ptr().add(kv_start * k.row_step),
+                rhs_cs: k.row_step as isize,
                 rhs_rs: 1,
                 alpha: T::zero(),
                 beta: T::one(),
@@ -609,6 +598,8 @@ fn flash_attention_head<T: FlashGemm>(
         // Step 2: Apply scale/softcap/mask/bias, online softmax, rescale output
         for qi in 0..seq_q {
             let score_row = &mut scores[qi * tile_kv..(qi + 1) * tile_kv];
+            let mask_row = mask.map(|m| m.row(qi, seq_kv));
+            let bias_row = bias.map(|b| b.row(qi, seq_kv));
 
             let mut tile_max = neg_inf;
 
@@ -620,8 +611,8 @@ fn flash_attention_head<T: FlashGemm>(
                     val = cap * (val / cap).tanh();
                 }
 
-                if let Some(m) = mask
-                    && m[qi * seq_kv + kv_idx] != 0
+                if let Some(m) = mask_row
+                    && m[kv_idx] != 0
                 {
                     val = neg_inf;
                 }
@@ -632,8 +623,8 @@ fn flash_attention_head<T: FlashGemm>(
                     val = neg_inf;
                 }
 
-                if let Some(b) = bias {
-                    val += b[qi * seq_kv + kv_idx];
+                if let Some(b) = bias_row {
+                    val += b[kv_idx];
                 }
 
                 *score = val;
@@ -681,7 +672,7 @@ fn flash_attention_head<T: FlashGemm>(
         // output[seq_q, val_dim] += P[seq_q, tile_kv] @ V_tile[tile_kv, val_dim]
         //
         // P (scores buffer) row-major: rs=tile_kv, cs=1
-        // V_tile row-major [tile_kv, val_dim]: rs=val_dim, cs=1
+        // V_tile [tile_kv, val_dim]: rs=v.row_step, cs=1
         // output row-major [seq_q, val_dim]: rs=val_dim, cs=1
         //
         // dst = 1.0 * dst + 1.0 * P @ V  (accumulate)
@@ -697,9 +688,9 @@ fn flash_attention_head<T: FlashGemm>(
                 lhs: scores.as_ptr(),
                 lhs_cs: 1,
                 lhs_rs: tile_kv as isize,
-                rhs: v.as_ptr().add(kv_start * val_dim),
+                rhs: v.data.as_ptr().add(kv_start * v.row_step),
                 rhs_cs: 1,
-                rhs_rs: val_dim as isize,
+                rhs_rs: v.row_step as isize,
                 alpha: T::one(),
                 beta: T::one(),
             });
@@ -760,10 +751,6 @@ where
         assert!(softcap > 0.0, "softcap must be positive, got {softcap}");
     }
 
-    let query = query.to_contiguous();
-    let key = key.to_contiguous();
-    let value = value.to_contiguous();
-
     let q_shape = query.layout().shape();
     let k_shape = key.layout().shape();
     let v_shape = value.layout().shape();
@@ -801,8 +788,11 @@ where
     let q_per_kv = heads / kv_heads;
 
     let target = [batch, heads, seq_q, seq_kv];
-    let mask_bcast = mask.map(|m| broadcast_attn_mask_bias(m, target, "mask"));
-    let bias_bcast = attn_bias.map(|b| broadcast_attn_mask_bias(b, target, "bias"));
+    let mask = mask.map(|m| Operand4::new(m, target, "mask"));
+    let attn_bias = attn_bias.map(|b| Operand4::new(b, target, "bias"));
+    let query = Operand4::new(query, [batch, heads, seq_q, head_dim], "query");
+    let key = Operand4::new(key, [batch, kv_heads, seq_kv, head_dim], "key");
+    let value = Operand4::new(value, [batch, kv_heads, seq_kv, val_dim], "value");
 
     let scale = T::from(
         options
@@ -817,30 +807,7 @@ where
         None
     };
 
-    let q_data: &[T] = query.storage();
-    let k_data: &[T] = key.storage();
-    let v_data: &[T] = value.storage();
-    let mask_data: Option<&[u8]> = mask_bcast.as_ref().map(|b| b.tensor.bytes());
-    let bias_data: Option<&[T]> = bias_bcast.as_ref().map(|b| b.tensor.storage());
-    let (mask_batch_step, mask_head_step) = mask_bcast
-        .as_ref()
-        .map(|b| (b.batch_step, b.head_step))
-        .unwrap_or((0, 0));
-    let (bias_batch_step, bias_head_step) = bias_bcast
-        .as_ref()
-        .map(|b| (b.batch_step, b.head_step))
-        .unwrap_or((0, 0));
-
     let mut output = vec![T::zero(); batch * heads * seq_q * val_dim];
-
-    let q_head_stride = seq_q * head_dim;
-    let q_batch_stride = heads * q_head_stride;
-    let k_head_stride = seq_kv * head_dim;
-    let k_batch_stride = kv_heads * k_head_stride;
-    let v_head_stride = seq_kv * val_dim;
-    let v_batch_stride = kv_heads * v_head_stride;
-    let o_head_stride = seq_q * val_dim;
-    let mask_tile_len = seq_q * seq_kv;
 
     if output.is_empty() || seq_kv == 0 {
         return FlexTensor::new(
@@ -860,34 +827,41 @@ where
         val_dim,
     };
 
-    let run_head = |scores: &mut Vec<T>, (head_idx, o_chunk): (usize, &mut [T])| {
+    // The heads' rows go straight into the merged-heads order `[batch, seq_q, heads, val_dim]`
+    // (burnbert patch), which the result views as `[batch, heads, seq_q, val_dim]`: a model
+    // merging the heads back into `[batch, seq_q, heads * val_dim]` then needs no copy.
+    let out = MergedHeads {
+        ptr: output.as_mut_ptr(),
+        row_step: heads * val_dim,
+    };
+    let run_head = |scores: &mut Vec<T>, head_idx: usize| {
         let b = head_idx / heads;
         let h = head_idx % heads;
         // Map query head `h` to its shared K/V head (GQA/MQA).
         let kv_h = h / q_per_kv;
-        let q_off = b * q_batch_stride + h * q_head_stride;
-        let k_off = b * k_batch_stride + kv_h * k_head_stride;
-        let v_off = b * v_batch_stride + kv_h * v_head_stride;
-        let mask_off = b * mask_batch_step + h * mask_head_step;
-        let bias_off = b * bias_batch_step + h * bias_head_step;
-
-        naive_attention_head(
-            &q_data[q_off..q_off + q_head_stride],
-            &k_data[k_off..k_off + k_head_stride],
-            &v_data[v_off..v_off + v_head_stride],
-            o_chunk,
-            scores,
-            &params,
-            (
-                mask_data.map(|m| &m[mask_off..mask_off + mask_tile_len]),
-                bias_data.map(|bd| &bd[bias_off..bias_off + mask_tile_len]),
-            ),
-        );
+        // SAFETY: `output` outlives the loop, and pair `(b, h)` alone writes the `h`-th
+        // `val_dim` columns of the rows of batch `b`.
+        unsafe {
+            naive_attention_head(
+                query.matrix(b, h, seq_q, head_dim),
+                key.matrix(b, kv_h, seq_kv, head_dim),
+                value.matrix(b, kv_h, seq_kv, val_dim),
+                out.head(b, h, seq_q, val_dim),
+                scores,
+                &params,
+                (
+                    mask.as_ref().map(|m| m.matrix(b, h, seq_q, seq_kv)),
+                    attn_bias
+                        .as_ref()
+                        .map(|bias| bias.matrix(b, h, seq_q, seq_kv)),
+                ),
+            );
+        }
     };
-    let run_serial = |output: &mut [T]| {
+    let run_serial = || {
         let mut scores = vec![T::zero(); seq_q * seq_kv];
-        for head in output.chunks_exact_mut(o_head_stride).enumerate() {
-            run_head(&mut scores, head);
+        for head_idx in 0..batch * heads {
+            run_head(&mut scores, head_idx);
         }
     };
 
@@ -897,23 +871,49 @@ where
     {
         if params.should_parallelize(batch * heads) {
             use rayon::prelude::*;
-            output
-                .par_chunks_exact_mut(o_head_stride)
-                .enumerate()
+            (0..batch * heads)
+                .into_par_iter()
                 .for_each_init(|| vec![T::zero(); seq_q * seq_kv], run_head);
         } else {
-            run_serial(&mut output);
+            run_serial();
         }
     }
     #[cfg(not(feature = "rayon"))]
-    run_serial(&mut output);
+    run_serial();
 
     let shape = burn_std::Shape::from(vec![batch, heads, seq_q, val_dim]);
+    let strides = [seq_q * heads * val_dim, val_dim, heads * val_dim, 1];
     FlexTensor::new(
         Bytes::from_elems(output),
-        Layout::contiguous(shape),
+        Layout::new(shape, strides.map(|s| s as isize).to_vec(), 0),
         T::dtype(),
     )
+}
+
+/// Where the naive attention writes its output (burnbert patch): the rows of
+/// `[batch, seq_q, heads, val_dim]`, `row_step = heads * val_dim` apart. The threads share it
+/// and write disjoint elements, one `(batch, head)` pair each.
+#[derive(Clone, Copy)]
+struct MergedHeads<T> {
+    ptr: *mut T,
+    row_step: usize,
+}
+
+// SAFETY: the threads write disjoint elements through it (see `MergedHeads`).
+unsafe impl<T: Send> Send for MergedHeads<T> {}
+unsafe impl<T: Send> Sync for MergedHeads<T> {}
+
+impl<T> MergedHeads<T> {
+    /// Pair `(b, h)`'s first output element; its rows follow `row_step` apart.
+    ///
+    /// # Safety
+    /// `b`, `h` and the sizes must lie within the buffer `ptr` points into.
+    unsafe fn head(self, b: usize, h: usize, seq_q: usize, val_dim: usize) -> Self {
+        Self {
+            ptr: unsafe { self.ptr.add(b * seq_q * self.row_step + h * val_dim) },
+            row_step: self.row_step,
+        }
+    }
 }
 
 /// Process a single (batch, head) pair with naive (non-tiled) attention.
@@ -922,15 +922,20 @@ where
 /// 2. Apply scale/softcap/mask/causal/bias + softmax (per-row)
 /// 3. output[seq_q, val_dim] = scores @ V            (one gemm)
 ///
-/// The softmax runs compiled for the CPU's widest vectors (burnbert patch).
-fn naive_attention_head<T: FlashGemm>(
-    q: &[T],
-    k: &[T],
-    v: &[T],
-    output: &mut [T],
+/// The softmax runs compiled for the CPU's widest vectors, and the operands are read and
+/// the output written in place, with their row strides (burnbert patch).
+///
+/// # Safety
+/// `output` must be valid for writes of `seq_q` rows of `val_dim` elements, `row_step` apart,
+/// that no other thread reads or writes meanwhile.
+unsafe fn naive_attention_head<T: FlashGemm>(
+    q: RowView<'_, T>,
+    k: RowView<'_, T>,
+    v: RowView<'_, T>,
+    output: MergedHeads<T>,
     scores: &mut [T],
     p: &AttentionParams<T>,
-    mask_bias: (Option<&[u8]>, Option<&[T]>),
+    mask_bias: (Option<RowView<'_, u8>>, Option<RowView<'_, T>>),
 ) {
     let AttentionParams {
         seq_q,
@@ -950,11 +955,11 @@ fn naive_attention_head<T: FlashGemm>(
             dst_cs: 1,
             dst_rs: seq_kv as isize,
             read_dst: false,
-            lhs: q.as_ptr(),
+            lhs: q.data.as_ptr(),
             lhs_cs: 1,
-            lhs_rs: head_dim as isize,
-            rhs: k.as_ptr(),
-            rhs_cs: head_dim as isize,
+            lhs_rs: q.row_step as isize,
+            rhs: k.data.as_ptr(),
+            rhs_cs: k.row_step as isize,
             rhs_rs: 1,
             alpha: T::zero(),
             beta: T::one(),
@@ -973,16 +978,16 @@ fn naive_attention_head<T: FlashGemm>(
             m: seq_q,
             n: val_dim,
             k: seq_kv,
-            dst: output.as_mut_ptr(),
+            dst: output.ptr,
             dst_cs: 1,
-            dst_rs: val_dim as isize,
+            dst_rs: output.row_step as isize,
             read_dst: false,
             lhs: scores.as_ptr(),
             lhs_cs: 1,
             lhs_rs: seq_kv as isize,
-            rhs: v.as_ptr(),
+            rhs: v.data.as_ptr(),
             rhs_cs: 1,
-            rhs_rs: val_dim as isize,
+            rhs_rs: v.row_step as isize,
             alpha: T::zero(),
             beta: T::one(),
         });
@@ -997,7 +1002,7 @@ fn naive_attention_head<T: FlashGemm>(
 struct ScoreSoftmax<'a, T> {
     scores: &'a mut [T],
     p: &'a AttentionParams<T>,
-    mask_bias: (Option<&'a [u8]>, Option<&'a [T]>),
+    mask_bias: (Option<RowView<'a, u8>>, Option<RowView<'a, T>>),
 }
 
 impl<T: FlashGemm> crate::parallel::Vectorised for ScoreSoftmax<'_, T> {
@@ -1007,7 +1012,6 @@ impl<T: FlashGemm> crate::parallel::Vectorised for ScoreSoftmax<'_, T> {
         let (mask, bias) = self.mask_bias;
         let neg_inf = T::neg_infinity();
         for (qi, row) in self.scores.chunks_exact_mut(p.seq_kv).enumerate() {
-            let tile = qi * p.seq_kv..(qi + 1) * p.seq_kv;
             for s in row.iter_mut() {
                 *s = *s * p.scale;
             }
@@ -1017,7 +1021,7 @@ impl<T: FlashGemm> crate::parallel::Vectorised for ScoreSoftmax<'_, T> {
                 }
             }
             if let Some(m) = mask {
-                for (s, &m) in row.iter_mut().zip(&m[tile.clone()]) {
+                for (s, &m) in row.iter_mut().zip(m.row(qi, p.seq_kv)) {
                     if m != 0 {
                         *s = neg_inf;
                     }
@@ -1028,7 +1032,7 @@ impl<T: FlashGemm> crate::parallel::Vectorised for ScoreSoftmax<'_, T> {
                 row[visible as usize..].fill(neg_inf);
             }
             if let Some(b) = bias {
-                for (s, &b) in row.iter_mut().zip(&b[tile]) {
+                for (s, &b) in row.iter_mut().zip(b.row(qi, p.seq_kv)) {
                     *s += b;
                 }
             }
@@ -1069,7 +1073,7 @@ fn fold_lanes<T: Copy>(values: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
 // Tests kept here exercise flex-specific internals: direct calls into
 // `attention_flash` / `attention_naive` (the public `attention()` dispatcher
 // routes small shapes to naive so flash-path coverage requires a direct
-// call), the `broadcast_attn_mask_bias` helper's rank/dim validation,
+// call), the `Operand4` helper's rank/dim validation,
 // flex-internal tiling and online-softmax correction paths, and
 // dtype-specific kernels (f16/f64). Generic attention semantics (causal,
 // custom scale, softcap, cross-attention, bool mask, additive bias,
@@ -1347,7 +1351,7 @@ mod tests {
         // Contract: the broadcast helper rejects non-4D mask/bias up-front
         // with a clearer message than `expand`'s rank prepending would produce.
         let mask = flex_bool(vec![0u8; 6], &[2, 3]);
-        super::broadcast_attn_mask_bias(mask, [1, 1, 2, 3], "mask");
+        super::Operand4::new(mask, [1, 1, 2, 3], "mask");
     }
 
     #[test]
@@ -1356,7 +1360,7 @@ mod tests {
         // Contract: a dim that is neither equal to target nor `1` is a hard
         // error. Here heads=2 in the bias but target heads=3.
         let bias = flex_f32(vec![0.0f32; 2 * 2 * 4 * 5], &[2, 2, 4, 5]);
-        super::broadcast_attn_mask_bias(bias, [2, 3, 4, 5], "bias");
+        super::Operand4::new(bias, [2, 3, 4, 5], "bias");
     }
 
     #[test]
@@ -1605,6 +1609,8 @@ mod tests {
             );
             let naive = super::attention_naive(q, k, v, mask, bias, options);
 
+            // The naive path's output is a view of the merged heads' order (burnbert patch).
+            let naive = naive.to_contiguous();
             let flash_data: &[f32] = flash.storage();
             let naive_data: &[f32] = naive.storage();
             assert_eq!(
@@ -1796,7 +1802,7 @@ mod tests {
                         &Shape::new([batch, heads, seq_q, val_dim])
                     );
                     assert_attention_outputs_close(
-                        out.storage(),
+                        out.to_contiguous().storage(),
                         &expected,
                         "multihead vs independent heads",
                     );
@@ -1807,6 +1813,66 @@ mod tests {
 
     /// Ensure zero-size dimensions do not panic.
     ///
+    /// Views read in place (burnbert patch): a BERT layer's query, key and value with their
+    /// heads split (`[batch, seq, heads, dim]` with dims 1 and 2 swapped), a padding mask
+    /// `[batch, 1, 1, seq]` expanded over heads and query rows, and a bias broadcast over
+    /// the rows, give what their contiguous copies give, on both paths. The naive path's
+    /// output, with dims 1 and 2 swapped back, is the merged heads' contiguous storage.
+    #[test]
+    fn test_views_read_in_place() {
+        let (batch, heads, seq, dim) = (2, 3, 5, 4);
+        let split = |offset: usize| {
+            let len = batch * seq * heads * dim;
+            let data = (0..len)
+                .map(|i| (((i + offset) * 37 % 101) as f32 / 101.0) - 0.5)
+                .collect();
+            flex_f32(data, &[batch, seq, heads, dim]).transpose(1, 2)
+        };
+        let (q, k, v) = (split(0), split(7), split(13));
+        let padding = flex_bool(vec![0, 0, 0, 0, 0, 0, 0, 0, 1, 1], &[batch, 1, 1, seq]);
+        let mask = crate::ops::expand::expand(padding, Shape::new([batch, heads, seq, seq]));
+        let bias_rows: Vec<f32> = (0..batch * heads * seq).map(|i| i as f32 * 0.01).collect();
+        let bias = crate::ops::expand::expand(
+            flex_f32(bias_rows, &[batch, heads, 1, seq]),
+            Shape::new([batch, heads, seq, seq]),
+        );
+        assert!(!q.is_contiguous() && !mask.is_contiguous() && !bias.is_contiguous());
+
+        let options = AttentionModuleOptions::default();
+        let contiguous = |t: &FlexTensor| Some(t.to_contiguous());
+        for (label, path) in [
+            (
+                "naive",
+                super::attention_naive as fn(_, _, _, _, _, _) -> FlexTensor,
+            ),
+            ("flash", super::attention_flash),
+        ] {
+            let in_place = path(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                Some(mask.clone()),
+                Some(bias.clone()),
+                options,
+            );
+            let copied = path(
+                q.to_contiguous(),
+                k.to_contiguous(),
+                v.to_contiguous(),
+                contiguous(&mask),
+                contiguous(&bias),
+                options,
+            );
+            let in_place = in_place.to_contiguous();
+            let copied = copied.to_contiguous();
+            let (in_place, copied): (&[f32], &[f32]) = (in_place.storage(), copied.storage());
+            assert_eq!(in_place, copied, "{label}");
+        }
+
+        let naive = super::attention_naive(q, k, v, Some(mask), None, options);
+        assert!(naive.transpose(1, 2).is_contiguous());
+    }
+
     /// Exercises the early-return guard that prevents `par_chunks_exact_mut(0)`
     /// panics and skips scratch allocation on empty workloads.
     #[test]
