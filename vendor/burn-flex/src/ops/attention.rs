@@ -205,6 +205,137 @@ impl<'a, E> RowView<'a, E> {
     }
 }
 
+/// What both strategies start from (burnbert patch: upstream repeated this preamble in each):
+/// the shapes checked, the operands read in place and the parameters every head shares.
+struct PreparedAttention<T> {
+    query: Operand4,
+    key: Operand4,
+    value: Operand4,
+    mask: Option<Operand4>,
+    bias: Option<Operand4>,
+    batch: usize,
+    heads: usize,
+    /// Query heads per key/value head: GQA/MQA share each K/V head; MHA has 1.
+    q_per_kv: usize,
+    params: AttentionParams<T>,
+}
+
+/// One `(batch, head)` pair's operands, read in place.
+#[derive(Clone, Copy)]
+struct HeadOperands<'a, T> {
+    q: RowView<'a, T>,
+    k: RowView<'a, T>,
+    v: RowView<'a, T>,
+    mask: Option<RowView<'a, u8>>,
+    bias: Option<RowView<'a, T>>,
+}
+
+impl<T: FlashGemm> PreparedAttention<T> {
+    /// Checks the shapes. `Err` holds the result when there is nothing to compute: an empty
+    /// output, or zeros when there are no keys.
+    fn new(
+        query: FlexTensor,
+        key: FlexTensor,
+        value: FlexTensor,
+        mask: Option<FlexTensor>,
+        attn_bias: Option<FlexTensor>,
+        options: AttentionModuleOptions,
+    ) -> Result<Self, FlexTensor>
+    where
+        T: burn_backend::Element,
+    {
+        if let Some(softcap) = options.softcap {
+            assert!(softcap > 0.0, "softcap must be positive, got {softcap}");
+        }
+
+        let q_shape = query.layout().shape();
+        let k_shape = key.layout().shape();
+        let v_shape = value.layout().shape();
+        assert!(q_shape.num_dims() == 4, "attention: query must be 4D");
+        assert!(k_shape.num_dims() == 4, "attention: key must be 4D");
+        assert!(v_shape.num_dims() == 4, "attention: value must be 4D");
+
+        let batch = q_shape[0];
+        let heads = q_shape[1];
+        let seq_q = q_shape[2];
+        let head_dim = q_shape[3];
+        assert!(head_dim > 0, "attention: head_dim must be non-zero");
+
+        let seq_kv = k_shape[2];
+        let val_dim = v_shape[3];
+        let kv_heads = k_shape[1];
+
+        assert_eq!(k_shape[0], batch, "attention: key batch mismatch");
+        assert_eq!(k_shape[3], head_dim, "attention: key head_dim mismatch");
+        assert_eq!(v_shape[0], batch, "attention: value batch mismatch");
+        assert_eq!(
+            v_shape[1], kv_heads,
+            "attention: key and value must agree on head count"
+        );
+        assert_eq!(v_shape[2], seq_kv, "attention: value seq_kv mismatch");
+        // GQA/MQA: each K/V head is shared by `q_per_kv` query heads; MHA is just
+        // `q_per_kv == 1`. ONNX `Attention` spec requires `q_heads % kv_heads == 0`.
+        assert!(
+            kv_heads > 0 && heads.is_multiple_of(kv_heads),
+            "attention: q_heads ({heads}) must be divisible by kv_heads ({kv_heads})"
+        );
+
+        let output_len = batch * heads * seq_q * val_dim;
+        if output_len == 0 || seq_kv == 0 {
+            return Err(FlexTensor::new(
+                Bytes::from_elems(vec![T::zero(); output_len]),
+                Layout::contiguous(burn_std::Shape::from(vec![batch, heads, seq_q, val_dim])),
+                T::dtype(),
+            ));
+        }
+
+        let target = [batch, heads, seq_q, seq_kv];
+        let scale = options
+            .scale
+            .unwrap_or_else(|| 1.0 / (head_dim as f64).sqrt());
+        Ok(Self {
+            mask: mask.map(|m| Operand4::new(m, target, "mask")),
+            bias: attn_bias.map(|b| Operand4::new(b, target, "bias")),
+            query: Operand4::new(query, [batch, heads, seq_q, head_dim], "query"),
+            key: Operand4::new(key, [batch, kv_heads, seq_kv, head_dim], "key"),
+            value: Operand4::new(value, [batch, kv_heads, seq_kv, val_dim], "value"),
+            batch,
+            heads,
+            q_per_kv: heads / kv_heads,
+            params: AttentionParams {
+                scale: T::from(scale).unwrap(),
+                softcap: options.softcap.map(|s| T::from(s).unwrap()),
+                causal_offset: options
+                    .is_causal
+                    .then_some(seq_kv as isize - seq_q as isize),
+                seq_q,
+                seq_kv,
+                head_dim,
+                val_dim,
+            },
+        })
+    }
+
+    /// Pair `(b, h)`'s operands; query head `h` reads its shared K/V head (GQA/MQA).
+    fn head(&self, b: usize, h: usize) -> HeadOperands<'_, T> {
+        let AttentionParams {
+            seq_q,
+            seq_kv,
+            head_dim,
+            val_dim,
+            ..
+        } = self.params;
+        let kv_h = h / self.q_per_kv;
+        HeadOperands {
+            q: self.query.matrix(b, h, seq_q, head_dim),
+            k: self.key.matrix(b, kv_h, seq_kv, head_dim),
+            v: self.value.matrix(b, kv_h, seq_kv, val_dim),
+            mask: self.mask.as_ref().map(|m| m.matrix(b, h, seq_q, seq_kv)),
+            bias: self.bias.as_ref().map(|m| m.matrix(b, h, seq_q, seq_kv)),
+        }
+    }
+}
+
 /// Flash attention: tiled computation with online softmax. Use directly to bypass auto-selection.
 pub fn attention_flash(
     query: FlexTensor,
@@ -276,101 +407,19 @@ fn attention_impl<T>(
 where
     T: FlashGemm + burn_backend::Element,
 {
-    if let Some(softcap) = options.softcap {
-        assert!(softcap > 0.0, "softcap must be positive, got {softcap}");
-    }
-
-    let q_shape = query.layout().shape();
-    let k_shape = key.layout().shape();
-    let v_shape = value.layout().shape();
-    assert!(q_shape.num_dims() == 4, "attention: query must be 4D");
-    assert!(k_shape.num_dims() == 4, "attention: key must be 4D");
-    assert!(v_shape.num_dims() == 4, "attention: value must be 4D");
-
-    let batch = q_shape[0];
-    let heads = q_shape[1];
-    let seq_q = q_shape[2];
-    let head_dim = q_shape[3];
-    assert!(head_dim > 0, "attention: head_dim must be non-zero");
-
-    let seq_kv = k_shape[2];
-    let val_dim = v_shape[3];
-    let kv_heads = k_shape[1];
-
-    assert_eq!(k_shape[0], batch, "attention: key batch mismatch");
-    assert_eq!(k_shape[3], head_dim, "attention: key head_dim mismatch");
-    assert_eq!(v_shape[0], batch, "attention: value batch mismatch");
-    assert_eq!(
-        v_shape[1], kv_heads,
-        "attention: key and value must agree on head count"
-    );
-    assert_eq!(v_shape[2], seq_kv, "attention: value seq_kv mismatch");
-    // GQA/MQA: each K/V head is shared by `q_per_kv` query heads; MHA is just
-    // `q_per_kv == 1`. ONNX `Attention` spec requires `q_heads % kv_heads == 0`.
-    assert!(
-        kv_heads > 0 && heads.is_multiple_of(kv_heads),
-        "attention: q_heads ({heads}) must be divisible by kv_heads ({kv_heads})"
-    );
-    let q_per_kv = heads / kv_heads;
-
-    let target = [batch, heads, seq_q, seq_kv];
-    let mask = mask.map(|m| Operand4::new(m, target, "mask"));
-    let attn_bias = attn_bias.map(|b| Operand4::new(b, target, "bias"));
-    let query = Operand4::new(query, [batch, heads, seq_q, head_dim], "query");
-    let key = Operand4::new(key, [batch, kv_heads, seq_kv, head_dim], "key");
-    let value = Operand4::new(value, [batch, kv_heads, seq_kv, val_dim], "value");
-
-    let scale = T::from(
-        options
-            .scale
-            .unwrap_or_else(|| 1.0 / (head_dim as f64).sqrt()),
-    )
-    .unwrap();
-    let softcap: Option<T> = options.softcap.map(|s| T::from(s).unwrap());
-    let causal_offset = if options.is_causal {
-        Some(seq_kv as isize - seq_q as isize)
-    } else {
-        None
+    let prepared = match PreparedAttention::<T>::new(query, key, value, mask, attn_bias, options) {
+        Ok(prepared) => prepared,
+        Err(nothing_to_compute) => return nothing_to_compute,
     };
-
+    let PreparedAttention { batch, heads, .. } = prepared;
+    let params = &prepared.params;
+    let (seq_q, val_dim) = (params.seq_q, params.val_dim);
     let mut output = vec![T::zero(); batch * heads * seq_q * val_dim];
     let o_head_stride = seq_q * val_dim;
 
-    if output.is_empty() || seq_kv == 0 {
-        return FlexTensor::new(
-            Bytes::from_elems(output),
-            Layout::contiguous(burn_std::Shape::from(vec![batch, heads, seq_q, val_dim])),
-            T::dtype(),
-        );
-    }
-
-    let params = AttentionParams {
-        scale,
-        softcap,
-        causal_offset,
-        seq_q,
-        seq_kv,
-        head_dim,
-        val_dim,
-    };
-
     let run_head = |scratch: &mut ScratchBuffers<T>, (head_idx, o_chunk): (usize, &mut [T])| {
-        let b = head_idx / heads;
-        let h = head_idx % heads;
-        // Map query head `h` to its shared K/V head (GQA/MQA).
-        let kv_h = h / q_per_kv;
-        flash_attention_head(
-            query.matrix(b, h, seq_q, head_dim),
-            key.matrix(b, kv_h, seq_kv, head_dim),
-            value.matrix(b, kv_h, seq_kv, val_dim),
-            o_chunk,
-            mask.as_ref().map(|m| m.matrix(b, h, seq_q, seq_kv)),
-            attn_bias
-                .as_ref()
-                .map(|bias| bias.matrix(b, h, seq_q, seq_kv)),
-            &params,
-            scratch,
-        );
+        let operands = prepared.head(head_idx / heads, head_idx % heads);
+        flash_attention_head(operands, o_chunk, params, scratch);
     };
     let run_serial = |output: &mut [T]| {
         let mut scratch = ScratchBuffers::new(seq_q);
@@ -530,17 +579,19 @@ impl<T> AttentionParams<T> {
 ///
 /// The online softmax (scale, mask, bias, exp, correction) is applied
 /// row-by-row between the two gemm calls.
-#[allow(clippy::too_many_arguments)]
 fn flash_attention_head<T: FlashGemm>(
-    q: RowView<'_, T>,
-    k: RowView<'_, T>,
-    v: RowView<'_, T>,
+    operands: HeadOperands<'_, T>,
     output: &mut [T],
-    mask: Option<RowView<'_, u8>>,
-    bias: Option<RowView<'_, T>>,
     p: &AttentionParams<T>,
     scratch: &mut ScratchBuffers<T>,
 ) {
+    let HeadOperands {
+        q,
+        k,
+        v,
+        mask,
+        bias,
+    } = operands;
     debug_assert_eq!(output.len(), p.seq_q * p.val_dim);
 
     let neg_inf = T::neg_infinity();
@@ -747,85 +798,19 @@ fn attention_naive_impl<T>(
 where
     T: FlashGemm + burn_backend::Element,
 {
-    if let Some(softcap) = options.softcap {
-        assert!(softcap > 0.0, "softcap must be positive, got {softcap}");
-    }
-
-    let q_shape = query.layout().shape();
-    let k_shape = key.layout().shape();
-    let v_shape = value.layout().shape();
-    assert!(q_shape.num_dims() == 4, "attention_naive: query must be 4D");
-    assert!(k_shape.num_dims() == 4, "attention_naive: key must be 4D");
-    assert!(v_shape.num_dims() == 4, "attention_naive: value must be 4D");
-
-    let batch = q_shape[0];
-    let heads = q_shape[1];
-    let seq_q = q_shape[2];
-    let head_dim = q_shape[3];
-    assert!(head_dim > 0, "attention_naive: head_dim must be non-zero");
-
-    let seq_kv = k_shape[2];
-    let val_dim = v_shape[3];
-    let kv_heads = k_shape[1];
-
-    assert_eq!(k_shape[0], batch, "attention_naive: key batch mismatch");
-    assert_eq!(
-        k_shape[3], head_dim,
-        "attention_naive: key head_dim mismatch"
-    );
-    assert_eq!(v_shape[0], batch, "attention_naive: value batch mismatch");
-    assert_eq!(
-        v_shape[1], kv_heads,
-        "attention_naive: key and value must agree on head count"
-    );
-    assert_eq!(v_shape[2], seq_kv, "attention_naive: value seq_kv mismatch");
-    // GQA/MQA: each K/V head is shared by `q_per_kv` query heads; MHA is just
-    // `q_per_kv == 1`. ONNX `Attention` spec requires `q_heads % kv_heads == 0`.
-    assert!(
-        kv_heads > 0 && heads.is_multiple_of(kv_heads),
-        "attention_naive: q_heads ({heads}) must be divisible by kv_heads ({kv_heads})"
-    );
-    let q_per_kv = heads / kv_heads;
-
-    let target = [batch, heads, seq_q, seq_kv];
-    let mask = mask.map(|m| Operand4::new(m, target, "mask"));
-    let attn_bias = attn_bias.map(|b| Operand4::new(b, target, "bias"));
-    let query = Operand4::new(query, [batch, heads, seq_q, head_dim], "query");
-    let key = Operand4::new(key, [batch, kv_heads, seq_kv, head_dim], "key");
-    let value = Operand4::new(value, [batch, kv_heads, seq_kv, val_dim], "value");
-
-    let scale = T::from(
-        options
-            .scale
-            .unwrap_or_else(|| 1.0 / (head_dim as f64).sqrt()),
-    )
-    .unwrap();
-    let softcap: Option<T> = options.softcap.map(|s| T::from(s).unwrap());
-    let causal_offset = if options.is_causal {
-        Some(seq_kv as isize - seq_q as isize)
-    } else {
-        None
+    let prepared = match PreparedAttention::<T>::new(query, key, value, mask, attn_bias, options) {
+        Ok(prepared) => prepared,
+        Err(nothing_to_compute) => return nothing_to_compute,
     };
-
-    let mut output = vec![T::zero(); batch * heads * seq_q * val_dim];
-
-    if output.is_empty() || seq_kv == 0 {
-        return FlexTensor::new(
-            Bytes::from_elems(output),
-            Layout::contiguous(burn_std::Shape::from(vec![batch, heads, seq_q, val_dim])),
-            T::dtype(),
-        );
-    }
-
-    let params = AttentionParams {
-        scale,
-        softcap,
-        causal_offset,
+    let PreparedAttention { batch, heads, .. } = prepared;
+    let params = &prepared.params;
+    let AttentionParams {
         seq_q,
         seq_kv,
-        head_dim,
         val_dim,
-    };
+        ..
+    } = *params;
+    let mut output = vec![T::zero(); batch * heads * seq_q * val_dim];
 
     // The heads' rows go straight into the merged-heads order `[batch, seq_q, heads, val_dim]`
     // (burnbert patch), which the result views as `[batch, heads, seq_q, val_dim]`: a model
@@ -835,26 +820,15 @@ where
         row_step: heads * val_dim,
     };
     let run_head = |scores: &mut Vec<T>, head_idx: usize| {
-        let b = head_idx / heads;
-        let h = head_idx % heads;
-        // Map query head `h` to its shared K/V head (GQA/MQA).
-        let kv_h = h / q_per_kv;
+        let (b, h) = (head_idx / heads, head_idx % heads);
         // SAFETY: `output` outlives the loop, and pair `(b, h)` alone writes the `h`-th
         // `val_dim` columns of the rows of batch `b`.
         unsafe {
             naive_attention_head(
-                query.matrix(b, h, seq_q, head_dim),
-                key.matrix(b, kv_h, seq_kv, head_dim),
-                value.matrix(b, kv_h, seq_kv, val_dim),
+                prepared.head(b, h),
                 out.head(b, h, seq_q, val_dim),
                 scores,
-                &params,
-                (
-                    mask.as_ref().map(|m| m.matrix(b, h, seq_q, seq_kv)),
-                    attn_bias
-                        .as_ref()
-                        .map(|bias| bias.matrix(b, h, seq_q, seq_kv)),
-                ),
+                params,
             );
         }
     };
@@ -929,14 +903,12 @@ impl<T> MergedHeads<T> {
 /// `output` must be valid for writes of `seq_q` rows of `val_dim` elements, `row_step` apart,
 /// that no other thread reads or writes meanwhile.
 unsafe fn naive_attention_head<T: FlashGemm>(
-    q: RowView<'_, T>,
-    k: RowView<'_, T>,
-    v: RowView<'_, T>,
+    operands: HeadOperands<'_, T>,
     output: MergedHeads<T>,
     scores: &mut [T],
     p: &AttentionParams<T>,
-    mask_bias: (Option<RowView<'_, u8>>, Option<RowView<'_, T>>),
 ) {
+    let HeadOperands { q, k, v, .. } = operands;
     let AttentionParams {
         seq_q,
         seq_kv,
@@ -969,7 +941,8 @@ unsafe fn naive_attention_head<T: FlashGemm>(
     crate::parallel::run_widest(ScoreSoftmax {
         scores: &mut *scores,
         p,
-        mask_bias,
+        mask: operands.mask,
+        bias: operands.bias,
     });
 
     // output = softmax(scores) @ V
@@ -1002,14 +975,15 @@ unsafe fn naive_attention_head<T: FlashGemm>(
 struct ScoreSoftmax<'a, T> {
     scores: &'a mut [T],
     p: &'a AttentionParams<T>,
-    mask_bias: (Option<RowView<'a, u8>>, Option<RowView<'a, T>>),
+    mask: Option<RowView<'a, u8>>,
+    bias: Option<RowView<'a, T>>,
 }
 
 impl<T: FlashGemm> crate::parallel::Vectorised for ScoreSoftmax<'_, T> {
     #[inline(always)]
     fn run(self) {
         let p = self.p;
-        let (mask, bias) = self.mask_bias;
+        let (mask, bias) = (self.mask, self.bias);
         let neg_inf = T::neg_infinity();
         for (qi, row) in self.scores.chunks_exact_mut(p.seq_kv).enumerate() {
             for s in row.iter_mut() {
