@@ -15,7 +15,8 @@ use burn_std::{Bytes, Shape, bf16, f16};
 use crate::{FlexTensor, Layout};
 
 /// Types that can be used with gemm-based matmul.
-/// Only implement for types that `gemm::gemm` dispatches on via TypeId (f32, f64, f16).
+/// Only implement for types that `gemm::gemm` dispatches on via TypeId (f32, f64, f16), and
+/// bf16, which `gemm_call` sends to burnbert's kernel instead.
 trait GemmScalar: Element + bytemuck::Pod {
     fn zero() -> Self;
     fn one() -> Self;
@@ -45,6 +46,17 @@ impl GemmScalar for f16 {
     }
     fn one() -> Self {
         f16::from_f32(1.0)
+    }
+}
+
+/// bf16 goes to burnbert's own kernel (`bf16_gemm.rs`), which `gemm_call` picks by dtype.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+impl GemmScalar for bf16 {
+    fn zero() -> Self {
+        bf16::from_f32(0.0)
+    }
+    fn one() -> Self {
+        bf16::from_f32(1.0)
     }
 }
 
@@ -324,6 +336,36 @@ unsafe fn gemm_call<T: GemmScalar>(
     rhs_rs: isize,
     parallelism: gemm::Parallelism,
 ) {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if T::dtype() == DType::BF16 {
+        use super::bf16_gemm::{self, Strided};
+        let threaded = matches!(parallelism, gemm::Parallelism::Rayon(_));
+        // SAFETY: `matmul_bf16` takes this route only where `bf16_gemm::available()`, and the
+        // caller's pointers are valid for the sizes and strides.
+        return unsafe {
+            bf16_gemm::gemm(
+                m,
+                n,
+                k,
+                Strided {
+                    ptr: out.cast(),
+                    rs: out_rs,
+                    cs: out_cs,
+                },
+                Strided {
+                    ptr: lhs.cast(),
+                    rs: lhs_rs,
+                    cs: lhs_cs,
+                },
+                Strided {
+                    ptr: rhs.cast(),
+                    rs: rhs_rs,
+                    cs: rhs_cs,
+                },
+                threaded,
+            )
+        };
+    }
     #[cfg(feature = "rayon")]
     if let gemm::Parallelism::Rayon(_) = parallelism {
         let threads = rayon::current_num_threads();
@@ -516,8 +558,18 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
 }
 
 // ============================================================================
-// bf16 matmul (via f32 conversion)
+// bf16 matmul (AVX512-BF16, else via f32 conversion)
 // ============================================================================
+
+/// A bf16 product: on AVX512-BF16 burnbert's kernel (burnbert patch, `bf16_gemm.rs`), else
+/// upstream's product in f32.
+fn matmul_bf16(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if super::bf16_gemm::available() {
+        return matmul_gemm::<bf16>(lhs, rhs);
+    }
+    matmul_bf16_through_f32(lhs, rhs)
+}
 
 /// A bf16 tensor in f32 (burnbert patch: vectorised, over the threads). A view that covers its
 /// whole storage, a transposed weight say, keeps its layout, which the f32 product reads
@@ -536,7 +588,7 @@ fn bf16_to_f32(tensor: FlexTensor) -> FlexTensor {
     )
 }
 
-fn matmul_bf16(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+fn matmul_bf16_through_f32(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     let lhs_f32_tensor = bf16_to_f32(lhs);
     let rhs_f32_tensor = bf16_to_f32(rhs);
 
@@ -1136,6 +1188,49 @@ mod tests {
             .unwrap();
         let got: Vec<f32> = got.into_iter().map(bf16::to_f32).collect();
         assert_eq!(got, want);
+    }
+
+    /// burnbert patch: the bf16 product's two routes, AVX512-BF16's kernel where the CPU has
+    /// it (`bf16_gemm.rs`) and the f32 product, agree to bf16's rounding on a threaded 2-D
+    /// product with a transposed right operand and a batched one with a broadcast left
+    /// operand. Both round f32 sums taken in different orders, so they may differ by a unit in
+    /// the last place.
+    #[test]
+    fn patch_matmul_bf16_routes_agree() {
+        let values = |len: usize, seed: usize| -> Vec<bf16> {
+            (0..len)
+                .map(|i| bf16::from_f32(((i * 7919 + seed) % 1013) as f32 / 256.0 - 2.0))
+                .collect()
+        };
+        let (m, k, n) = (300, 160, 200);
+        let cases = [
+            (
+                FlexTensor::from_data(TensorData::new(values(m * k, 1), [m, k])),
+                FlexTensor::from_data(TensorData::new(values(n * k, 2), [n, k])).transpose(0, 1),
+            ),
+            (
+                FlexTensor::from_data(TensorData::new(values(40 * 24, 3), [1, 40, 24])),
+                FlexTensor::from_data(TensorData::new(values(4 * 24 * 56, 4), [4, 24, 56])),
+            ),
+        ];
+        for (lhs, rhs) in cases {
+            let through_f32: Vec<bf16> = super::matmul_bf16_through_f32(lhs.clone(), rhs.clone())
+                .into_data()
+                .try_into_vec()
+                .unwrap();
+            let got: Vec<bf16> = Flex::float_matmul(lhs, rhs)
+                .into_data()
+                .try_into_vec()
+                .unwrap();
+            assert_eq!(got.len(), through_f32.len());
+            for (i, (&got, &want)) in got.iter().zip(&through_f32).enumerate() {
+                let ulp = (want.to_f32().abs() / 128.0).max(f32::MIN_POSITIVE);
+                assert!(
+                    (got.to_f32() - want.to_f32()).abs() <= ulp,
+                    "[{i}]: {got} against {want} through f32"
+                );
+            }
+        }
     }
 
     /// The threaded product's bands (burnbert patch): on three threads, 300 rows make two
