@@ -78,6 +78,29 @@ pub struct LoadedModel {
     pub report: LoadReport,
 }
 
+impl LoadedModel {
+    /// Warns, as transformers does after `from_pretrained`, when the checkpoint had no
+    /// classification head: `eval` and `predict` would then score a head drawn at random,
+    /// differently on every run.
+    pub fn warn_if_head_untrained(&self, model: &str) {
+        let head: Vec<&str> = self
+            .report
+            .newly_initialized
+            .iter()
+            .filter(|name| name.starts_with("classifier."))
+            .map(String::as_str)
+            .collect();
+        if !head.is_empty() {
+            eprintln!(
+                "warning: `{model}` has no trained classification head ({} newly initialised \
+                 at random), so its predictions are random; fine-tune it first \
+                 (`train --model {model} --output-dir DIR`, then `--model DIR`)",
+                head.join(", ")
+            );
+        }
+    }
+}
+
 impl ModelArgs {
     pub fn hub(&self) -> Hub {
         Hub::from_env(&self.revision, self.offline)

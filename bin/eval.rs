@@ -45,6 +45,7 @@ fn main() -> std::process::ExitCode {
         let rows = task.load_split(&args.model.hub(), &args.split, args.file.as_deref())?;
         let devices = args.model.devices()?;
         let loaded = args.model.load(&devices[0], None)?;
+        loaded.warn_if_head_untrained(&args.model.model);
         anyhow::ensure!(
             loaded.config.label_count() == task.num_outputs(),
             "the model has {} outputs but task {} needs {}; evaluate a model fine-tuned for it",

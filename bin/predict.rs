@@ -59,6 +59,7 @@ fn main() -> std::process::ExitCode {
         anyhow::ensure!(args.batch_size > 0, "--batch-size must be at least 1");
         let devices = args.model.devices()?;
         let loaded = args.model.load(&devices[0], None)?;
+        loaded.warn_if_head_untrained(&args.model.model);
         let examples = read_inputs(&args.input)?;
         let (encoded, _) = loaded.tokenizer.encode_all(&examples)?;
         let batcher = PaddingBatcher {

@@ -126,6 +126,11 @@ fn train_then_predict_and_eval_the_saved_model() {
         "eval failed: {}",
         stderr(&evaluated)
     );
+    assert!(
+        !stderr(&evaluated).contains("classification head"),
+        "{}",
+        stderr(&evaluated)
+    );
     let evaluated: serde_json::Value = serde_json::from_str(stdout(&evaluated).trim()).unwrap();
     assert_eq!(evaluated["examples"], 10);
     // How long the predictions took, for comparing with other tools.
@@ -204,6 +209,28 @@ fn train_then_predict_and_eval_the_saved_model() {
     );
     let probabilities = floats(&lines[0]["probabilities"]);
     assert!((probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+
+    // The pretrained encoder has no classification head: predict answers, and warns that
+    // the answers are random.
+    let untrained = run_program(
+        "predict",
+        &[
+            "--model",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "--input",
+            validation_file.to_str().unwrap(),
+        ],
+    );
+    assert!(untrained.status.success(), "{}", stderr(&untrained));
+    assert_eq!(stdout(&untrained).lines().count(), 10);
+    assert!(
+        stderr(&untrained).contains(
+            "warning: `sentence-transformers/all-MiniLM-L6-v2` has no trained classification \
+             head (classifier.weight, classifier.bias newly initialised at random)"
+        ),
+        "{}",
+        stderr(&untrained)
+    );
 }
 
 /// `--report-to tensorboard` wrote what `metrics.jsonl` holds, as TensorBoard's own reader
