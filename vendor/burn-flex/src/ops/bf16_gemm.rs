@@ -14,7 +14,6 @@
 //! FMA chain. Without the feature (or off x86-64) `matmul` keeps upstream's f32 route.
 
 use alloc::vec;
-use alloc::vec::Vec;
 use burn_std::bf16;
 
 /// Rows of the micro-tile: its 12 × 2 accumulators, two right-hand registers and a broadcast
@@ -224,6 +223,7 @@ unsafe fn tile(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec::Vec;
 
     /// bf16 values in [-2, 2) that use all of bf16's mantissa.
     fn values(len: usize, seed: usize) -> Vec<bf16> {
