@@ -83,13 +83,14 @@ impl LoadedModel {
     /// classification head: `eval` and `predict` would then score a head drawn at random,
     /// differently on every run.
     pub fn warn_if_head_untrained(&self, model: &str) {
-        let head: Vec<&str> = self
+        let mut head: Vec<&str> = self
             .report
             .newly_initialized
             .iter()
             .filter(|name| name.starts_with("classifier."))
             .map(String::as_str)
             .collect();
+        head.sort_unstable();
         if !head.is_empty() {
             eprintln!(
                 "warning: `{model}` has no trained classification head ({} newly initialised \

@@ -226,7 +226,7 @@ fn train_then_predict_and_eval_the_saved_model() {
     assert!(
         stderr(&untrained).contains(
             "warning: `sentence-transformers/all-MiniLM-L6-v2` has no trained classification \
-             head (classifier.weight, classifier.bias newly initialised at random)"
+             head (classifier.bias, classifier.weight newly initialised at random)"
         ),
         "{}",
         stderr(&untrained)
