@@ -44,7 +44,6 @@ unsafe impl<T> Sync for Strided<T> {}
 ///
 /// # Safety
 /// [`available`] must be true, and the three matrices valid for their sizes and strides.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(
     m: usize,
     n: usize,
@@ -83,10 +82,14 @@ pub(crate) unsafe fn gemm(
         // SAFETY: columns `q * NR..` and all `k` rows lie within `rhs`.
         unsafe { pack(panel, rhs, q * NR, cols, k, NR, true) }
     };
+    // Threads come from rayon, where it has more than one.
     #[cfg(feature = "rayon")]
     let threaded = threaded && rayon::current_num_threads() > 1;
     #[cfg(not(feature = "rayon"))]
-    let threaded = threaded && false;
+    let threaded = {
+        let _ = threaded;
+        false
+    };
     if threaded {
         #[cfg(feature = "rayon")]
         {

@@ -339,7 +339,10 @@ unsafe fn gemm_call<T: GemmScalar>(
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if T::dtype() == DType::BF16 {
         use super::bf16_gemm::{self, Strided};
+        #[cfg(feature = "rayon")]
         let threaded = matches!(parallelism, gemm::Parallelism::Rayon(_));
+        #[cfg(not(feature = "rayon"))]
+        let threaded = false;
         // SAFETY: `matmul_bf16` takes this route only where `bf16_gemm::available()`, and the
         // caller's pointers are valid for the sizes and strides.
         return unsafe {
