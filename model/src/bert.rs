@@ -411,6 +411,12 @@ impl BertForSequenceClassification {
         self
     }
 
+    /// The mixed-precision type the encoder computes in, if any
+    /// ([`Self::with_compute_dtype`]).
+    pub fn compute_dtype(&self) -> Option<FloatDType> {
+        self.bert.compute_dtype
+    }
+
     /// Logits for a batch, and the mean loss when labels are given.
     pub fn forward(&self, input: BertInput, labels: Option<Labels>) -> SequenceClassifierOutput {
         let output = self.bert.forward(input);

@@ -141,7 +141,7 @@ pub fn load(
     let state: LoopState =
         serde_json::from_slice(&std::fs::read(path.join(STATE)).map_err(io(path))?)
             .map_err(|e| bad("loop state", &e))?;
-    check_same_run(path, &state.run, run)?;
+    check_same_run(path, state.run.as_ref(), run)?;
     let model = model
         .try_load_file(path.join(MODEL))
         .map_err(|e| bad("model", &e))?;
@@ -177,10 +177,7 @@ pub fn run_identity(
         ),
         ("warmup steps", schedule.warmup_steps.to_string()),
         ("optimizer steps", total_steps.to_string()),
-        (
-            "training data",
-            format!("{} examples, hash {:016x}", train.len(), data_hash(train)),
-        ),
+        ("training data", describe_data(train)),
         ("model parameters", model.num_params().to_string()),
     ]
     .into_iter()
@@ -189,14 +186,23 @@ pub fn run_identity(
 }
 
 /// Checks that a checkpoint's run is this one; the error lists every difference. A checkpoint
-/// written before runs were recorded (no `run` in its state) is taken as it is.
+/// written before runs were recorded (no `run` in its state) is taken as it is; one that
+/// records an empty run was not written by `save` and is refused, as nothing could be checked.
 fn check_same_run(
     path: &Path,
-    saved: &BTreeMap<String, String>,
+    saved: Option<&BTreeMap<String, String>>,
     current: &BTreeMap<String, String>,
 ) -> Result<(), TrainError> {
-    if saved.is_empty() {
+    let Some(saved) = saved else {
         return Ok(());
+    };
+    if saved.is_empty() {
+        return Err(TrainError::Checkpoint(format!(
+            "{}: its {STATE} records no run settings (`\"run\": {{}}`), so it cannot be \
+             checked against this run; it was edited or damaged. Resume from another checkpoint, \
+             or start a new run without --resume-from-checkpoint",
+            path.display()
+        )));
     }
     // Earlier checkpoints kept the workers and the accumulation steps apart.
     let mut saved = saved.clone();
@@ -234,6 +240,15 @@ fn check_same_run(
         path.display(),
         differences.join("; ")
     )))
+}
+
+/// A data set as the run identity and the ranks' check name it: its size and [`data_hash`].
+pub(crate) fn describe_data(examples: &[Encoded]) -> String {
+    format!(
+        "{} examples, hash {:016x}",
+        examples.len(),
+        data_hash(examples)
+    )
 }
 
 /// FNV-1a over the examples' tokens and labels: a hash that stays the same across builds and
@@ -280,12 +295,37 @@ mod tests {
         ]);
         let path = Path::new("checkpoint-6");
         let now = |micro_batches| map(&[(MICRO_BATCHES, micro_batches), ("--seed", "42")]);
-        assert!(check_same_run(path, &saved, &now("6")).is_ok());
-        let err = check_same_run(path, &saved, &now("3"))
+        assert!(check_same_run(path, Some(&saved), &now("6")).is_ok());
+        let err = check_same_run(path, Some(&saved), &now("3"))
             .unwrap_err()
             .to_string();
         assert!(
             err.contains(&format!("{MICRO_BATCHES}: 6 in the checkpoint, 3 now")),
+            "{err}"
+        );
+    }
+
+    /// A state that records an empty run is refused, where one without a run (written before
+    /// runs were recorded) is taken as it is: an empty run would pass any comparison.
+    #[test]
+    fn an_empty_recorded_run_is_refused_and_a_missing_one_taken() {
+        let state = |json: &str| -> LoopState { serde_json::from_str(json).unwrap() };
+        let unrecorded = state(
+            r#"{"step": 3, "epoch": 0, "step_in_epoch": 3, "epoch_loss": 1.0,
+            "epoch_loss_steps": 3, "skipped_nonfinite": 0, "epochs": []}"#,
+        );
+        let empty = state(
+            r#"{"step": 3, "epoch": 0, "step_in_epoch": 3, "epoch_loss": 1.0,
+            "epoch_loss_steps": 3, "skipped_nonfinite": 0, "epochs": [], "run": {}}"#,
+        );
+        let now: BTreeMap<String, String> = [("--seed".to_string(), "42".to_string())].into();
+        let path = Path::new("step-00000003");
+        assert!(check_same_run(path, unrecorded.run.as_ref(), &now).is_ok());
+        let err = check_same_run(path, empty.run.as_ref(), &now)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("step-00000003: its state.json records no run settings"),
             "{err}"
         );
     }

@@ -395,21 +395,21 @@ impl Ranks {
         }
     }
 
-    /// Fails on every rank unless every rank holds the same weights as rank 0 (compared by a
-    /// checksum after optimizer step `step`): each applies the same summed gradients, so a
-    /// difference is a bug or a broken machine, and training on would train N models.
+    /// Fails on every rank unless every rank holds the same weights as rank 0 (compared by
+    /// [`weights_hash`] after optimizer step `step`): each applies the same summed gradients,
+    /// so a difference is a bug or a broken machine, and training on would train N models.
     pub fn check_same_weights<M: Module>(&self, model: &M, step: usize) -> Result<(), TrainError> {
         if self.world == 1 {
             return Ok(());
         }
-        let checksum = weights_checksum(model);
-        let main = self.broadcast(&checksum.to_le_bytes());
-        let differs = main != checksum.to_le_bytes();
+        let hash = weights_hash(model);
+        let main = self.broadcast(&hash.to_le_bytes());
+        let differs = main != hash.to_le_bytes();
         match self.any(differs) {
             false => Ok(()),
             true => Err(TrainError::Options(format!(
-                "the ranks' weights differ after optimizer step {step} (rank {} checksum \
-                 {checksum:e}{}); this should not happen: please report it",
+                "the ranks' weights differ after optimizer step {step} (rank {} hash \
+                 {hash:016x}{}); this should not happen: please report it",
                 self.rank,
                 if differs { ", not rank 0's" } else { "" }
             ))),
@@ -417,19 +417,19 @@ impl Ranks {
     }
 }
 
-/// The sum of every weight, weighted by its position in its tensor so that a permutation
-/// changes it too, in f64.
-fn weights_checksum<M: Module>(model: &M) -> f64 {
-    struct Checksum(f64);
-    impl ModuleVisitor for Checksum {
+/// FNV-1a over the bits of every weight, in the model's order, as f32: equal exactly where
+/// the weights are.
+pub fn weights_hash<M: Module>(model: &M) -> u64 {
+    struct Hash(u64);
+    impl ModuleVisitor for Hash {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let values = param.val().into_data().convert::<f32>();
-            for (i, v) in values.iter::<f32>().enumerate() {
-                self.0 += v as f64 * (1.0 + (i % 7) as f64);
+            for value in values.iter::<f32>() {
+                self.0 = (self.0 ^ value.to_bits() as u64).wrapping_mul(0x0100_0000_01b3);
             }
         }
     }
-    let mut checksum = Checksum(0.0);
-    model.visit(&mut checksum);
-    checksum.0
+    let mut hash = Hash(0xcbf2_9ce4_8422_2325);
+    model.visit(&mut hash);
+    hash.0
 }

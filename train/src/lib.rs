@@ -138,9 +138,10 @@ pub struct LoopState {
     /// Validation results of finished epochs.
     pub epochs: Vec<EpochResult>,
     /// What fixes the run's data stream and schedule ([`checkpoint::run_identity`]); a
-    /// checkpoint resumes only into the same.
+    /// checkpoint resumes only into the same. `None` in checkpoints written before runs were
+    /// recorded.
     #[serde(default)]
-    pub run: std::collections::BTreeMap<String, String>,
+    pub run: Option<std::collections::BTreeMap<String, String>>,
 }
 
 impl LoopState {
@@ -299,16 +300,10 @@ fn start(
     let model = model.to_device(&devices[0]).train();
     let optimizer = optim::adamw(options.weight_decay);
     let run = checkpoint::run_identity(options, data.train, &model);
-    // The ranks split every step alike only with as many devices and accumulation steps each.
-    let mut settings = run.clone();
-    settings.extend([
-        ("--devices (count)".into(), options.devices.to_string()),
-        (
-            "--gradient-accumulation-steps".into(),
-            options.gradient_accumulation_steps.to_string(),
-        ),
-    ]);
-    distributed::ranks().check_same_settings(&settings)?;
+    let ranks = distributed::ranks();
+    if ranks.world() > 1 {
+        ranks.check_same_settings(&rank_settings(&run, options, data, &model))?;
+    }
     distributed::ranks().connect(&devices[0])?;
     let (model, optimizer, state) = match &dirs.resume_from {
         None => (model, optimizer, LoopState::default()),
@@ -327,7 +322,53 @@ fn start(
         total_steps,
         done: state.step,
     });
-    Ok((model, optimizer, LoopState { run, ..state }))
+    Ok((
+        model,
+        optimizer,
+        LoopState {
+            run: Some(run),
+            ..state
+        },
+    ))
+}
+
+/// What every rank of a run must share beyond the run's identity: the ranks split every step
+/// alike only with as many devices and accumulation steps each; they must clip and compute
+/// alike, start from the same weights, and evaluate the same examples.
+fn rank_settings(
+    run: &std::collections::BTreeMap<String, String>,
+    options: &TrainOptions,
+    data: &Data,
+    model: &BertForSequenceClassification,
+) -> std::collections::BTreeMap<String, String> {
+    let mixed_precision = match model.compute_dtype() {
+        None => "no".to_string(),
+        Some(dtype) => format!("{dtype:?}").to_lowercase(),
+    };
+    let mut settings = run.clone();
+    settings.extend([
+        ("--devices (count)".into(), options.devices.to_string()),
+        (
+            "--gradient-accumulation-steps".into(),
+            options.gradient_accumulation_steps.to_string(),
+        ),
+        (
+            "--max-grad-norm".into(),
+            options
+                .max_grad_norm
+                .map_or_else(|| "none".into(), |norm| norm.to_string()),
+        ),
+        ("--mixed-precision".into(), mixed_precision),
+        (
+            "model weights".into(),
+            format!("hash {:016x}", distributed::weights_hash(model)),
+        ),
+        (
+            "validation data".into(),
+            checkpoint::describe_data(data.validation),
+        ),
+    ]);
+    settings
 }
 
 /// The epoch's validation: `model`'s predictions on `data.validation` against `references`,
