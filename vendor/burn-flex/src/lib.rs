@@ -37,6 +37,9 @@ mod strided_index;
 mod tensor;
 mod zip;
 
+#[cfg(all(test, feature = "std"))]
+mod not_run;
+
 #[doc(hidden)]
 pub mod ops;
 

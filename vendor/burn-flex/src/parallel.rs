@@ -117,7 +117,13 @@ where
     E: Copy + Send + Sync,
     F: BinaryFn<E>,
 {
-    debug_assert_eq!(lhs.len(), rhs.len());
+    // In release builds too: `ZipMap` writes as many elements as the shorter operand has,
+    // and `set_len` below takes `lhs.len()` of them as written.
+    assert_eq!(
+        lhs.len(),
+        rhs.len(),
+        "zip_map_collect: operands of unequal lengths"
+    );
     let mut result = alloc::vec::Vec::with_capacity(lhs.len());
     let out = &mut result.spare_capacity_mut()[..lhs.len()];
     run(ZipMap { out, lhs, rhs, op });
@@ -356,5 +362,96 @@ impl<E: Copy + Send + Sync, F: BinaryFn<E>> Vectorised for ZipMap<'_, E, F> {
         for ((o, &a), &b) in self.out.iter_mut().zip(self.lhs).zip(self.rhs) {
             o.write(op.apply(a, b));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Operands of unequal lengths stop the loop with a panic, in release builds too (the
+    /// tests run in release): without it `set_len` would expose uninitialised elements.
+    #[test]
+    #[should_panic(expected = "operands of unequal lengths")]
+    fn zip_map_collect_refuses_unequal_lengths() {
+        let (lhs, rhs) = ([1.0f32; 8], [2.0f32; 5]);
+        let _ = zip_map_collect(&lhs, &rhs, |a: f32, b: f32| a + b);
+    }
+
+    /// Each compiled width of a loop gives the same bits (Rust contracts no `a * b + c` into
+    /// an FMA), the branch-free `exp_f32` included. A width this CPU lacks cannot run: the
+    /// test says so (QEMU's emulator has no AVX-512 either).
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[cfg_attr(miri, ignore = "Miri runs the baseline's loops alone")]
+    #[test]
+    fn every_compiled_width_gives_the_same_bits() {
+        let op = |x: f32| crate::ops::unary::exp_f32(x) * 0.5 + x * x - 1.1;
+        let inputs: alloc::vec::Vec<f32> = (0..1000).map(|i| i as f32 * 0.037 - 20.0).collect();
+        let baseline = {
+            let mut data = inputs.clone();
+            MapInPlace {
+                data: &mut data,
+                op,
+            }
+            .run();
+            data
+        };
+        let same_bits = |data: &[f32]| {
+            data.iter()
+                .zip(&baseline)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        let test = "parallel::every_compiled_width_gives_the_same_bits";
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            let mut data = inputs.clone();
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            unsafe {
+                avx2(MapInPlace {
+                    data: &mut data,
+                    op,
+                })
+            };
+            assert!(same_bits(&data), "AVX2 and FMA against the baseline");
+        } else {
+            crate::not_run::not_run(&format!("{test} (AVX2)"), "it has no AVX2 and FMA");
+        }
+        if std::is_x86_feature_detected!("avx512f") {
+            let mut data = inputs.clone();
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            unsafe {
+                avx512(MapInPlace {
+                    data: &mut data,
+                    op,
+                })
+            };
+            assert!(same_bits(&data), "AVX-512 against the baseline");
+        } else {
+            crate::not_run::not_run(&format!("{test} (AVX-512)"), "it has no AVX-512");
+        }
+    }
+
+    /// On equal lengths, on one thread and split over a pool of three, the collecting loops
+    /// write every element (under Miri too: `scripts/test` runs these tests there).
+    #[test]
+    fn collecting_loops_write_every_element() {
+        let check = || {
+            for len in [0, 7, PARALLEL_MIN * 2 + 3] {
+                let lhs: alloc::vec::Vec<f32> = (0..len).map(|i| i as f32).collect();
+                let rhs: alloc::vec::Vec<f32> = (0..len).map(|i| (2 * i) as f32).collect();
+                let sum = zip_map_collect(&lhs, &rhs, |a: f32, b: f32| a + b);
+                assert_eq!(sum.len(), len);
+                assert!(sum.iter().enumerate().all(|(i, &s)| s == (3 * i) as f32));
+                let halves = map_collect(&rhs, |x: f32| x / 2.0);
+                assert_eq!(halves, lhs);
+            }
+        };
+        #[cfg(feature = "rayon")]
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap()
+            .install(check);
+        #[cfg(not(feature = "rayon"))]
+        check();
     }
 }

@@ -409,6 +409,13 @@ fn softmax_row_f32_scalar(input: &[f32], output: &mut [f32]) {
 #[inline(always)]
 fn softmax_row_f32_simd<S: macerator::Simd>(input: &[f32], output: &mut [f32]) {
     use macerator::{Scalar, vload_unaligned, vstore_unaligned};
+    // The vector loads of passes 2 and 3 read `output` up to `input`'s length (burnbert
+    // patch: checked in release builds too, once per row).
+    assert_eq!(
+        input.len(),
+        output.len(),
+        "softmax row: output and input lengths differ"
+    );
     let lanes = <f32 as Scalar>::lanes::<S>();
     let len = input.len();
     let simd_len = len / lanes * lanes;
@@ -443,7 +450,7 @@ fn softmax_row_f32_simd<S: macerator::Simd>(input: &[f32], output: &mut [f32]) {
     let mut sum = if simd_len >= lanes {
         let mut sum_vec = 0.0f32.splat::<S>();
         for j in (0..simd_len).step_by(lanes) {
-            sum_vec = sum_vec + unsafe { vload_unaligned::<S, _>(output.as_ptr().add(j)) };
+            sum_vec += unsafe { vload_unaligned::<S, _>(output.as_ptr().add(j)) };
         }
         sum_vec.reduce_add()
     } else {
@@ -1122,6 +1129,17 @@ fn layer_norm_row_f32_simd<S: macerator::Simd>(
 // add them to crates/burn-backend-tests/tests/tensor/float/activation/.
 #[cfg(test)]
 mod tests {
+    // burnbert patch: a softmax row whose output is shorter than its input stops with a
+    // panic instead of the vector loads reading (and stores writing) past the output.
+    #[cfg(feature = "simd")]
+    #[test]
+    #[should_panic(expected = "output and input lengths differ")]
+    fn patch_softmax_row_refuses_a_short_output() {
+        let input = [0.5f32; 64];
+        let mut output = [0.0f32; 32];
+        super::softmax_rows_f32_simd(&input, &mut output, 64);
+    }
+
     // burnbert patch: the branch-free erf and exp of GELU against libm in f64.
     #[test]
     fn patch_gelu_erf_f32_within_abramowitz_stegun_bound() {

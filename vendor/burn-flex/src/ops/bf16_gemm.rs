@@ -22,9 +22,18 @@ const MR: usize = 12;
 /// Columns of the micro-tile: two registers of 16 f32 lanes.
 const NR: usize = 32;
 
-/// Whether this CPU runs the kernel.
-pub(crate) fn available() -> bool {
-    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+/// Proof that this CPU runs the kernel: only [`Avx512Bf16::detect`] makes one, after asking
+/// the CPU, and [`gemm`] takes one, so no path reaches the kernel unchecked.
+#[derive(Clone, Copy)]
+pub(crate) struct Avx512Bf16(());
+
+impl Avx512Bf16 {
+    /// `Some` where this CPU has AVX-512F and AVX512-BF16 (std caches the answer).
+    pub(crate) fn detect() -> Option<Self> {
+        let has =
+            std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16");
+        has.then_some(Self(()))
+    }
 }
 
 /// A strided bf16 matrix: element `(i, j)` at `ptr + i * rs + j * cs`.
@@ -35,16 +44,22 @@ pub(crate) struct Strided<T> {
     pub cs: isize,
 }
 
-// SAFETY: the threads read the operands and write disjoint tiles of the output.
-unsafe impl<T> Send for Strided<T> {}
-unsafe impl<T> Sync for Strided<T> {}
+// SAFETY: the threads read the operands (`*const`) and write disjoint tiles of the output
+// (`*mut`), so sharing a matrix shares its elements as `&E` (`E: Sync`) or hands each thread
+// its own of them (`E: Send`), as slices would.
+unsafe impl<E: Sync> Send for Strided<*const E> {}
+unsafe impl<E: Sync> Sync for Strided<*const E> {}
+unsafe impl<E: Send> Send for Strided<*mut E> {}
+unsafe impl<E: Send + Sync> Sync for Strided<*mut E> {}
 
 /// `out[m, n] = lhs[m, k] @ rhs[k, n]`, every element of `out` written, on this thread or,
 /// with `threaded`, on all of rayon's.
 ///
 /// # Safety
-/// [`available`] must be true, and the three matrices valid for their sizes and strides.
+/// The three matrices must be valid for their sizes and strides.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(
+    _cpu: Avx512Bf16,
     m: usize,
     n: usize,
     k: usize,
@@ -103,7 +118,7 @@ pub(crate) unsafe fn gemm(
     }
     let tiles_of_a = |(p, a_panel): (usize, &[u32])| {
         for (q, b_panel) in b.chunks_exact(b_step).enumerate() {
-            // SAFETY: the CPU has the features (the caller's contract); the tile lies within
+            // SAFETY: the CPU has the features (`_cpu` proves it); the tile lies within
             // `out`, and panel `p`'s rows are this job's alone.
             unsafe { tile(a_panel, b_panel, pairs, out, p * MR, q * NR, m, n) };
         }
@@ -176,7 +191,7 @@ unsafe fn tile(
     n: usize,
 ) {
     use core::arch::x86_64::{
-        __m256i, __m512bh, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_dpbf16_ps,
+        __m256i, __m512bh, __m512i, _mm256_storeu_si256, _mm512_cvtneps_pbh, _mm512_dpbf16_ps,
         _mm512_loadu_si512, _mm512_set1_epi32, _mm512_setzero_ps,
     };
     use core::mem::transmute;
@@ -186,8 +201,8 @@ unsafe fn tile(
         // SAFETY: each chunk holds 16 + 16 `u32`, one register each.
         let (b0, b1): (__m512bh, __m512bh) = unsafe {
             (
-                transmute(_mm512_loadu_si512(b_pairs.as_ptr().cast())),
-                transmute(_mm512_loadu_si512(b_pairs.as_ptr().add(16).cast())),
+                transmute::<__m512i, __m512bh>(_mm512_loadu_si512(b_pairs.as_ptr().cast())),
+                transmute::<__m512i, __m512bh>(_mm512_loadu_si512(b_pairs.as_ptr().add(16).cast())),
             )
         };
         for (acc_row, &a_pair) in acc.iter_mut().zip(a_pairs) {
@@ -238,7 +253,13 @@ mod tests {
     /// One product against a sum in f64 of the same bf16 values: a transposed or plain left
     /// and right operand, output rows `pad` elements longer than `n`, whose padding must stay
     /// as it was.
-    fn check(m: usize, n: usize, k: usize, transposed: (bool, bool), pad: usize, threaded: bool) {
+    fn check(
+        cpu: Avx512Bf16,
+        (m, n, k): (usize, usize, usize),
+        transposed: (bool, bool),
+        pad: usize,
+        threaded: bool,
+    ) {
         let (lhs, rhs) = (values(m * k, 1), values(k * n, 2));
         // Element (i, p) of the left operand and (p, j) of the right one.
         let (lhs_rs, lhs_cs) = if transposed.0 { (1, m) } else { (k, 1) };
@@ -246,10 +267,10 @@ mod tests {
         let sentinel = bf16::from_f32(-7.0);
         let out_rs = n + pad;
         let mut out = vec![sentinel; m * out_rs];
-        // SAFETY: the test's CPU has the features (checked by the caller), and the buffers
-        // hold the matrices.
+        // SAFETY: the buffers hold the matrices.
         unsafe {
             gemm(
+                cpu,
                 m,
                 n,
                 k,
@@ -295,14 +316,22 @@ mod tests {
         }
     }
 
-    /// Runs only on a CPU with AVX512-BF16 (the machines burnbert is measured on, Intel and
-    /// AMD, have it); elsewhere `matmul` takes the f32 route, which matmul.rs's tests check.
+    /// The kernel on this CPU, or `None` after saying that `test` cannot run here (QEMU's
+    /// emulator has no AVX-512 either); elsewhere `matmul` takes the f32 route, which
+    /// matmul.rs's tests check.
+    fn cpu(test: &str) -> Option<Avx512Bf16> {
+        let cpu = Avx512Bf16::detect();
+        if cpu.is_none() {
+            crate::not_run::not_run(test, "it has no AVX512-BF16");
+        }
+        cpu
+    }
+
     #[test]
     fn kernel_matches_a_sum_in_f64() {
-        if !available() {
-            std::eprintln!("bf16_gemm: this CPU has no AVX512-BF16; the kernel cannot run here");
+        let Some(cpu) = cpu("bf16_gemm::kernel_matches_a_sum_in_f64") else {
             return;
-        }
+        };
         // Whole tiles, partial tiles in both directions, an odd k, k of 1, a single element.
         let shapes = [
             (12, 32, 2),
@@ -312,20 +341,43 @@ mod tests {
             (40, 5, 1),
             (3, 97, 130),
         ];
-        for (m, n, k) in shapes {
+        for shape in shapes {
             for transposed in [(false, false), (true, false), (false, true), (true, true)] {
-                check(m, n, k, transposed, 0, false);
+                check(cpu, shape, transposed, 0, false);
             }
-            check(m, n, k, (false, false), 3, true);
+            check(cpu, shape, (false, false), 3, true);
         }
     }
 
     #[test]
     fn kernel_writes_zeros_for_an_empty_sum() {
-        if !available() {
-            std::eprintln!("bf16_gemm: this CPU has no AVX512-BF16; the kernel cannot run here");
+        let Some(cpu) = cpu("bf16_gemm::kernel_writes_zeros_for_an_empty_sum") else {
             return;
-        }
-        check(5, 3, 0, (false, false), 2, false);
+        };
+        check(cpu, (5, 3, 0), (false, false), 2, false);
+    }
+
+    /// Whether `T` is `Sync`, answered for a concrete type at compile time: an inherent
+    /// constant, where `T: Sync` makes it exist, wins over the trait's.
+    struct IsSync<T>(core::marker::PhantomData<T>);
+    trait NotSync {
+        const SYNC: bool = false;
+    }
+    impl<T> NotSync for IsSync<T> {}
+    impl<T: Sync> IsSync<T> {
+        const SYNC: bool = true;
+    }
+
+    /// A matrix is shared between threads only where its elements may be: never for
+    /// elements that are not `Sync` (a blanket `Sync` for any `T` said yes).
+    #[test]
+    fn strided_matrices_are_sync_only_for_sync_elements() {
+        let answers = [
+            IsSync::<Strided<*const bf16>>::SYNC,
+            IsSync::<Strided<*mut bf16>>::SYNC,
+            IsSync::<Strided<*const core::cell::Cell<bf16>>>::SYNC,
+            IsSync::<Strided<*mut core::cell::Cell<bf16>>>::SYNC,
+        ];
+        assert_eq!(answers, [true, true, false, false]);
     }
 }

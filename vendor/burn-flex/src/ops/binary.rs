@@ -177,7 +177,7 @@ where
     {
         let rhs_storage: &[E] = rhs.storage();
         let lhs_storage: &mut [E] = lhs.storage_mut();
-        crate::zip::zip_apply_inplace(&nest, lhs_storage, rhs_storage, &call);
+        crate::zip::zip_apply_inplace(&nest, lhs_storage, rhs_storage, call);
         return lhs;
     }
     if rhs.is_unique()
@@ -212,12 +212,12 @@ where
         // fall through to the per-element StridedIter odometer.
         _ => {
             if let Some(result) =
-                crate::zip::zip_map(lhs_storage, lhs.layout(), rhs_storage, rhs.layout(), &call)
+                crate::zip::zip_map(lhs_storage, lhs.layout(), rhs_storage, rhs.layout(), call)
             {
                 result
             } else if lhs.layout().num_dims() == 2 {
                 // 2D non-contiguous with negative strides (e.g. flipped)
-                apply_2d_strided(lhs_storage, rhs_storage, lhs.layout(), rhs.layout(), &call)
+                apply_2d_strided(lhs_storage, rhs_storage, lhs.layout(), rhs.layout(), call)
             } else {
                 let lhs_iter = StridedIter::new(lhs.layout());
                 let rhs_iter = StridedIter::new(rhs.layout());

@@ -343,10 +343,15 @@ unsafe fn gemm_call<T: GemmScalar>(
         let threaded = matches!(parallelism, gemm::Parallelism::Rayon(_));
         #[cfg(not(feature = "rayon"))]
         let threaded = false;
-        // SAFETY: `matmul_bf16` takes this route only where `bf16_gemm::available()`, and the
-        // caller's pointers are valid for the sizes and strides.
+        // `matmul_bf16` takes this route only on such a CPU; asked again here (std caches the
+        // answer), a new path to it panics on another CPU instead of running instructions it
+        // does not have.
+        let cpu = bf16_gemm::Avx512Bf16::detect()
+            .expect("bf16 products run burnbert's kernel only on CPUs with AVX512-BF16");
+        // SAFETY: the caller's pointers are valid for the sizes and strides.
         return unsafe {
             bf16_gemm::gemm(
+                cpu,
                 m,
                 n,
                 k,
@@ -440,9 +445,10 @@ struct Operands<T> {
     rhs: *const T,
 }
 
-// SAFETY: the bands read the operands and write disjoint rows of the output.
+// SAFETY: the bands read the operands and write disjoint rows of the output, so the threads
+// share `T`s by reference and each writes its own.
 #[cfg(feature = "rayon")]
-unsafe impl<T> Sync for Operands<T> {}
+unsafe impl<T: Send + Sync> Sync for Operands<T> {}
 
 /// Batched matmul: [B..., M, K] x [B..., K, N] -> [B..., M, N]
 /// Supports broadcasting on batch dimensions and strided (non-contiguous) inputs.
@@ -568,7 +574,7 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
 /// upstream's product in f32.
 fn matmul_bf16(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if super::bf16_gemm::available() {
+    if super::bf16_gemm::Avx512Bf16::detect().is_some() {
         return matmul_gemm::<bf16>(lhs, rhs);
     }
     matmul_bf16_through_f32(lhs, rhs)
@@ -1197,9 +1203,14 @@ mod tests {
     /// it (`bf16_gemm.rs`) and the f32 product, agree to bf16's rounding on a threaded 2-D
     /// product with a transposed right operand and a batched one with a broadcast left
     /// operand. Both round f32 sums taken in different orders, so they may differ by a unit in
-    /// the last place.
+    /// the last place. Without AVX512-BF16 both routes are the f32 one: nothing to compare.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[test]
     fn patch_matmul_bf16_routes_agree() {
+        if super::super::bf16_gemm::Avx512Bf16::detect().is_none() {
+            let test = "matmul::patch_matmul_bf16_routes_agree";
+            return crate::not_run::not_run(test, "it has no AVX512-BF16");
+        }
         let values = |len: usize, seed: usize| -> Vec<bf16> {
             (0..len)
                 .map(|i| bf16::from_f32(((i * 7919 + seed) % 1013) as f32 / 256.0 - 2.0))
@@ -1233,6 +1244,90 @@ mod tests {
                     "[{i}]: {got} against {want} through f32"
                 );
             }
+        }
+    }
+
+    /// burnbert patch: a bf16 product that reaches `gemm_call` on a CPU without AVX512-BF16
+    /// (a path that skipped `matmul_bf16`'s check) panics there instead of running the
+    /// kernel's instructions, which the CPU does not have.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[test]
+    fn patch_bf16_kernel_is_refused_without_avx512_bf16() {
+        if super::super::bf16_gemm::Avx512Bf16::detect().is_some() {
+            let test = "matmul::patch_bf16_kernel_is_refused_without_avx512_bf16";
+            return crate::not_run::not_run(test, "it has AVX512-BF16");
+        }
+        let one = bf16::from_f32(1.0);
+        let (lhs, rhs, mut out) = ([one; 4], [one; 4], [one; 4]);
+        let product = std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+            // SAFETY: three 2 × 2 matrices, contiguous.
+            unsafe {
+                super::gemm_call::<bf16>(
+                    2,
+                    2,
+                    2,
+                    out.as_mut_ptr(),
+                    1,
+                    2,
+                    lhs.as_ptr(),
+                    1,
+                    2,
+                    rhs.as_ptr(),
+                    1,
+                    2,
+                    gemm::Parallelism::None,
+                )
+            }
+        }));
+        assert!(
+            product.is_err(),
+            "the kernel ran on a CPU without AVX512-BF16"
+        );
+    }
+
+    /// burnbert patch: the band split's pointer arithmetic on a product small enough for Miri
+    /// (`cargo miri test`, scripts/test): 50 rows on three threads make bands of 32 and 18,
+    /// each row written once, by its band's single-threaded gemm, at the right offsets of all
+    /// three operands (the left one transposed, the output's rows padded).
+    #[cfg(feature = "rayon")]
+    #[test]
+    fn patch_band_split_writes_each_row_once() {
+        let (m, n, k, out_rs) = (50, 3, 2, 4);
+        assert!(m >= 3 * super::BAND_ROWS);
+        // lhs stored as [k, m] (element (i, p) at p * m + i), rhs as [k, n].
+        let lhs: Vec<f32> = (0..k * m).map(|x| (x % 7) as f32 - 3.0).collect();
+        let rhs: Vec<f32> = (0..k * n).map(|x| (x % 5) as f32 + 1.0).collect();
+        let mut out = vec![f32::NAN; m * out_rs];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            // SAFETY: the buffers hold the three matrices with these sizes and strides.
+            unsafe {
+                super::gemm_call::<f32>(
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    out_rs as isize,
+                    lhs.as_ptr(),
+                    m as isize,
+                    1,
+                    rhs.as_ptr(),
+                    1,
+                    n as isize,
+                    gemm::Parallelism::Rayon(0),
+                )
+            }
+        });
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = (0..k).map(|p| lhs[p * m + i] * rhs[p * n + j]).sum();
+                assert_eq!(out[i * out_rs + j], want, "[{i}, {j}]");
+            }
+            assert!(out[i * out_rs + n].is_nan(), "row {i}'s padding written");
         }
     }
 

@@ -177,14 +177,16 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding and subtracting it rounds to nearest
-    // exp(-104) rounds to 0 and exp(88.8) overflows; NaN becomes -104 here, and NaN below.
+    // exp(-104) rounds to 0 and exp(88.8) overflows; NaN becomes -104 here (`clamp` would
+    // keep it, and its conversion below would be undefined), and NaN below.
+    #[allow(clippy::manual_clamp)]
     let clamped = x.max(-104.0).min(88.8);
     let n = (clamped * LOG2_E + ROUND) - ROUND;
     let r = clamped - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5; // Cephes' 5.0000001e-1, which rounds to 0.5 in f32
     let y = p * r * r + r + 1.0;
     // SAFETY: `n` is a whole number in [-150, 128] (from the clamped value), so it converts
     // exactly; unlike `as`, which saturates, this is one instruction the compiler vectorises.
