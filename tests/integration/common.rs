@@ -77,6 +77,23 @@ pub fn skip_unless_required(why: &str) {
     eprintln!("skipped: {why}");
 }
 
+/// Says that `test` cannot run on this machine, and why, for a test whose subject this CPU
+/// does not have: printed, and appended as `test: reason` to the file that `BURNBERT_NOT_RUN`
+/// names, which `scripts/test` lists at its end, so that a test that checked nothing does not
+/// pass in silence.
+pub fn not_run(test: &str, reason: &str) {
+    use std::io::Write;
+    eprintln!("not run on this CPU: {test}, because {reason}");
+    if let Some(path) = std::env::var_os("BURNBERT_NOT_RUN") {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut file| writeln!(file, "burnbert {test}: {reason}"))
+            .expect("the file BURNBERT_NOT_RUN names can be written");
+    }
+}
+
 /// A command running one of burnbert's programs as a user would, offline and on the CPU.
 ///
 /// `BURN_DEVICE` is removed: `scripts/test` sets it for the in-process tests, and the
