@@ -54,8 +54,17 @@ pub fn select_device(spec: &str) -> Result<Device, String> {
 /// it, which runs the multi-device path (for testing it) without a speed-up; any other number
 /// is an error, as a GPU number that does not exist is.
 pub fn select_devices(spec: &str, list: Option<&str>) -> Result<Vec<Device>, String> {
+    let (devices, backend) = resolve_devices(spec, list)?;
+    make_default(backend);
+    Ok(devices)
+}
+
+/// The devices [`select_devices`] gives, and their backend, without making it the default:
+/// changing the environment is for programs before they start threads, not for tests.
+fn resolve_devices(spec: &str, list: Option<&str>) -> Result<(Vec<Device>, &'static str), String> {
     let Some(list) = list else {
-        return Ok(vec![select_device(spec)?]);
+        let (device, backend) = resolve(spec)?;
+        return Ok((vec![device], backend));
     };
     if spec.contains(':') {
         return Err(format!(
@@ -104,8 +113,7 @@ pub fn select_devices(spec: &str, list: Option<&str>) -> Result<Vec<Device>, Str
     if devices.is_empty() {
         return Err(format!("--devices all: no {backend} device found"));
     }
-    make_default(backend);
-    Ok(devices)
+    Ok((devices, backend))
 }
 
 /// Whether `device`, or the device it adds autodiff to, belongs to a CPU backend (ndarray or
@@ -145,7 +153,7 @@ pub fn device_name(device: &Device) -> String {
 
 fn make_default(backend: &str) {
     // SAFETY: programs call this before they start threads, so nothing reads the
-    // environment at the same time.
+    // environment at the same time; the unit tests, which run in threads, never call it.
     unsafe { std::env::set_var("BURN_DEVICE", backend) };
 }
 
@@ -327,6 +335,11 @@ fn cpu_device() -> Option<(Device, &'static str)> {
 mod tests {
     use super::*;
 
+    /// [`select_devices`]'s devices, without its change to the environment.
+    fn devices(spec: &str, list: Option<&str>) -> Result<Vec<Device>, String> {
+        resolve_devices(spec, list).map(|(devices, _)| devices)
+    }
+
     #[test]
     fn unknown_names_list_what_is_available() {
         let err = parse_device("tpu").unwrap_err();
@@ -360,20 +373,17 @@ mod tests {
     #[test]
     fn device_lists_on_the_cpu_give_workers_sharing_it() {
         let cpu = parse_device("cpu").unwrap();
-        assert_eq!(select_devices("cpu", None).unwrap(), vec![cpu.clone()]);
+        assert_eq!(devices("cpu", None).unwrap(), vec![cpu.clone()]);
+        assert_eq!(devices("cpu", Some("all")).unwrap(), vec![cpu.clone()]);
         assert_eq!(
-            select_devices("cpu", Some("all")).unwrap(),
-            vec![cpu.clone()]
-        );
-        assert_eq!(
-            select_devices("cpu", Some("0, 1,2")).unwrap(),
+            devices("cpu", Some("0, 1,2")).unwrap(),
             vec![cpu.clone(), cpu.clone(), cpu]
         );
-        let err = select_devices("cpu", Some("0,x")).unwrap_err();
+        let err = devices("cpu", Some("0,x")).unwrap_err();
         assert!(err.contains("`x` is not a device number"), "{err}");
-        let err = select_devices("cpu", Some("1,1")).unwrap_err();
+        let err = devices("cpu", Some("1,1")).unwrap_err();
         assert!(err.contains("device 1 is listed twice"), "{err}");
-        let err = select_devices("cuda:1", Some("0,1")).unwrap_err();
+        let err = devices("cuda:1", Some("0,1")).unwrap_err();
         assert!(err.contains("--device cuda:1 names one device"), "{err}");
     }
 
@@ -381,7 +391,7 @@ mod tests {
     /// 0 (its workers 0 to N - 1), and a GPU backend has the devices its driver lists.
     #[test]
     fn device_numbers_that_do_not_exist_are_errors() {
-        let err = select_devices("cpu", Some("0,5")).unwrap_err();
+        let err = devices("cpu", Some("0,5")).unwrap_err();
         assert!(err.contains("the CPU has no device 5"), "{err}");
         assert!(err.contains("--devices 0,1"), "{err}");
         for spec in ["cpu:3", "flex:1", "auto:2"] {
@@ -391,7 +401,7 @@ mod tests {
         assert!(parse_device("cpu:0").is_ok());
         for backend in ["cuda", "wgpu"] {
             let found = enumerate(backend).len();
-            let err = select_devices(backend, Some(&format!("0,{}", found + 1))).unwrap_err();
+            let err = devices(backend, Some(&format!("0,{}", found + 1))).unwrap_err();
             assert!(
                 err.contains(&format!("{found} ")) || err.contains("needs burnbert built"),
                 "{backend}: {err}"
@@ -417,13 +427,6 @@ mod tests {
             parse_device("auto").unwrap() == parse_device("cpu").unwrap(),
             !gpu
         );
-    }
-
-    /// In a build with CUDA or wgpu, Burn's own default would be that GPU backend.
-    #[test]
-    fn the_selected_device_becomes_burns_default() {
-        let device = select_device("cpu").unwrap();
-        assert_eq!(Device::default(), device);
     }
 
     #[test]
