@@ -308,6 +308,24 @@ mod tests {
     /// correlate fully at their offset, and a stream that repeats correlates at 1.
     const BOUND: f64 = 5.0 / 1024.0;
 
+    /// The kernel's masks are Philox4x32-10's as drawn on the host (`self_check::host_mask`,
+    /// whose generator gives Random123's answers), element for element: the key made of the
+    /// seed, the counters, the word of each element and the threshold (half: 2^31). A small
+    /// seed, and the one whose 64-bit key has every bit set.
+    #[test]
+    fn masks_are_philox_as_drawn_on_the_host() {
+        for seed in [[12345, 678, 9], [0xFF_FFFF; 3]] {
+            let kept = kept_with_seed(seed.map(|s| s as f32));
+            let host = crate::self_check::host_mask(seed, 1 << 31, N);
+            let differ = (0..N).find(|&i| kept[i] != host[i]);
+            assert_eq!(
+                differ.map(|i| (i, kept[i])),
+                None,
+                "seed {seed:x?}: (element, kept by the kernel) where the host's mask differs"
+            );
+        }
+    }
+
     /// The keep fraction: half of 2^20 draws, within five standard deviations (512 × 5).
     #[test]
     fn keeps_the_asked_fraction() {

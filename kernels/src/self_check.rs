@@ -8,6 +8,11 @@
 //! environment database), keyed by the device's name and compilation target and by these
 //! kernels' sources, so later runs on the same GPU read them instead of checking again.
 //! Deleting the file checks again.
+//!
+//! `BURNBERT_SELF_CHECK_FAULT=KERNEL:output` or `KERNEL:gradient` (`bias_gelu:gradient`, say)
+//! makes this process's checks find that kernel wrong, to see it switched off end to end
+//! (tests/integration/training_parity.rs); such a verdict is neither read from nor kept in the
+//! file.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -38,7 +43,7 @@ pub(crate) fn passes(kernel: Kernel, device: &Device) -> bool {
     }
     let (name, fingerprint) = identity(&device);
     let path = cache_path(&name, &fingerprint);
-    let verdict = cached_or_checked(&device, &name, &path, None);
+    let verdict = cached_or_checked(&device, &name, &path, injected_fault());
     for line in verdict.warnings(&name, &path) {
         eprintln!("{line}");
     }
@@ -47,19 +52,58 @@ pub(crate) fn passes(kernel: Kernel, device: &Device) -> bool {
     passes
 }
 
+/// What a fault injected into a kernel's check (tests only) makes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The output, off by one in its first element.
+    Output,
+    /// The gradient of the first input, twice the right one, while the output stays right.
+    /// AdamW's step has no gradient: its check ignores this fault.
+    Gradient,
+}
+
+impl Fault {
+    const ALL: [Fault; 2] = [Fault::Output, Fault::Gradient];
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Output => "output",
+            Fault::Gradient => "gradient",
+        }
+    }
+}
+
+/// The fault that `BURNBERT_SELF_CHECK_FAULT` (`KERNEL:output` or `KERNEL:gradient`) injects
+/// into this process's checks, if set.
+fn injected_fault() -> Option<(Kernel, Fault)> {
+    let value = std::env::var("BURNBERT_SELF_CHECK_FAULT").ok()?;
+    let fault = Kernel::ALL
+        .iter()
+        .flat_map(|&kernel| Fault::ALL.map(|fault| (kernel, fault)))
+        .find(|(kernel, fault)| value == format!("{}:{}", kernel.name(), fault.name()));
+    Some(fault.unwrap_or_else(|| {
+        panic!("BURNBERT_SELF_CHECK_FAULT={value}: not `KERNEL:output` or `KERNEL:gradient`")
+    }))
+}
+
 /// The verdict kept at `path`, or else the check's on `device` (named `name`), then kept
-/// there. `wrong` (tests only) names a kernel to check as if it were wrong; such a verdict is
-/// neither read nor kept.
-fn cached_or_checked(device: &Device, name: &str, path: &Path, wrong: Option<Kernel>) -> Verdict {
-    if wrong.is_none()
+/// there. With a `fault` injected into a kernel's check (tests only) the verdict is neither
+/// read nor kept.
+fn cached_or_checked(
+    device: &Device,
+    name: &str,
+    path: &Path,
+    fault: Option<(Kernel, Fault)>,
+) -> Verdict {
+    if fault.is_none()
         && let Some(verdict) = std::fs::read_to_string(path)
             .ok()
             .and_then(|text| Verdict::parse(&text))
     {
         return verdict;
     }
-    let verdict = check_all(device, wrong);
-    if wrong.is_none() {
+    let verdict = check_all(device, fault);
+    if fault.is_none() {
         // Written whole and renamed, so that a process starting beside this one reads a
         // verdict or none. A cache that cannot be written costs the next run a check.
         let partial = path.with_extension(format!("{}.partial", std::process::id()));
@@ -189,9 +233,10 @@ impl Fnv {
     }
 }
 
-/// Every kernel checked on `device`. The fused Add & Norm drops out with the dropout kernel's
-/// mask, so it fails where dropout does.
-fn check_all(device: &Device, wrong: Option<Kernel>) -> Verdict {
+/// Every kernel checked on `device`, with `fault` injected into one kernel's check (tests).
+/// The fused Add & Norm drops out with the dropout kernel's mask, so it fails where dropout
+/// does.
+fn check_all(device: &Device, fault: Option<(Kernel, Fault)>) -> Verdict {
     let device = device.clone().without_autodiff().autodiff();
     // f32, then each 16-bit type the device has (mixed precision runs the kernels in them).
     let dtypes: Vec<FloatDType> = [FloatDType::F32, FloatDType::BF16, FloatDType::F16]
@@ -204,7 +249,9 @@ fn check_all(device: &Device, wrong: Option<Kernel>) -> Verdict {
             let result = dtypes.iter().try_for_each(|&dtype| {
                 let check = Check {
                     device: &device,
-                    wrong: wrong == Some(kernel),
+                    fault: fault
+                        .filter(|&(faulty, _)| faulty == kernel)
+                        .map(|(_, fault)| fault),
                     dtype,
                 };
                 check_kernel(&check, kernel).map_err(|what| format!("in {dtype:?}: {what}"))
@@ -229,8 +276,8 @@ const ROWS: usize = 6;
 
 /// `kernel` in `check.dtype` against Burn's operations in f32 on `check.device` (with
 /// autodiff): the output, and the gradient of each input for the loss `sum(output ×
-/// weights)`. With `check.wrong`, the kernel's output is off by one in its first element, as a
-/// wrong kernel's would be.
+/// weights)`. With `check.fault`, the kernel's output or gradient is off, as a wrong kernel's
+/// would be.
 fn check_kernel(check: &Check, kernel: Kernel) -> Result<(), String> {
     let device = check.device;
     let mut draws = Draws(0x9e37_79b9_7f4a_7c15);
@@ -252,7 +299,8 @@ fn check_kernel(check: &Check, kernel: Kernel) -> Result<(), String> {
             },
             |[x, g, b]| flat(module::layer_norm(rows(x), g.clone(), Some(b.clone()), eps)),
         ),
-        Kernel::AddNorm => [None, Some(check.mask())].into_iter().try_for_each(|mask| {
+        Kernel::AddNorm => [false, true].into_iter().try_for_each(|dropout| {
+            let mask = dropout.then(|| check.mask());
             check.compare(
                 [
                     matrix.clone(),
@@ -275,9 +323,9 @@ fn check_kernel(check: &Check, kernel: Kernel) -> Result<(), String> {
                 },
                 |[h, bias, r, g, b]| {
                     let biased = rows(h) + bias.clone().unsqueeze();
-                    let dropped = match &mask {
-                        Some(mask) => biased * check.mask_values(mask, [ROWS, WIDTH]),
-                        None => biased,
+                    let dropped = match dropout {
+                        true => biased * check.mask_values([ROWS, WIDTH]),
+                        false => biased,
                     };
                     flat(module::layer_norm(
                         dropped + rows(r),
@@ -366,8 +414,7 @@ fn check_kernel(check: &Check, kernel: Kernel) -> Result<(), String> {
             )
         }
         Kernel::Dropout => {
-            let mask = check.mask();
-            let values = check.mask_values(&mask, [ROWS, WIDTH]);
+            let values = check.mask_values([ROWS, WIDTH]);
             // Keeping 0.9 of 1200: 1080, with a standard deviation of 10.4.
             let kept = values
                 .clone()
@@ -382,7 +429,7 @@ fn check_kernel(check: &Check, kernel: Kernel) -> Result<(), String> {
             }
             check.compare(
                 [matrix],
-                |[x]| flat(crate::dropout::dropout_with(rows(x), mask.clone())),
+                |[x]| flat(crate::dropout::dropout_with(rows(x), check.mask())),
                 |[x]| flat(rows(x) * values.clone()),
             )
         }
@@ -390,11 +437,11 @@ fn check_kernel(check: &Check, kernel: Kernel) -> Result<(), String> {
     }
 }
 
-/// One check of the kernels on a device: the autodiff device, whether the kernel is made
-/// wrong (tests), and the float type the kernels run in.
+/// One check of the kernels on a device: the autodiff device, the fault injected into the
+/// kernel (tests), and the float type the kernels run in.
 struct Check<'a> {
     device: &'a Device,
-    wrong: bool,
+    fault: Option<Fault>,
     dtype: FloatDType,
 }
 
@@ -408,7 +455,13 @@ impl Check<'_> {
         reference: impl Fn(&[Tensor<1>; N]) -> Tensor<1>,
     ) -> Result<(), String> {
         let own = outcome(self.device, &inputs, |x| {
-            let x = x.each_ref().map(|t| t.clone().cast(self.dtype));
+            let mut x = x.clone();
+            if self.fault == Some(Fault::Gradient) {
+                // Zero in value, the input itself in derivative: the first input's gradient
+                // doubles.
+                x[0] = x[0].clone() + (x[0].clone() - x[0].clone().detach());
+            }
+            let x = x.map(|t| t.cast(self.dtype));
             self.perhaps_wrong(own(&x).cast(FloatDType::F32))
         });
         agree(
@@ -428,29 +481,32 @@ impl Check<'_> {
         }
     }
 
+    /// `output`, off by one in its first element with [`Fault::Output`].
     fn perhaps_wrong(&self, output: Tensor<1>) -> Tensor<1> {
-        match self.wrong {
-            true => {
+        match self.fault {
+            Some(Fault::Output) => {
                 let (n, device) = (output.dims()[0], output.device());
                 output + one_hot(n, &device)
             }
-            false => output,
+            _ => output,
         }
     }
 
-    /// A fixed dropout mask keeping 0.9.
+    /// The fixed dropout mask of [`MASK_SEED`], keeping 0.9.
     fn mask(&self) -> Mask {
-        let seed = TensorData::new(vec![1234.0f32, 5678.0, 9012.0], [3]);
+        let seed = TensorData::new(MASK_SEED.map(|s| s as f32).to_vec(), [3]);
         Mask::with_seed(Tensor::from_data(seed, self.device), 0.9)
     }
 
-    /// `mask` as a tensor of `shape`: `1 / keep` where it keeps an element, else 0; drawn
-    /// by the dropout kernel, as a constant.
-    fn mask_values(&self, mask: &Mask, shape: [usize; 2]) -> Tensor<2> {
-        let plain = self.device.clone().without_autodiff();
-        let ones = crate::autodiff::Input::from(Tensor::<2>::ones(shape, &plain)).into_primitive();
-        let values = Tensor::<2>::from_primitive::<burn::backend::Cube>(mask.apply(ones));
-        Tensor::from_data(values.into_data(), self.device)
+    /// [`Self::mask`] as a constant tensor of `shape`: `1 / keep` where it keeps an element,
+    /// else 0; drawn on the host ([`host_mask`]), not by the kernel under check.
+    fn mask_values(&self, shape: [usize; 2]) -> Tensor<2> {
+        let mask = self.mask();
+        let values = host_mask(MASK_SEED, mask.threshold, shape.iter().product())
+            .into_iter()
+            .map(|kept| if kept { mask.scale } else { 0.0 })
+            .collect();
+        Tensor::from_data(TensorData::new(values, shape), self.device)
     }
 
     /// The AdamW kernel against its formula in Burn's operations, without autodiff: the
@@ -506,6 +562,44 @@ impl Check<'_> {
             self.tolerance(),
         )
     }
+}
+
+/// The seed of the checks' dropout mask: three integers below 2^24, as [`Mask::draw`] draws.
+const MASK_SEED: [u32; 3] = [1234, 5678, 9012];
+
+/// Whether the dropout mask of `seed` keeps each of `n` elements, drawn on the host: the
+/// reference that the dropout kernel's masks are checked against. The key is the seed's low
+/// 64 bits (`seed[0] + seed[1] · 2^24 + seed[2] · 2^48`); element `i` is kept where word
+/// `i % 4` of the Philox block of the 64-bit counter `i / 4` is below `threshold`.
+pub(crate) fn host_mask(seed: [u32; 3], threshold: u32, n: usize) -> Vec<bool> {
+    let key = seed[0] as u64 | (seed[1] as u64) << 24 | (seed[2] as u64) << 48;
+    let key = [key as u32, (key >> 32) as u32];
+    (0..n)
+        .map(|i| {
+            let block = (i / 4) as u64;
+            philox([block as u32, (block >> 32) as u32, 0, 0], key)[i % 4] < threshold
+        })
+        .collect()
+}
+
+/// Philox4x32-10's block of `counter` under `key` on the host, written from Random123's
+/// `philox4x32_R` apart from the kernel's (`crate::dropout::kernel::philox`): ten rounds of
+/// two 32 × 32 → 64-bit products, the key bumped by its Weyl constants after each.
+fn philox(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    let ([mut c0, mut c1, mut c2, mut c3], [mut k0, mut k1]) = (counter, key);
+    for _ in 0..10 {
+        let product_0 = c0 as u64 * 0xD251_1F53;
+        let product_1 = c2 as u64 * 0xCD9E_8D57;
+        [c0, c1, c2, c3] = [
+            (product_1 >> 32) as u32 ^ c1 ^ k0,
+            product_1 as u32,
+            (product_0 >> 32) as u32 ^ c3 ^ k1,
+            product_0 as u32,
+        ];
+        k0 = k0.wrapping_add(0x9E37_79B9);
+        k1 = k1.wrapping_add(0xBB67_AE85);
+    }
+    [c0, c1, c2, c3]
 }
 
 /// A vector of `n` zeros but a one first.
@@ -624,13 +718,19 @@ mod tests {
         }
     }
 
-    /// A kernel made wrong through the test hook fails its check alone (Add & Norm with
-    /// dropout, whose mask it shares), and gets one warning line naming it.
+    /// A kernel made wrong through the test hook, in its output or in its gradient alone,
+    /// fails its check alone (Add & Norm with dropout, whose mask it shares), and gets one
+    /// warning line naming it and what differed. AdamW's step has no gradient: its output
+    /// only.
     #[test]
     fn a_wrong_kernel_is_switched_off_with_one_warning_line() {
         let device = crate::testing::wgpu();
-        for wrong in Kernel::ALL {
-            let verdict = check_all(&device, Some(wrong));
+        let faults = Kernel::ALL
+            .into_iter()
+            .flat_map(|kernel| Fault::ALL.map(|fault| (kernel, fault)))
+            .filter(|&fault| fault != (Kernel::AdamwStep, Fault::Gradient));
+        for (wrong, fault) in faults {
+            let verdict = check_all(&device, Some((wrong, fault)));
             let expected = match wrong {
                 Kernel::Dropout => vec![Kernel::AddNorm, Kernel::Dropout],
                 kernel => vec![kernel],
@@ -639,13 +739,18 @@ mod tests {
             let warnings = verdict.warnings("lavapipe", Path::new("verdicts.txt"));
             assert_eq!(warnings.len(), expected.len(), "{warnings:?}");
             let line = &warnings[expected.iter().position(|&k| k == wrong).unwrap()];
+            let differed = match fault {
+                Fault::Output => "(in F32: output[0] is ",
+                Fault::Gradient => "(in F32: gradient of input 1[",
+            };
             assert!(
                 line.starts_with(&format!(
                     "warning: burnbert's GPU kernel `{}`",
                     wrong.name()
-                )) && line.contains("switched off")
+                )) && line.contains(differed)
+                    && line.contains("switched off")
                     && !line.contains('\n'),
-                "{line}"
+                "{fault:?}: {line}"
             );
         }
     }
@@ -670,9 +775,45 @@ mod tests {
         assert_eq!(cached_or_checked(&device, "lavapipe", &path, None), checked);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
         std::fs::remove_file(&path).unwrap();
-        cached_or_checked(&device, "lavapipe", &path, Some(Kernel::Dropout));
+        cached_or_checked(
+            &device,
+            "lavapipe",
+            &path,
+            Some((Kernel::Dropout, Fault::Output)),
+        );
         assert!(!path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The host's Philox4x32-10, the reference for the dropout kernel's masks, gives Random123's
+    /// published known answers (its `kat_vectors`), as the kernel's does
+    /// (`crate::dropout`'s tests).
+    #[test]
+    fn host_philox_gives_random123s_known_answers() {
+        let cases = [
+            (
+                [0; 4],
+                [0; 2],
+                [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
+            ),
+            (
+                [u32::MAX; 4],
+                [u32::MAX; 2],
+                [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
+            ),
+            (
+                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+                [0xa4093822, 0x299f31d0],
+                [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
+            ),
+        ];
+        for (counter, key, expected) in cases {
+            assert_eq!(
+                philox(counter, key),
+                expected,
+                "counter {counter:x?}, key {key:x?}"
+            );
+        }
     }
 
     /// Checking draws nothing from Burn's generator, which the run's dropout masks come from:

@@ -13,7 +13,9 @@
 //!
 //! Backends: ndarray and flex, and wgpu (lavapipe in CI) with burnbert's GPU kernels and
 //! without them (`BURNBERT_GPU_KERNELS=0`, which is read once per process: a child process
-//! runs the wgpu test again, see [`wgpu_without_burnbert_kernels_trains_as_pytorch`]).
+//! runs the wgpu test again, see [`wgpu_without_burnbert_kernels_trains_as_pytorch`]), and with
+//! the GELU kernel switched off by its self-check (another child process, see
+//! [`wgpu_with_a_kernel_that_fails_its_self_check_trains_with_burns_operation`]).
 //! The tolerances depend on how the backend back-propagates GELU ([`EXACT_GELU`],
 //! [`TANH_GELU_BACKWARD`]).
 //!
@@ -117,7 +119,7 @@ const TANH_GELU_BACKWARD: Tolerances = Tolerances {
 fn tolerances(device: &Device) -> &'static Tolerances {
     let flex = burnbert_model::parse_device("flex").ok();
     if flex.is_some_and(|flex| flex.autodiff() == *device)
-        || burnbert_model::runs_own_kernels(device)
+        || (burnbert_model::runs_own_kernels(device) && !gelu_kernel_fails_its_check())
     {
         &EXACT_GELU
     } else {
@@ -189,21 +191,19 @@ struct Run {
     /// The gradients of the first backward pass.
     grads: Vec<Named>,
     initial: Vec<Named>,
-    /// The weights after the last step; `None` where the run stopped after the gradients.
-    last: Option<Vec<Named>>,
+    /// The weights after the last step.
+    last: Vec<Named>,
     /// The learning rates of the steps.
     learning_rates: Vec<f64>,
 }
 
 /// Forward, loss, backward and an AdamW step, as many times as the reference did, on its
-/// batch with its peak learning rate and weight decay; or, without `optimizer_steps`, the first
-/// forward and backward pass only.
+/// batch with its peak learning rate and weight decay.
 fn train(
     model: BertForSequenceClassification,
     reference: &Value,
     top: &Value,
     device: &Device,
-    optimizer_steps: bool,
 ) -> Run {
     let input = input(reference, device);
     let labels = ints(&reference["labels"]);
@@ -219,7 +219,7 @@ fn train(
     let mut optimizer = optim::adamw(top["weight_decay"].as_f64().unwrap());
     let initial = named(&model, None);
     let (mut model, mut losses, mut grads, mut learning_rates) = (model, vec![], None, vec![]);
-    for step in 0..if optimizer_steps { steps } else { 1 } {
+    for step in 0..steps {
         let lr = schedule.lr(step);
         learning_rates.push(lr);
         let loss = model
@@ -231,15 +231,13 @@ fn train(
         if step == 0 {
             grads = Some(named(&model, Some(&step_grads)));
         }
-        if optimizer_steps {
-            model = optimizer.step(lr, model, step_grads);
-        }
+        model = optimizer.step(lr, model, step_grads);
     }
     Run {
         losses,
         grads: grads.unwrap(),
         initial,
-        last: optimizer_steps.then(|| named(&model, None)),
+        last: named(&model, None),
         learning_rates,
     }
 }
@@ -289,8 +287,7 @@ impl Report {
     /// The losses and learning rates of every step.
     fn steps(&mut self, run: &Run, reference: &Value) {
         let want = floats(&reference["losses"]);
-        let steps = if run.last.is_some() { want.len() } else { 1 };
-        assert_eq!(run.losses.len(), steps, "{}: steps", self.what);
+        assert_eq!(run.losses.len(), want.len(), "{}: steps", self.what);
         for (step, (ours, theirs)) in run.losses.iter().zip(&want).enumerate() {
             let difference = (ours - theirs).abs();
             self.loss = self.loss.max(difference);
@@ -315,13 +312,11 @@ impl Report {
         self.require(noise <= ZERO_GRADIENT, || {
             format!("{name}: gradient {noise} of the model's largest")
         });
-        if let Some(last) = &run.last {
-            let moved = max_abs_difference(&last[i].values, &run.initial[i].values);
-            let reach = ADAMW_REACH * run.learning_rates.iter().sum::<f64>();
-            self.require(moved as f64 <= reach, || {
-                format!("{name}: moved by {moved}, more than AdamW's {reach}")
-            });
-        }
+        let moved = max_abs_difference(&run.last[i].values, &run.initial[i].values);
+        let reach = ADAMW_REACH * run.learning_rates.iter().sum::<f64>();
+        self.require(moved as f64 <= reach, || {
+            format!("{name}: moved by {moved}, more than AdamW's {reach}")
+        });
     }
 
     /// Weights after the last step against PyTorch's, entry by entry, where the entry's first
@@ -444,8 +439,9 @@ fn gradient_scale(run: &Run) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// The tiny model: every gradient and every final weight against PyTorch's in full.
-fn check_tiny(device: &Device) {
+/// The tiny model: every gradient and every final weight against PyTorch's in full. Returns
+/// the largest gradient difference (relative to its tensor's largest entry).
+fn check_tiny(device: &Device) -> f32 {
     let top = json("training_reference.json");
     let reference = &top["tiny"];
     let mut config = BertConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
@@ -456,8 +452,8 @@ fn check_tiny(device: &Device) {
         device,
     )
     .unwrap();
-    let run = train(model, reference, &top, device, true);
-    let last = run.last.as_ref().unwrap();
+    let run = train(model, reference, &top, device);
+    let last = &run.last;
     let mut report = Report::new(format!("tiny on {device:?}"));
     report.steps(&run, reference);
     let tolerances = tolerances(device);
@@ -493,7 +489,9 @@ fn check_tiny(device: &Device) {
         });
         report.weights(name, entries, tolerances.tiny_weights, reach);
     }
+    let gradient = report.gradient;
     report.finish();
+    gradient
 }
 
 fn no_dropout(config: &mut BertConfig) {
@@ -530,23 +528,12 @@ fn minilm(reference: &Value, device: &Device) -> BertForSequenceClassification {
     model
 }
 
-/// MiniLM: the summaries of every gradient, and with `optimizer_steps` of every weight after
-/// the steps.
-fn check_minilm(device: &Device, optimizer_steps: bool) {
+/// MiniLM: the summaries of every gradient and of every weight after the steps.
+fn check_minilm(device: &Device) {
     let top = json("training_reference.json");
     let reference = &top["minilm"];
-    let run = train(
-        minilm(reference, device),
-        reference,
-        &top,
-        device,
-        optimizer_steps,
-    );
-    let extent = match optimizer_steps {
-        true => "",
-        false => " (gradients only)",
-    };
-    let mut report = Report::new(format!("MiniLM on {device:?}{extent}"));
+    let run = train(minilm(reference, device), reference, &top, device);
+    let mut report = Report::new(format!("MiniLM on {device:?}"));
     report.steps(&run, reference);
     let tolerances = tolerances(device);
     let scale = gradient_scale(&run);
@@ -583,11 +570,8 @@ fn check_minilm(device: &Device, optimizer_steps: bool) {
         });
 
         // The weights after the last step.
-        let Some(last) = &run.last else {
-            continue;
-        };
         let want_last = &reference["final"][name];
-        let (last, initial) = (&last[i].values, &run.initial[i].values);
+        let (last, initial) = (&run.last[i].values, &run.initial[i].values);
         let entries = floats(&want_last["values"])
             .into_iter()
             .zip(at(last))
@@ -645,26 +629,33 @@ fn tiny_trains_as_pytorch_on_the_cpu_backends() {
 #[test]
 fn minilm_trains_as_pytorch_on_the_cpu_backends() {
     for device in cpu_devices() {
-        check_minilm(&device, true);
+        check_minilm(&device);
     }
 }
 
 /// wgpu with burnbert's GPU kernels, unless `BURNBERT_GPU_KERNELS=0` turns them off (as
-/// [`wgpu_without_burnbert_kernels_trains_as_pytorch`] does for a second run of this test).
-///
-/// MiniLM's gradients only, with the kernels only: on lavapipe (2 cores) its first forward and
-/// backward pass took 17 s with the kernels (compiling them included) and 24 s without, each
-/// optimizer step after it 12 s and 17 s. The optimizer's kernel is checked on the tiny
-/// model's three steps here, in full.
+/// [`wgpu_without_burnbert_kernels_trains_as_pytorch`] does for a second run of this test) or
+/// the GELU kernel fails its self-check (as
+/// [`wgpu_with_a_kernel_that_fails_its_self_check_trains_with_burns_operation`] makes it in a
+/// third). MiniLM with the kernels only: Burn's operations on wgpu are checked on the tiny
+/// model, and MiniLM is the slowest test on lavapipe.
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_trains_as_pytorch() {
     let device = wgpu();
     let kernels = burnbert_model::runs_own_kernels(&device);
     println!("wgpu, burnbert's kernels: {kernels}");
-    check_tiny(&device);
-    if kernels {
-        check_minilm(&device, false);
+    let gradient = check_tiny(&device);
+    if gelu_kernel_fails_its_check() {
+        // Burn's GELU ran: its approximate backward shows in the gradients, which the
+        // kernel's exact one keeps within `EXACT_GELU.gradient` of PyTorch's.
+        assert!(
+            gradient > EXACT_GELU.gradient,
+            "gradients off by {gradient} only: burnbert's GELU kernel ran"
+        );
+        println!("Burn's GELU in the kernel's place: gradients off by {gradient}");
+    } else if kernels {
+        check_minilm(&device);
     }
 }
 
@@ -673,6 +664,60 @@ fn wgpu_trains_as_pytorch() {
 #[cfg(feature = "wgpu")]
 #[test]
 fn wgpu_without_burnbert_kernels_trains_as_pytorch() {
+    let (stdout, stderr) = wgpu_trains_as_pytorch_in_a_child("BURNBERT_GPU_KERNELS", "0");
+    assert!(
+        stdout.contains("burnbert's kernels: false"),
+        "{stdout}\n{stderr}"
+    );
+    for line in stdout.lines().filter(|line| line.contains("on ")) {
+        println!("without burnbert's kernels: {line}");
+    }
+}
+
+/// The fault that [`wgpu_with_a_kernel_that_fails_its_self_check_trains_with_burns_operation`]
+/// injects into a child process's self-check: the GELU kernel's gradient made wrong.
+const GELU_FAULT: &str = "bias_gelu:gradient";
+
+/// Whether this process's self-check was told to find the GELU kernel wrong ([`GELU_FAULT`]),
+/// which switches it off.
+fn gelu_kernel_fails_its_check() -> bool {
+    std::env::var("BURNBERT_SELF_CHECK_FAULT").as_deref() == Ok(GELU_FAULT)
+}
+
+/// A kernel that fails its self-check gives way to Burn's operation, end to end:
+/// [`wgpu_trains_as_pytorch`] in a child process whose self-check finds the GELU kernel's
+/// gradient wrong ([`GELU_FAULT`]) warns once, naming that kernel, and trains the tiny model as
+/// PyTorch does, with the gradients of Burn's GELU (its tanh approximation's backward,
+/// [`TANH_GELU_BACKWARD`]) instead of the kernel's.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_with_a_kernel_that_fails_its_self_check_trains_with_burns_operation() {
+    let (stdout, stderr) =
+        wgpu_trains_as_pytorch_in_a_child("BURNBERT_SELF_CHECK_FAULT", GELU_FAULT);
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("warning: burnbert's GPU kernel"))
+        .collect();
+    assert!(
+        warnings.len() == 1
+            && warnings[0].starts_with("warning: burnbert's GPU kernel `bias_gelu`")
+            && warnings[0].contains("gradient of input 1"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("burnbert's kernels: true") && stdout.contains("Burn's GELU in"),
+        "{stdout}\n{stderr}"
+    );
+    for line in stdout.lines().filter(|line| line.contains("on ")) {
+        println!("GELU kernel switched off: {line}");
+    }
+}
+
+/// Runs [`wgpu_trains_as_pytorch`] in a child process with the environment variable `name`
+/// set to `value` (the kernels read theirs once per process), and asserts that it passed;
+/// returns its stdout and stderr.
+#[cfg(feature = "wgpu")]
+fn wgpu_trains_as_pytorch_in_a_child(name: &str, value: &str) -> (String, String) {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "training_parity::wgpu_trains_as_pytorch",
@@ -680,17 +725,14 @@ fn wgpu_without_burnbert_kernels_trains_as_pytorch() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("BURNBERT_GPU_KERNELS", "0")
+        .env(name, value)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(
-        stdout.contains("burnbert's kernels: false") && stdout.contains("1 passed"),
-        "{stdout}\n{stderr}"
+        output.status.success() && stdout.contains("1 passed"),
+        "{name}={value}: {stdout}\n{stderr}"
     );
-    for line in stdout.lines().filter(|line| line.contains("on ")) {
-        println!("without burnbert's kernels: {line}");
-    }
+    (stdout, stderr)
 }
