@@ -582,6 +582,27 @@ pub(crate) fn host_mask(seed: [u32; 3], threshold: u32, n: usize) -> Vec<bool> {
         .collect()
 }
 
+/// Random123's published known answers for Philox4x32-10 (its `kat_vectors`, also in
+/// TensorFlow's and cuRAND's tests): counter, key, output.
+#[cfg(test)]
+pub(crate) const PHILOX_KNOWN_ANSWERS: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
+    (
+        [0; 4],
+        [0; 2],
+        [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
+    ),
+    (
+        [u32::MAX; 4],
+        [u32::MAX; 2],
+        [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
+    ),
+    (
+        [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
+        [0xa4093822, 0x299f31d0],
+        [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
+    ),
+];
+
 /// Philox4x32-10's block of `counter` under `key` on the host, written from Random123's
 /// `philox4x32_R` apart from the kernel's (`crate::dropout::kernel::philox`): ten rounds of
 /// two 32 × 32 → 64-bit products, the key bumped by its Weyl constants after each.
@@ -785,29 +806,11 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// The host's Philox4x32-10, the reference for the dropout kernel's masks, gives Random123's
-    /// published known answers (its `kat_vectors`), as the kernel's does
-    /// (`crate::dropout`'s tests).
+    /// The host's Philox4x32-10, the reference for the dropout kernel's masks, gives the
+    /// known answers, as the kernel's does (`crate::dropout`'s tests).
     #[test]
     fn host_philox_gives_random123s_known_answers() {
-        let cases = [
-            (
-                [0; 4],
-                [0; 2],
-                [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8],
-            ),
-            (
-                [u32::MAX; 4],
-                [u32::MAX; 2],
-                [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd],
-            ),
-            (
-                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
-                [0xa4093822, 0x299f31d0],
-                [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1],
-            ),
-        ];
-        for (counter, key, expected) in cases {
+        for (counter, key, expected) in PHILOX_KNOWN_ANSWERS {
             assert_eq!(
                 philox(counter, key),
                 expected,

@@ -138,30 +138,8 @@ fn end_with_signal(job: &mut Child, signal: &str, pid: &str) -> (ExitStatus, Str
 
 /// Every weight of the model saved in `dir`, by module path.
 fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    struct Collect {
-        path: Vec<String>,
-        out: Vec<(String, Vec<f32>)>,
-    }
-    impl ModuleVisitor for Collect {
-        fn enter_module(&mut self, name: &str, _container_type: &str) {
-            self.path.push(name.to_string());
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let values = param.val().into_data().convert::<f32>();
-            self.out
-                .push((self.path.join("."), values.iter::<f32>().collect()));
-        }
-    }
     let loaded = model_args(dir).load(&cpu(), None).unwrap();
-    let mut collect = Collect {
-        path: Vec::new(),
-        out: Vec::new(),
-    };
-    loaded.model.visit(&mut collect);
-    collect.out
+    by_path(&loaded.model, None)
 }
 
 /// Which final weights [`assert_same_run`] compares.
@@ -217,11 +195,11 @@ fn assert_same_run(
     }
 }
 
-/// Each parameter's module path and its gradient in `grads`, in `model`'s order (empty where
-/// it has none).
-fn flatten(model: &impl Module, grads: &GradientsParams) -> Vec<(String, Vec<f32>)> {
+/// Each parameter's module path and values, in `model`'s order: its gradient in `grads`
+/// (empty where it has none), or without `grads` its weights.
+fn by_path(model: &impl Module, grads: Option<&GradientsParams>) -> Vec<(String, Vec<f32>)> {
     struct Collect<'a> {
-        grads: &'a GradientsParams,
+        grads: Option<&'a GradientsParams>,
         path: Vec<String>,
         out: Vec<(String, Vec<f32>)>,
     }
@@ -233,8 +211,12 @@ fn flatten(model: &impl Module, grads: &GradientsParams) -> Vec<(String, Vec<f32
             self.path.pop();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let values = self.grads.get::<D>(param.id).map_or_else(Vec::new, |grad| {
-                grad.into_data().convert::<f32>().iter::<f32>().collect()
+            let tensor = match self.grads {
+                Some(grads) => grads.get::<D>(param.id),
+                None => Some(param.val()),
+            };
+            let values = tensor.map_or_else(Vec::new, |tensor| {
+                tensor.into_data().convert::<f32>().iter::<f32>().collect()
             });
             self.out.push((self.path.join("."), values));
         }
@@ -265,7 +247,7 @@ fn step_gradients(tiny: &Path, train_file: &str, group: &[Vec<usize>]) -> Vec<(S
     let model = loaded.model.to_device(&training).train();
     let (grads, _, _) =
         burnbert_train::accumulate_gradients(&model, group, &train, &batcher, &[training]);
-    flatten(&model, &grads)
+    by_path(&model, Some(&grads))
 }
 
 /// Where `rank_of_two_summing_gradients` writes rank 0's gradients, and where it finds the
