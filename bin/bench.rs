@@ -20,7 +20,7 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, DeviceConfig, DeviceError, FloatDType, Int, Tensor, TensorData};
 use burnbert::{MixedPrecision, run};
-use burnbert_model::{BertConfig, BertForSequenceClassification, BertInput, Labels};
+use burnbert_model::{ModelConfig, SequenceClassifier, BertInput, Labels};
 use clap::{Parser, ValueEnum};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -183,7 +183,7 @@ fn main() -> std::process::ExitCode {
         );
         let compute_dtype = args.mixed_precision.compute_dtype(&device)?;
         let model =
-            BertForSequenceClassification::new(&config, &device).with_compute_dtype(compute_dtype);
+            SequenceClassifier::new(&config, &device).with_compute_dtype(compute_dtype);
         let parameters = model.num_params();
         let total_steps = args.warmup + args.steps;
 
@@ -256,9 +256,9 @@ fn main() -> std::process::ExitCode {
 }
 
 /// A preset by name, else a `config.json` read from the path given.
-fn model_config(shape: &str) -> anyhow::Result<BertConfig> {
+fn model_config(shape: &str) -> anyhow::Result<ModelConfig> {
     if let Some((_, text)) = PRESETS.iter().find(|(name, _)| *name == shape) {
-        return BertConfig::from_json(text).map_err(|e| anyhow::anyhow!("preset {shape}: {e}"));
+        return ModelConfig::from_json(text).map_err(|e| anyhow::anyhow!("preset {shape}: {e}"));
     }
     let path = Path::new(shape);
     if !path.is_file() {
@@ -268,7 +268,7 @@ fn model_config(shape: &str) -> anyhow::Result<BertConfig> {
             names.join(", ")
         );
     }
-    Ok(BertConfig::from_file(path)?)
+    Ok(ModelConfig::from_file(path)?)
 }
 
 /// Real tokens per row: all but the last quarter, as in the PyTorch reference.
@@ -284,7 +284,7 @@ struct Batch {
 
 /// Random token ids in `[0, vocab_size)` with the last quarter of each row padded (pad id,
 /// attention mask 0), one segment, and random class labels.
-fn random_batch(config: &BertConfig, args: &Args, device: &Device) -> Batch {
+fn random_batch(config: &ModelConfig, args: &Args, device: &Device) -> Batch {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let (rows, seq) = (args.batch, args.seq);
     let real = real_tokens_per_row(seq);

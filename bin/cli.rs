@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use burn::tensor::{DType, Device, FloatDType};
 use burnbert_data::{Hub, ModelFiles, PairTokenizer};
-use burnbert_model::{BertConfig, BertForSequenceClassification, LoadReport};
+use burnbert_model::{ModelConfig, SequenceClassifier, LoadReport};
 
 /// Flags every program takes to find a model.
 #[derive(Debug, Clone, clap::Args)]
@@ -53,7 +53,7 @@ pub enum MixedPrecision {
 }
 
 impl MixedPrecision {
-    /// The compute type for [`BertForSequenceClassification::with_compute_dtype`], checked
+    /// The compute type for [`SequenceClassifier::with_compute_dtype`], checked
     /// against what `device` can do.
     pub fn compute_dtype(self, device: &Device) -> anyhow::Result<Option<FloatDType>> {
         match self {
@@ -71,8 +71,8 @@ impl MixedPrecision {
 
 /// A model ready to use, with its tokenizer and where it came from.
 pub struct LoadedModel {
-    pub model: BertForSequenceClassification,
-    pub config: BertConfig,
+    pub model: SequenceClassifier,
+    pub config: ModelConfig,
     pub tokenizer: PairTokenizer,
     pub files: ModelFiles,
     pub report: LoadReport,
@@ -137,7 +137,7 @@ impl ModelArgs {
     /// a pretrained encoder for a task).
     pub fn load(&self, device: &Device, labels: Option<&[String]>) -> anyhow::Result<LoadedModel> {
         let files = self.hub().model_files(&self.model)?;
-        let mut config = BertConfig::from_file(&files.config)?;
+        let mut config = ModelConfig::from_file(&files.config)?;
         if let Some(labels) = labels {
             let head_fits = config.label_count() == labels.len() && config.id2label.is_some();
             if !head_fits {
@@ -163,7 +163,7 @@ impl ModelArgs {
         }
         let compute_dtype = self.mixed_precision.compute_dtype(device)?;
         let (model, report) =
-            BertForSequenceClassification::from_pretrained(&config, &files.weights, device)
+            SequenceClassifier::from_pretrained(&config, &files.weights, device)
                 .with_context(|| format!("loading model `{}`", self.model))?;
         let model = model.with_compute_dtype(compute_dtype);
         Ok(LoadedModel {

@@ -9,7 +9,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::tensor::{Device, FloatDType};
 use burnbert_data::{Encoded, Label, PaddingBatcher};
-use burnbert_model::{BertForSequenceClassification, on_each_device};
+use burnbert_model::{SequenceClassifier, on_each_device};
 
 pub use metrics::Metrics;
 
@@ -28,7 +28,7 @@ pub struct Predictions {
 /// `devices`, device `d` takes batches `d`, `d + N`, ... in a thread of its own, and the
 /// logits are put back in file order.
 pub fn predict(
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
     examples: &[Encoded],
     batcher: &PaddingBatcher,
     batch_size: usize,

@@ -1,11 +1,12 @@
-//! Loading Hugging Face checkpoints into `BertForSequenceClassification`, and saving
+//! Loading Hugging Face checkpoints into a [`SequenceClassifier`] of their family, and saving
 //! it back in their layout.
 //!
 //! The tensor files are read by burn-store: `SafetensorsStore` for `model.safetensors`,
 //! `PytorchStore` for `pytorch_model.bin`. The latter parses the pickle itself and never
 //! executes pickled code. Their PyTorch adapters transpose `Linear` weights and map
-//! LayerNorm's `weight`/`bias` to Burn's `gamma`/`beta`; this file only adds the key
-//! renames BERT needs and a transformers-style load report.
+//! LayerNorm's `weight`/`bias` to Burn's `gamma`/`beta`, and skip the enum's variant in module
+//! paths; this file only adds the key renames the families need and a transformers-style load
+//! report.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,16 +18,28 @@ use burn::store::{
 };
 use burn::tensor::Device;
 
-use crate::{BertConfig, BertForSequenceClassification, ModelError};
+use crate::config::{Family, ModelConfig};
+use crate::{ModelError, SequenceClassifier};
 
-/// Checkpoint key → module path, applied in order. Real checkpoints come with or without the
-/// `bert.` prefix (a fine-tuned `BertForSequenceClassification` or a bare `BertModel`), and
-/// older ones name LayerNorm's parameters `gamma`/`beta`, which Burn's `LayerNorm` uses too.
-const LOAD_RENAMES: [(&str, &str); 3] = [
-    (r"^(embeddings|encoder|pooler)\.", "bert.$1."),
+/// Checkpoint key → module path, applied in order after [`prefix_rename`]. Older checkpoints
+/// name LayerNorm's parameters `gamma`/`beta`, which Burn's `LayerNorm` uses too.
+const LOAD_RENAMES: [(&str, &str); 2] = [
     (r"\.LayerNorm\.", ".layer_norm."),
     (r"\.attention\.self\.", ".attention.self_attention."),
 ];
+
+/// Real checkpoints come with or without the encoder's prefix (a fine-tuned
+/// `…ForSequenceClassification`, or a bare `…Model`): the bare encoder's top-level modules
+/// get the family's prefix.
+fn prefix_rename(family: Family) -> (&'static str, String) {
+    let pattern = match family {
+        Family::Bert => r"^(embeddings|encoder|pooler)\.",
+        Family::Roberta => r"^(embeddings|encoder)\.",
+        Family::DistilBert => r"^(embeddings|transformer)\.",
+        Family::Electra => r"^(embeddings|embeddings_project|encoder)\.",
+    };
+    (pattern, format!("{}.$1.", family.prefix()))
+}
 
 /// Module path → checkpoint key, for saving in transformers' naming.
 const SAVE_RENAMES: [(&str, &str); 2] = [
@@ -70,25 +83,30 @@ impl std::fmt::Display for LoadReport {
 
 /// The name a module path has in a transformers checkpoint.
 pub fn checkpoint_name(module_path: &str) -> String {
-    let mut name = module_path
+    let name = module_path
         .replace(".layer_norm.", ".LayerNorm.")
         .replace(".self_attention.", ".self.");
-    if name.contains(".LayerNorm.") {
-        name = name.replace(".gamma", ".weight").replace(".beta", ".bias");
+    // Only LayerNorm has `gamma` and `beta`, under any module name (DistilBERT's
+    // `sa_layer_norm`); transformers calls them `weight` and `bias`.
+    match name.rsplit_once('.') {
+        Some((module, "gamma")) => format!("{module}.weight"),
+        Some((module, "beta")) => format!("{module}.bias"),
+        _ => name,
     }
-    name
 }
 
 /// Modules a pretrained encoder checkpoint may lack: transformers initialises them and warns.
 fn may_be_missing(module_path: &str) -> bool {
-    module_path.starts_with("classifier.") || module_path.starts_with("bert.pooler.")
+    ["classifier.", "pre_classifier.", "bert.pooler."]
+        .iter()
+        .any(|head| module_path.starts_with(head))
 }
 
-impl BertForSequenceClassification {
+impl SequenceClassifier {
     /// Builds the model for `config` on `device` and loads `weights` into it
     /// (`*.safetensors`, or a PyTorch `*.bin`/`*.pt`/`*.pth` state dict).
     pub fn from_pretrained(
-        config: &BertConfig,
+        config: &ModelConfig,
         weights: &Path,
         device: &Device,
     ) -> Result<(Self, LoadReport), ModelError> {
@@ -103,10 +121,13 @@ impl BertForSequenceClassification {
                     .into(),
             ));
         }
+        let (prefix_from, prefix_to) = prefix_rename(config.family);
         let result = if is_pytorch_file(weights) {
             let mut store = PytorchStore::from_file(weights)
                 .validate(false)
-                .allow_partial(true);
+                .allow_partial(true)
+                .skip_enum_variants(true)
+                .with_key_remapping(prefix_from, &prefix_to);
             for (from, to) in LOAD_RENAMES {
                 store = store.with_key_remapping(from, to);
             }
@@ -120,7 +141,9 @@ impl BertForSequenceClassification {
             let mut store = SafetensorsStore::from_file(weights)
                 .with_from_adapter(PyTorchToBurnAdapter)
                 .validate(false)
-                .allow_partial(true);
+                .allow_partial(true)
+                .skip_enum_variants(true)
+                .with_key_remapping(prefix_from, &prefix_to);
             for (from, to) in LOAD_RENAMES {
                 store = store.with_key_remapping(from, to);
             }
@@ -136,12 +159,13 @@ impl BertForSequenceClassification {
 
     /// Writes `model.safetensors` and `config.json` into `dir` with transformers' key names,
     /// so that transformers' `from_pretrained` and burnbert both load the directory.
-    pub fn save_pretrained(&self, config: &BertConfig, dir: &Path) -> Result<(), ModelError> {
+    pub fn save_pretrained(&self, config: &ModelConfig, dir: &Path) -> Result<(), ModelError> {
         let io = |path: PathBuf| move |error| ModelError::Io { path, error };
         std::fs::create_dir_all(dir).map_err(io(dir.to_path_buf()))?;
         let weights = dir.join("model.safetensors");
         let mut store = SafetensorsStore::from_file(&weights)
             .with_to_adapter(BurnToPyTorchAdapter)
+            .skip_enum_variants(true)
             .clear_metadata()
             // transformers refuses safetensors files without this marker.
             .metadata("format", "pt")
@@ -169,14 +193,30 @@ fn is_pytorch_file(path: &Path) -> bool {
 }
 
 /// Turns burn-store's result into a report, or an error that names the tensor at fault.
-fn check_applied(config: &BertConfig, result: ApplyResult) -> Result<LoadReport, String> {
+fn check_applied(config: &ModelConfig, result: ApplyResult) -> Result<LoadReport, String> {
+    let family = config.family.prefix();
+    let other_family = Family::MODEL_TYPES.iter().find(|(_, other)| {
+        *other != config.family
+            && result
+                .unused
+                .iter()
+                .any(|key| key.starts_with(&format!("{}.", other.prefix())))
+    });
+    if let Some((model_type, other)) = other_family {
+        return Err(format!(
+            "the checkpoint holds a {model_type} model (its keys start with `{}.`) but \
+             config.json's model_type says {family}; use the config.json that came with these \
+             weights",
+            other.prefix()
+        ));
+    }
     if let Some(error) = result.errors.first() {
         return Err(match error {
             ApplyError::ShapeMismatch {
                 path,
                 expected,
                 found,
-            } if path == "bert.embeddings.word_embeddings.weight" => format!(
+            } if path.ends_with(".embeddings.word_embeddings.weight") => format!(
                 "config.json says vocab_size {} but the checkpoint's word embeddings have shape \
                  {:?}; the config and weights come from different models",
                 config.vocab_size,
@@ -206,7 +246,7 @@ fn check_applied(config: &BertConfig, result: ApplyResult) -> Result<LoadReport,
         let shown = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
         return Err(format!(
             "{} weights of the model are missing from the checkpoint (e.g. {shown}); \
-             is it a BERT checkpoint with this config.json's shape?",
+             is it a {family} checkpoint with this config.json's shape?",
             names.len()
         ));
     }

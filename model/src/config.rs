@@ -1,4 +1,5 @@
-//! `BertConfig`: the fields of a Hugging Face `config.json` that shape a BERT model.
+//! `ModelConfig`: the fields of a Hugging Face `config.json` that shape an encoder of one of
+//! the supported families ([`Family`]), in BERT's names.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,13 +22,88 @@ pub enum Activation {
     Relu,
 }
 
-/// A BERT model's configuration, read from a Hugging Face `config.json`.
+/// The model families burnbert builds, chosen by `config.json`'s `model_type` as transformers'
+/// Auto classes choose theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `bert` (`modeling_bert.py`).
+    Bert,
+    /// `roberta`, and `xlm-roberta` and `camembert`, which transformers builds with the same
+    /// code (`modeling_roberta.py`).
+    Roberta,
+    /// `distilbert` (`modeling_distilbert.py`).
+    DistilBert,
+    /// `electra`, the discriminator (`modeling_electra.py`).
+    Electra,
+}
+
+impl Family {
+    /// The `model_type` values burnbert reads, and their families.
+    pub const MODEL_TYPES: [(&'static str, Family); 6] = [
+        ("bert", Family::Bert),
+        ("roberta", Family::Roberta),
+        ("xlm-roberta", Family::Roberta),
+        ("camembert", Family::Roberta),
+        ("distilbert", Family::DistilBert),
+        ("electra", Family::Electra),
+    ];
+
+    /// The family of a `model_type`; the error names it and lists those supported.
+    pub fn from_model_type(model_type: &str) -> Result<Self, String> {
+        Self::MODEL_TYPES
+            .iter()
+            .find(|(name, _)| *name == model_type)
+            .map(|(_, family)| *family)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::MODEL_TYPES.iter().map(|(name, _)| *name).collect();
+                format!(
+                    "model_type {model_type:?} is not supported; burnbert reads {}",
+                    names.join(", ")
+                )
+            })
+    }
+
+    /// The checkpoint prefix of the encoder, transformers' `base_model_prefix`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "bert",
+            Family::Roberta => "roberta",
+            Family::DistilBert => "distilbert",
+            Family::Electra => "electra",
+        }
+    }
+
+    /// Whether the model reads token types (sentence A or B). RoBERTa's tokenizers return
+    /// none (`model_input_names`), so its embeddings add the type-0 row everywhere;
+    /// DistilBERT has no token-type embeddings.
+    pub fn reads_token_types(self) -> bool {
+        matches!(self, Family::Bert | Family::Electra)
+    }
+}
+
+/// DistilBERT's names for BERT's fields (`configuration_distilbert.py`), translated when
+/// read and back when written, as transformers' `attribute_map` does for some of them.
+const DISTILBERT_NAMES: [(&str, &str); 8] = [
+    ("dim", "hidden_size"),
+    ("n_layers", "num_hidden_layers"),
+    ("n_heads", "num_attention_heads"),
+    ("hidden_dim", "intermediate_size"),
+    ("activation", "hidden_act"),
+    ("dropout", "hidden_dropout_prob"),
+    ("attention_dropout", "attention_probs_dropout_prob"),
+    ("seq_classif_dropout", "classifier_dropout"),
+];
+
+/// An encoder's configuration, read from a Hugging Face `config.json`.
 ///
-/// The five shape fields are required; every other field has transformers' `BertConfig`
-/// default. Fields burnbert does not use are kept in `extra` so that a config written back
-/// (next to a fine-tuned model) loses nothing.
+/// The five shape fields are required; every other field has the default of the family's
+/// transformers config. Fields burnbert does not use are kept in `extra` so that a config
+/// written back (next to a fine-tuned model) loses nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BertConfig {
+pub struct ModelConfig {
+    /// The family named by `model_type` (BERT when it is absent, as older BERT checkpoints).
+    #[serde(skip, default = "defaults::family")]
+    pub family: Family,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -50,6 +126,9 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     #[serde(default = "defaults::initializer_range")]
     pub initializer_range: f64,
+    /// ELECTRA: the width of the embeddings, projected to `hidden_size` when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pad_token_id: Option<usize>,
     /// Label names by class index; keys are the indices as strings, as in `config.json`.
@@ -68,7 +147,10 @@ pub struct BertConfig {
 }
 
 mod defaults {
-    use super::Activation;
+    use super::{Activation, Family};
+    pub fn family() -> Family {
+        Family::Bert
+    }
     pub fn hidden_act() -> Activation {
         Activation::Gelu
     }
@@ -89,7 +171,7 @@ mod defaults {
     }
 }
 
-impl BertConfig {
+impl ModelConfig {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|error| ModelError::Io {
@@ -104,12 +186,52 @@ impl BertConfig {
 
     /// Parses and checks the text of a `config.json`; the error says what is wrong.
     pub fn from_json(text: &str) -> Result<Self, String> {
-        let config: Self = serde_json::from_str(text).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                format!("{e} (hidden_act may be one of gelu, gelu_new, gelu_pytorch_tanh, relu)")
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let serde_json::Value::Object(mut fields) = value else {
+            return Err("not a JSON object; a config.json holds one `{...}`".into());
+        };
+        let family = match fields.get("model_type") {
+            None => Family::Bert,
+            Some(serde_json::Value::String(name)) => Family::from_model_type(name)?,
+            Some(other) => return Err(format!("model_type {other} is not a string")),
+        };
+        if family == Family::DistilBert {
+            if fields.get("sinusoidal_pos_embds") == Some(&serde_json::Value::Bool(true)) {
+                return Err("sinusoidal_pos_embds is true: DistilBERT with fixed sinusoidal \
+                            positions is not supported, only learned ones"
+                    .into());
             }
-            _ => format!("not valid JSON: {e}"),
-        })?;
+            // DistilBERT's head dropout defaults to 0.2, and it has no token types.
+            fields
+                .entry("seq_classif_dropout")
+                .or_insert(serde_json::json!(0.2));
+            for (theirs, ours) in DISTILBERT_NAMES {
+                if let Some(value) = fields.remove(theirs) {
+                    fields.insert(ours.into(), value);
+                }
+            }
+            fields.insert("type_vocab_size".into(), serde_json::json!(1));
+        }
+        let mut config: Self =
+            serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| {
+                let names = match family {
+                    Family::DistilBert => "activation",
+                    _ => "hidden_act",
+                };
+                format!("{e} ({names} may be one of gelu, gelu_new, gelu_pytorch_tanh, relu)")
+            })?;
+        config.family = family;
+        match family {
+            // transformers' RobertaConfig and ElectraConfig defaults.
+            Family::Roberta => {
+                config.pad_token_id.get_or_insert(1);
+            }
+            Family::Electra => {
+                config.embedding_size.get_or_insert(128);
+            }
+            Family::Bert | Family::DistilBert => {}
+        }
         config.validate()?;
         Ok(config)
     }
@@ -123,6 +245,7 @@ impl BertConfig {
             ("intermediate_size", self.intermediate_size),
             ("max_position_embeddings", self.max_position_embeddings),
             ("type_vocab_size", self.type_vocab_size),
+            ("embedding_size", self.embedding_size.unwrap_or(1)),
         ] {
             if value == 0 {
                 return Err(format!("`{name}` is 0; it must be at least 1"));
@@ -214,9 +337,32 @@ impl BertConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    /// Writes the config as pretty JSON, as `save_pretrained` does.
+    /// The dropout before the classification head: `classifier_dropout` when set, else the
+    /// hidden dropout, as transformers' heads choose it.
+    pub fn head_dropout(&self) -> f64 {
+        self.classifier_dropout.unwrap_or(self.hidden_dropout_prob)
+    }
+
+    /// RoBERTa's padding token, after which its positions count (`padding_idx`).
+    pub fn padding_idx(&self) -> usize {
+        self.pad_token_id.unwrap_or(1)
+    }
+
+    /// Writes the config as pretty JSON in the family's own names, as `save_pretrained` does.
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a BertConfig always serializes")
+        let mut value = serde_json::to_value(self).expect("a ModelConfig always serializes");
+        if self.family == Family::DistilBert {
+            let fields = value.as_object_mut().expect("a struct serializes to an object");
+            for name in ["type_vocab_size", "layer_norm_eps"] {
+                fields.remove(name);
+            }
+            for (theirs, ours) in DISTILBERT_NAMES {
+                if let Some(value) = fields.remove(ours) {
+                    fields.insert(theirs.into(), value);
+                }
+            }
+        }
+        serde_json::to_string_pretty(&value).expect("JSON values always serialize")
     }
 }
 
@@ -229,39 +375,39 @@ mod tests {
 
     #[test]
     fn fills_transformers_defaults_and_keeps_unknown_fields() {
-        let config = BertConfig::from_json(MINIMAL).unwrap();
+        let config = ModelConfig::from_json(MINIMAL).unwrap();
         assert_eq!(config.hidden_act, Activation::Gelu);
         assert_eq!(config.layer_norm_eps, 1e-12);
         assert_eq!(config.max_position_embeddings, 512);
         assert_eq!(config.label_count(), 2);
         assert_eq!(config.extra["model_type"], "bert");
-        let again = BertConfig::from_json(&config.to_json()).unwrap();
+        let again = ModelConfig::from_json(&config.to_json()).unwrap();
         assert_eq!(again, config);
     }
 
     #[test]
     fn missing_field_is_named() {
-        let err = BertConfig::from_json(r#"{"vocab_size": 99}"#).unwrap_err();
+        let err = ModelConfig::from_json(r#"{"vocab_size": 99}"#).unwrap_err();
         assert!(err.contains("missing field `hidden_size`"), "{err}");
     }
 
     #[test]
     fn unknown_activation_is_named() {
         let text = MINIMAL.replace("\"model_type\"", "\"hidden_act\": \"quick_gelu\", \"x\"");
-        let err = BertConfig::from_json(&text).unwrap_err();
+        let err = ModelConfig::from_json(&text).unwrap_err();
         assert!(err.contains("quick_gelu"), "{err}");
     }
 
     #[test]
     fn heads_must_divide_hidden_size() {
         let text = MINIMAL.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 5");
-        let err = BertConfig::from_json(&text).unwrap_err();
+        let err = ModelConfig::from_json(&text).unwrap_err();
         assert!(err.contains("not a multiple"), "{err}");
     }
 
     #[test]
     fn labels_set_by_a_task_round_trip() {
-        let mut config = BertConfig::from_json(MINIMAL).unwrap();
+        let mut config = ModelConfig::from_json(MINIMAL).unwrap();
         config.set_labels(&["not_equivalent".into(), "equivalent".into()]);
         assert_eq!(config.label_name(1), "equivalent");
         assert!(!config.is_regression());
@@ -279,7 +425,7 @@ mod tests {
             ("minilm-l6", (30522, 384, 6, 12, 1536, 512)),
             ("tiny", (99, 32, 2, 4, 37, 64)),
         ] {
-            let c = BertConfig::from_file(&dir.join(format!("{name}.json"))).unwrap();
+            let c = ModelConfig::from_file(&dir.join(format!("{name}.json"))).unwrap();
             let got = (
                 c.vocab_size,
                 c.hidden_size,

@@ -1,43 +1,54 @@
-//! BERT for sequence classification as Burn modules, written once for every backend,
-//! with Hugging Face `config.json` parsing and checkpoint loading and saving.
+//! The encoder families as Burn modules, written once for every backend, with Hugging Face
+//! `config.json` parsing and checkpoint loading and saving.
 //!
-//! `bert.rs` reads like transformers' `modeling_bert.py`; the operations that have a GPU
-//! kernel of their own (`burnbert-kernels`) are in `ops.rs`, each with Burn's reference body
-//! beside the kernel's dispatch. `device.rs` parses and selects devices; `parallel.rs` runs
-//! work on several devices at once.
+//! One file per family, each read beside its transformers `modeling_*.py`: `bert.rs`,
+//! `roberta.rs` (also XLM-RoBERTa and CamemBERT), `distilbert.rs`, `electra.rs`.
+//! `classifier.rs` picks the family a `config.json` names, as transformers'
+//! `AutoModelForSequenceClassification` does. The operations the families share, with their
+//! GPU kernels (`burnbert-kernels`), are in `ops.rs`, each with Burn's reference body beside
+//! the kernel's dispatch. `device.rs` parses and selects devices; `parallel.rs` runs work on
+//! several devices at once.
 //!
 //! ```no_run
-//! use burnbert_model::{BertConfig, BertForSequenceClassification, parse_device};
+//! use burnbert_model::{ModelConfig, SequenceClassifier, parse_device};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let device = parse_device("cpu")?;
-//! let config = BertConfig::from_file("model/config.json".as_ref())?;
+//! let config = ModelConfig::from_file("model/config.json".as_ref())?;
 //! let (model, report) =
-//!     BertForSequenceClassification::from_pretrained(&config, "model/model.safetensors".as_ref(), &device)?;
+//!     SequenceClassifier::from_pretrained(&config, "model/model.safetensors".as_ref(), &device)?;
 //! println!("{report}");
 //! # Ok(()) }
 //! ```
 
 mod bert;
 mod checkpoint;
+mod classifier;
 mod config;
 mod device;
+mod distilbert;
 mod dropout;
+mod electra;
+mod init;
 mod layer_norm;
 mod ops;
 mod parallel;
+mod roberta;
 
 use std::path::PathBuf;
 
 pub use bert::*;
 pub use burnbert_kernels::runs_own_kernels;
 pub use checkpoint::{LoadReport, checkpoint_name};
-pub use config::{Activation, BertConfig};
+pub use classifier::{Labels, SequenceClassifier, SequenceClassifierOutput, loss};
+pub use config::{Activation, Family, ModelConfig};
 pub use device::{
     available_devices, device_name, is_cpu_backend, parse_device, select_device, select_devices,
 };
+pub use distilbert::*;
+pub use electra::*;
 pub use layer_norm::LayerNorm;
 pub use parallel::on_each_device;
-
+pub use roberta::*;
 /// What can go wrong reading a model; every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -1,18 +1,21 @@
-//! The operations of BERT that have a fast path on the GPU, one function each: Burn's
+//! The operations the model families share, each with a fast path where one exists: Burn's
 //! reference body, which every backend runs (the CPU always), and a single dispatch to
-//! burnbert's own kernel (the `burnbert-kernels` crate) where one applies. `bert.rs` calls
-//! these and nothing of the kernels; a reader who does not care about GPUs can read the
-//! reference bodies alone.
+//! burnbert's own kernel (the `burnbert-kernels` crate) where one applies. The families'
+//! files (`bert.rs`, `roberta.rs`, ...) call these and nothing of the kernels; a reader who
+//! does not care about GPUs can read the reference bodies alone.
 //!
 //! `burnbert_kernels::applies` is false on the CPU backends, with `BURNBERT_GPU_KERNELS=0`,
 //! for a kernel that disagreed with Burn's operations on the device (its self-check),
 //! and always in a build without `wgpu` or `cuda`, so no `#[cfg]` is needed here.
 
 use burn::nn::{Dropout, Linear};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, DType, Distribution, FloatDType, Tensor};
 use burnbert_kernels::{self as kernels, Kernel};
 
+use crate::config::Activation;
 use crate::device::is_cpu_backend;
 use crate::dropout::{cpu_mask, dropout_applies};
 use crate::layer_norm::LayerNorm;
@@ -178,6 +181,51 @@ pub fn attention_probabilities(
     let scores = scores.div_scalar(divisor);
     let min = scores.dtype().finfo().map_or(f32::MIN as f64, |f| f.min);
     softmax(scores.mask_fill(padding, min), 3)
+}
+
+/// Multi-head scaled dot-product attention of heads split by [`split_heads`], merged back:
+/// `softmax(QKᵀ/√head_dim)·V` with padded keys weighing 0, and `dropout_layer` on the
+/// probabilities in training (transformers' `eager_attention_forward`).
+///
+/// # Shapes
+///
+/// `q`, `k` and `v` `[batch, heads, seq, head_dim]`, `padding` `[batch, 1, 1, seq]` (true at
+/// padded keys); the output is `[batch, seq, heads × head_dim]`.
+pub fn self_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    padding: Tensor<4, Bool>,
+    dropout_layer: &Dropout,
+) -> Tensor<3> {
+    let [batch, heads, seq, head_dim] = q.dims();
+    let context = if dropout_applies(dropout_layer, &q.device()) {
+        let probabilities = attention_probabilities(q.matmul(k.transpose()), padding, head_dim);
+        dropout(dropout_layer, probabilities).matmul(v)
+    } else {
+        // Without dropout on the probabilities, Burn's fused attention computes the same
+        // softmax(QKᵀ/√d)·V (flex splits it over batch × heads on every core). It gives
+        // padded keys -inf, transformers the most negative float: both weigh 0.
+        let mask = padding.expand([batch, heads, seq, seq]);
+        attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
+    };
+    merge_heads(context)
+}
+
+/// The feed-forward network's expansion, `activation(dense(hidden))`; the exact GELU goes
+/// through [`dense_gelu`] and its kernel.
+///
+/// # Shapes
+///
+/// `hidden` `[batch, seq, d_in]`; the output is `[batch, seq, d_out]`.
+pub fn dense_activation(dense: &Linear, activation: Activation, hidden: Tensor<3>) -> Tensor<3> {
+    match activation {
+        Activation::Gelu => dense_gelu(dense, hidden),
+        Activation::GeluNew | Activation::GeluPytorchTanh => {
+            gelu_approximate(per_token(dense, hidden))
+        }
+        Activation::Relu => relu(per_token(dense, hidden)),
+    }
 }
 
 /// The feed-forward network's expansion with the exact GELU, `gelu(dense(hidden))`. The GPU

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use burnbert_model::BertInput;
+use burnbert_model::{BertForSequenceClassification, BertInput, SequenceClassifier};
 use serde_json::Value;
 
 /// `assets/fixtures/...`, written by `assets/fixtures/make_fixtures.py`.
@@ -39,6 +39,14 @@ pub fn dims2(value: &Value) -> [usize; 2] {
 
 pub fn int_tensor(value: &Value, device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(ints(value), dims2(value)), device)
+}
+
+/// The BERT inside a model known to be one.
+pub fn bert(model: &SequenceClassifier) -> &BertForSequenceClassification {
+    match model {
+        SequenceClassifier::Bert(bert) => bert,
+        other => panic!("not a BERT: {other:?}"),
+    }
 }
 
 /// The model inputs stored in a reference file.

@@ -4,7 +4,7 @@
 //! fixture (bytes flipped, cut, duplicated), so a failure replays exactly.
 
 use burnbert_data::PairTokenizer;
-use burnbert_model::{BertConfig, BertForSequenceClassification};
+use burnbert_model::{ModelConfig, SequenceClassifier};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -55,7 +55,7 @@ fn mutated_configs_load_or_fail_cleanly() {
     let mut loaded = 0;
     for bytes in cases(&original, original.len(), 1) {
         std::fs::write(&path, &bytes).unwrap();
-        match BertConfig::from_file(&path) {
+        match ModelConfig::from_file(&path) {
             Ok(config) => {
                 loaded += 1;
                 assert!(config.hidden_size % config.num_attention_heads == 0);
@@ -83,7 +83,7 @@ fn mutated_tokenizers_load_or_fail_cleanly() {
 fn mutated_safetensors_load_or_fail_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.safetensors");
-    let config = BertConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
+    let config = ModelConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
     let original = std::fs::read(fixture("tiny-bert/model.safetensors")).unwrap();
     // The header: an 8-byte length, then JSON naming every tensor's dtype, shape and offsets.
     let header = 8 + u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
@@ -91,7 +91,7 @@ fn mutated_safetensors_load_or_fail_cleanly() {
     let mut rejected = 0;
     for bytes in cases(&original, header, 3) {
         std::fs::write(&path, &bytes).unwrap();
-        if let Err(e) = BertForSequenceClassification::from_pretrained(&config, &path, &device) {
+        if let Err(e) = SequenceClassifier::from_pretrained(&config, &path, &device) {
             assert!(e.to_string().contains("model.safetensors"), "{e}");
             rejected += 1;
         }

@@ -3,7 +3,7 @@
 //! device in a thread of its own, gradients added on the first device, evaluation gathered
 //! back into file order).
 
-use burnbert_model::BertForSequenceClassification;
+use burnbert_model::SequenceClassifier;
 use burnbert_train::{CheckpointDirs, TrainOptions, accumulate_gradients};
 
 use crate::common::*;
@@ -84,8 +84,11 @@ fn two_devices_train_like_one_device_with_twice_the_batch() {
 /// The parameters but the attention key biases: in exact arithmetic their gradient is zero
 /// (softmax ignores a shift shared by all keys), so AdamW turns the float noise in it into
 /// steps of about the learning rate, in either direction, whatever the devices.
-fn weights_but_key_biases(mut model: BertForSequenceClassification) -> Vec<f32> {
-    for layer in &mut model.bert.encoder.layer {
+fn weights_but_key_biases(mut model: SequenceClassifier) -> Vec<f32> {
+    let SequenceClassifier::Bert(bert) = &mut model else {
+        panic!("the tiny model is a BERT")
+    };
+    for layer in &mut bert.bert.encoder.layer {
         layer.attention.self_attention.key.bias = None;
     }
     parameters(&model)

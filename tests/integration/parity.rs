@@ -5,7 +5,7 @@
 use crate::common::*;
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use burnbert_data::Hub;
-use burnbert_model::{BertConfig, BertForSequenceClassification, BertInput, Labels};
+use burnbert_model::{ModelConfig, SequenceClassifier, BertInput, Labels};
 
 /// f32 against f32 through the same arithmetic in another order.
 const TOLERANCE: f32 = 1e-4;
@@ -14,9 +14,9 @@ fn load(
     dir: &str,
     weights: &str,
     device: &Device,
-) -> (BertForSequenceClassification, burnbert_model::LoadReport) {
-    let config = BertConfig::from_file(&fixture(&format!("{dir}/config.json"))).unwrap();
-    BertForSequenceClassification::from_pretrained(
+) -> (SequenceClassifier, burnbert_model::LoadReport) {
+    let config = ModelConfig::from_file(&fixture(&format!("{dir}/config.json"))).unwrap();
+    SequenceClassifier::from_pretrained(
         &config,
         &fixture(&format!("{dir}/{weights}")),
         device,
@@ -25,14 +25,14 @@ fn load(
 }
 
 fn check_tiny(
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
     reference: &serde_json::Value,
     what: &str,
     device: &Device,
 ) {
     let what = &format!("{what} on {device:?}");
     let input = input(reference, device);
-    let encoder = model.bert.forward(input.clone());
+    let encoder = bert(model).bert.forward(input.clone());
     assert_close(
         &values(encoder.last_hidden_state),
         &floats(&reference["last_hidden_state"]),
@@ -112,7 +112,7 @@ fn bare_encoder_loads_and_reports_the_new_head() {
     assert_eq!(new, ["classifier.bias", "classifier.weight"]);
     assert_eq!(report.unused, ["bert.embeddings.position_ids"], "{report}");
     let reference = json("tiny-bert/reference.json");
-    let encoder = model.bert.forward(input(&reference, &cpu()));
+    let encoder = bert(&model).bert.forward(input(&reference, &cpu()));
     assert_close(
         &values(encoder.pooler_output.unwrap()),
         &floats(&reference["pooler_output"]),
@@ -156,9 +156,9 @@ fn padding_does_not_change_real_tokens() {
         token_type_ids: Tensor::from_data(TensorData::new(row("token_type_ids"), [1, 5]), &device),
         attention_mask: Tensor::from_data(TensorData::new(row("attention_mask"), [1, 5]), &device),
     };
-    let unpadded = values(model.bert.forward(alone).last_hidden_state);
+    let unpadded = values(bert(&model).bert.forward(alone).last_hidden_state);
     let padded = values(
-        model
+        bert(&model)
             .bert
             .forward(input(&reference, &device))
             .last_hidden_state,
@@ -169,13 +169,13 @@ fn padding_does_not_change_real_tokens() {
 }
 
 /// all-MiniLM-L6-v2 from the offline cache on `device`, with its load report.
-fn minilm(device: &Device) -> (BertForSequenceClassification, burnbert_model::LoadReport) {
+fn minilm(device: &Device) -> (SequenceClassifier, burnbert_model::LoadReport) {
     require_hf_home();
     let files = Hub::from_env("main", true)
         .model_files("sentence-transformers/all-MiniLM-L6-v2")
         .unwrap();
-    let config = BertConfig::from_file(&files.config).unwrap();
-    BertForSequenceClassification::from_pretrained(&config, &files.weights, device).unwrap()
+    let config = ModelConfig::from_file(&files.config).unwrap();
+    SequenceClassifier::from_pretrained(&config, &files.weights, device).unwrap()
 }
 
 /// all-MiniLM-L6-v2 in f32 against transformers, on every backend compiled in (ndarray,
@@ -191,7 +191,7 @@ fn all_minilm_l6_v2_from_the_offline_cache_matches_transformers() {
                 .contains(&"bert.embeddings.position_ids".to_string()),
             "{report}"
         );
-        let output = model.bert.forward(input(&reference, &device));
+        let output = bert(&model).bert.forward(input(&reference, &device));
         let [batch, seq] = dims2(&reference["input_ids"]);
         let on = |what: &str| format!("{device:?}: MiniLM {what}");
         assert_close(
@@ -267,7 +267,7 @@ fn all_minilm_l6_v2_in_mixed_precision_is_as_close_as_torch_autocast() {
     );
     for (device, dtype) in runs {
         let model = minilm(&device).0.with_compute_dtype(Some(dtype));
-        let output = model.bert.forward(input(&reference, &device));
+        let output = bert(&model).bert.forward(input(&reference, &device));
         let pooled = output.pooler_output.unwrap();
         let cls = output
             .last_hidden_state

@@ -4,14 +4,14 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{DType, Device, FloatDType, Tensor};
 use burnbert_data::{Encoded, Label, MetricKind, PaddingBatcher};
-use burnbert_model::{BertConfig, BertForSequenceClassification};
+use burnbert_model::{ModelConfig, SequenceClassifier};
 use burnbert_train::{CheckpointDirs, Checkpointing, Data, TrainOptions, accumulate_gradients};
 use rand::{Rng, SeedableRng};
 
 use crate::common::*;
 
-pub fn tiny(dropout: bool, device: &Device) -> BertForSequenceClassification {
-    let config = BertConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
+pub fn tiny(dropout: bool, device: &Device) -> SequenceClassifier {
+    let config = ModelConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
     match dropout {
         true => tiny_with_dropout(config.hidden_dropout_prob, device),
         false => tiny_with_dropout(0.0, device),
@@ -19,11 +19,11 @@ pub fn tiny(dropout: bool, device: &Device) -> BertForSequenceClassification {
 }
 
 /// The tiny model with every dropout probability set to `p`.
-pub fn tiny_with_dropout(p: f64, device: &Device) -> BertForSequenceClassification {
-    let mut config = BertConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
+pub fn tiny_with_dropout(p: f64, device: &Device) -> SequenceClassifier {
+    let mut config = ModelConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
     config.hidden_dropout_prob = p;
     config.attention_probs_dropout_prob = p;
-    BertForSequenceClassification::from_pretrained(
+    SequenceClassifier::from_pretrained(
         &config,
         &fixture("tiny-bert/model.safetensors"),
         device,
@@ -56,7 +56,7 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<Encoded> {
 }
 
 /// Every float parameter, flattened in module order.
-pub fn parameters(model: &BertForSequenceClassification) -> Vec<f32> {
+pub fn parameters(model: &SequenceClassifier) -> Vec<f32> {
     struct Collect(Vec<f32>);
     impl ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -103,7 +103,7 @@ fn accumulated_micro_batches_give_the_large_batch_gradient() {
 
 /// Two gradients of `model`'s parameters agree within float noise, and cover all 41.
 pub fn assert_same_gradients(
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
     large: &burn::optim::GradientsParams,
     small: &burn::optim::GradientsParams,
 ) {
@@ -164,7 +164,7 @@ pub fn run_on(
     dropout: bool,
     options: &TrainOptions,
     dirs: &CheckpointDirs,
-) -> (BertForSequenceClassification, burnbert_train::LoopState) {
+) -> (SequenceClassifier, burnbert_train::LoopState) {
     run_model(devices, options, dirs, |device| tiny(dropout, device))
 }
 
@@ -173,8 +173,8 @@ pub fn run_model(
     devices: &[Device],
     options: &TrainOptions,
     dirs: &CheckpointDirs,
-    model: impl FnOnce(&Device) -> BertForSequenceClassification,
-) -> (BertForSequenceClassification, burnbert_train::LoopState) {
+    model: impl FnOnce(&Device) -> SequenceClassifier,
+) -> (SequenceClassifier, burnbert_train::LoopState) {
     let _turn = SEEDED_RUNS.lock().unwrap_or_else(|e| e.into_inner());
     devices[0].seed(options.seed);
     let model = model(&devices[0]);
@@ -396,7 +396,7 @@ fn mixed_precision_trains_f32_weights_close_to_f32_training() {
         ..options(2)
     };
     let start = parameters(&tiny(false, &flex));
-    let run = |device: &Device, make: &dyn Fn(&Device) -> BertForSequenceClassification| {
+    let run = |device: &Device, make: &dyn Fn(&Device) -> SequenceClassifier| {
         let (model, state) = run_model(
             std::slice::from_ref(device),
             &options,

@@ -31,7 +31,7 @@ use burn::module::{ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burnbert_data::Hub;
-use burnbert_model::{BertConfig, BertForSequenceClassification, Labels, checkpoint_name};
+use burnbert_model::{ModelConfig, SequenceClassifier, Labels, checkpoint_name};
 use burnbert_train::{Schedule, ScheduleKind, optim};
 use serde_json::Value;
 
@@ -141,18 +141,23 @@ struct Named {
 }
 
 /// Every parameter of `model`, or its gradient in `grads`, in module order.
-fn named(model: &BertForSequenceClassification, grads: Option<&GradientsParams>) -> Vec<Named> {
+fn named(model: &SequenceClassifier, grads: Option<&GradientsParams>) -> Vec<Named> {
     struct Collect<'a> {
         path: Vec<String>,
         grads: Option<&'a GradientsParams>,
         out: Vec<Named>,
     }
     impl ModuleVisitor for Collect<'_> {
-        fn enter_module(&mut self, name: &str, _container_type: &str) {
-            self.path.push(name.to_string());
+        // The model's enum variant (`Bert`) is no part of the checkpoint's names.
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            if !container_type.starts_with("Enum:") {
+                self.path.push(name.to_string());
+            }
         }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.pop();
+        fn exit_module(&mut self, _name: &str, container_type: &str) {
+            if !container_type.starts_with("Enum:") {
+                self.path.pop();
+            }
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let name = checkpoint_name(&self.path.join("."));
@@ -200,7 +205,7 @@ struct Run {
 /// Forward, loss, backward and an AdamW step, as many times as the reference did, on its
 /// batch with its peak learning rate and weight decay.
 fn train(
-    model: BertForSequenceClassification,
+    model: SequenceClassifier,
     reference: &Value,
     top: &Value,
     device: &Device,
@@ -444,9 +449,9 @@ fn gradient_scale(run: &Run) -> f32 {
 fn check_tiny(device: &Device) -> f32 {
     let top = json("training_reference.json");
     let reference = &top["tiny"];
-    let mut config = BertConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
+    let mut config = ModelConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
     no_dropout(&mut config);
-    let (model, _) = BertForSequenceClassification::from_pretrained(
+    let (model, _) = SequenceClassifier::from_pretrained(
         &config,
         &fixture("tiny-bert/model.safetensors"),
         device,
@@ -494,23 +499,23 @@ fn check_tiny(device: &Device) -> f32 {
     gradient
 }
 
-fn no_dropout(config: &mut BertConfig) {
+fn no_dropout(config: &mut ModelConfig) {
     config.hidden_dropout_prob = 0.0;
     config.attention_probs_dropout_prob = 0.0;
     config.classifier_dropout = None;
 }
 
 /// all-MiniLM-L6-v2 from the offline cache, with the reference's classification head.
-fn minilm(reference: &Value, device: &Device) -> BertForSequenceClassification {
+fn minilm(reference: &Value, device: &Device) -> SequenceClassifier {
     require_hf_home();
     let files = Hub::from_env("main", true)
         .model_files(reference["model"].as_str().unwrap())
         .unwrap();
-    let mut config = BertConfig::from_file(&files.config).unwrap();
+    let mut config = ModelConfig::from_file(&files.config).unwrap();
     no_dropout(&mut config);
     config.num_labels = Some(2);
     let (mut model, report) =
-        BertForSequenceClassification::from_pretrained(&config, &files.weights, device).unwrap();
+        SequenceClassifier::from_pretrained(&config, &files.weights, device).unwrap();
     let mut new = report.newly_initialized.clone();
     new.sort();
     assert_eq!(new, ["classifier.bias", "classifier.weight"], "{report}");
@@ -523,8 +528,11 @@ fn minilm(reference: &Value, device: &Device) -> BertForSequenceClassification {
     )
     .transpose();
     let bias = Tensor::<1>::from_data(TensorData::new(floats(&head["bias"]), [labels]), device);
-    model.classifier.weight = Param::from_tensor(weight);
-    model.classifier.bias = Some(Param::from_tensor(bias));
+    let SequenceClassifier::Bert(bert) = &mut model else {
+        panic!("MiniLM is a BERT")
+    };
+    bert.classifier.weight = Param::from_tensor(weight);
+    bert.classifier.bias = Some(Param::from_tensor(bias));
     model
 }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use burnbert_data::{Encoded, Label};
-use burnbert_model::BertForSequenceClassification;
+use burnbert_model::SequenceClassifier;
 
 use crate::{LoopState, TrainError, TrainOptions};
 
@@ -33,7 +33,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 /// Saves a checkpoint under `dir` and returns its path.
 pub fn save(
     dir: &Path,
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
     optimizer: &ModuleOptimizer,
     state: &LoopState,
 ) -> Result<PathBuf, TrainError> {
@@ -128,10 +128,10 @@ pub fn resolve(path: &Path) -> Result<PathBuf, TrainError> {
 /// training device the default (`burnbert_model::select_device`, or `BURN_DEVICE`).
 pub fn load(
     path: &Path,
-    model: BertForSequenceClassification,
+    model: SequenceClassifier,
     optimizer: ModuleOptimizer,
     run: &BTreeMap<String, String>,
-) -> Result<(BertForSequenceClassification, ModuleOptimizer, LoopState), TrainError> {
+) -> Result<(SequenceClassifier, ModuleOptimizer, LoopState), TrainError> {
     let bad = |what: &str, e: &dyn std::fmt::Display| {
         TrainError::Checkpoint(format!(
             "{}: cannot read the {what} ({e}); the checkpoint is damaged or from another model",
@@ -156,7 +156,7 @@ pub fn load(
 pub fn run_identity(
     options: &TrainOptions,
     train: &[Encoded],
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
 ) -> BTreeMap<String, String> {
     let total_steps = options.total_steps(train.len());
     let schedule = options.schedule(train.len());

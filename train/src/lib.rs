@@ -22,7 +22,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use burnbert_data::{Encoded, MetricKind, PaddingBatcher, padding_ratio};
 use burnbert_eval::{Metrics, Predictions};
-use burnbert_model::{BertForSequenceClassification, on_each_device};
+use burnbert_model::{SequenceClassifier, on_each_device};
 use serde::{Deserialize, Serialize};
 
 pub use options::{Checkpointing, TrainOptions};
@@ -191,7 +191,7 @@ const WEIGHTS_CHECK_STEPS: usize = 50;
 
 /// What a finished run returns.
 pub struct Trained {
-    pub model: BertForSequenceClassification,
+    pub model: SequenceClassifier,
     pub state: LoopState,
     pub seconds: f64,
 }
@@ -202,7 +202,7 @@ pub struct Trained {
 /// When `stop` is set, the loop saves a checkpoint (if it saves any) after the step in
 /// progress and returns [`TrainError::Interrupted`].
 pub fn train(
-    model: BertForSequenceClassification,
+    model: SequenceClassifier,
     data: &Data,
     options: &TrainOptions,
     devices: &[Device],
@@ -290,13 +290,13 @@ pub fn train(
 /// The model on the training device, a new optimizer and loop state, or those of the
 /// checkpoint the run resumes (which must be of this run, [`checkpoint::run_identity`]).
 fn start(
-    model: BertForSequenceClassification,
+    model: SequenceClassifier,
     data: &Data,
     options: &TrainOptions,
     devices: &[Device],
     dirs: &CheckpointDirs,
     observer: &mut dyn Observer,
-) -> Result<(BertForSequenceClassification, ModuleOptimizer, LoopState), TrainError> {
+) -> Result<(SequenceClassifier, ModuleOptimizer, LoopState), TrainError> {
     let model = model.to_device(&devices[0]).train();
     let optimizer = optim::adamw(options.weight_decay);
     let run = checkpoint::run_identity(options, data.train, &model);
@@ -339,7 +339,7 @@ fn rank_settings(
     run: &std::collections::BTreeMap<String, String>,
     options: &TrainOptions,
     data: &Data,
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
 ) -> std::collections::BTreeMap<String, String> {
     let mixed_precision = match model.compute_dtype() {
         None => "no".to_string(),
@@ -374,7 +374,7 @@ fn rank_settings(
 /// The epoch's validation: `model`'s predictions on `data.validation` against `references`,
 /// the epoch's mean training loss and its batches' `padding`.
 fn evaluate(
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
     data: &Data,
     options: &TrainOptions,
     devices: &[Device],
@@ -396,7 +396,7 @@ fn evaluate(
 /// `model`'s predictions on `data.validation` in file order, each rank predicting a share of
 /// its batches (the same batches as one process) and every rank receiving them all.
 fn predict_on_all_ranks(
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
     data: &Data,
     batch_size: usize,
     devices: &[Device],
@@ -478,7 +478,7 @@ fn seed_dropout(devices: &[Device], seed: u64, step: usize) {
 /// its path.
 fn save(
     dirs: &CheckpointDirs,
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
     optimizer: &ModuleOptimizer,
     state: &LoopState,
     observer: &mut dyn Observer,
@@ -508,7 +508,7 @@ fn save(
 /// all-reduce, `burn::tensor::distributed`, is implemented for CUDA only), and summed
 /// across the ranks by MPI. Every rank gets the whole group's gradients and loss.
 pub fn accumulate_gradients(
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
     group: &[Vec<usize>],
     train: &[Encoded],
     batcher: &PaddingBatcher,
