@@ -16,7 +16,7 @@ use crate::classifier::{
 };
 use crate::config::ModelConfig;
 use crate::init;
-use crate::ops::{dense, dropout};
+use crate::ops::{self, dense, dropout};
 
 /// The bare encoder (transformers' `RobertaModel` with `add_pooling_layer=False`).
 #[derive(Module, Debug)]
@@ -98,12 +98,14 @@ impl RobertaClassificationHead {
     ///
     /// `hidden` `[batch, seq, hidden]`; the logits are `[batch, num_labels]`.
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
-        let x = dense(&self.dense, dropout(&self.dropout, first_token(hidden)));
+        // One "token" per row, so that GELU goes through `ops::dense_gelu` and its exact
+        // backward on every backend that has one.
+        let x = dropout(&self.dropout, first_token(hidden)).unsqueeze_dim::<3>(1);
         let x = match self.activation {
-            HeadActivation::Tanh => x.tanh(),
-            HeadActivation::Gelu => burn::tensor::activation::gelu(x),
+            HeadActivation::Tanh => ops::per_token(&self.dense, x).tanh(),
+            HeadActivation::Gelu => ops::dense_gelu(&self.dense, x),
         };
-        dense(&self.out_proj, dropout(&self.dropout, x))
+        dense(&self.out_proj, dropout(&self.dropout, x.squeeze_dim::<2>(1)))
     }
 }
 

@@ -4,6 +4,7 @@ mod common;
 #[cfg(feature = "mpi")]
 mod distributed;
 mod errors;
+mod families;
 mod fuzz;
 mod multi_device;
 mod parity;

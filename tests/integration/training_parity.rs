@@ -41,6 +41,10 @@ use crate::common::*;
 /// (measured: 7e-7 between torch's f32 and f64; 1.1e-6 on flex and wgpu, 4e-6 after steps
 /// taken with the approximate GELU backward).
 const LOSS: f32 = 2e-5;
+/// The loss before each step of tiny-electra, which is ill-conditioned: torch's own f32 and
+/// f64 runs part by 2.3e-5 before its second step (measured; its fixture's lr is 1e-3 for
+/// that reason, see `make_fixtures.py`).
+const ELECTRA_LOSS: f32 = 1e-4;
 /// The key bias's gradient (zero in exact arithmetic, see the module's doc), relative to the
 /// model's largest gradient entry: rounding noise only (measured: 4.5e-8).
 const ZERO_GRADIENT: f32 = 1e-6;
@@ -129,7 +133,7 @@ fn tolerances(device: &Device) -> &'static Tolerances {
 
 /// transformers' names of the parameters whose gradient is zero in exact arithmetic.
 fn zero_gradient(name: &str) -> bool {
-    name.ends_with("attention.self.key.bias")
+    name.ends_with("attention.self.key.bias") || name.ends_with("attention.k_lin.bias")
 }
 
 /// A parameter or its gradient, in transformers' naming and PyTorch's layout (`Linear`
@@ -289,14 +293,20 @@ impl Report {
         }
     }
 
-    /// The losses and learning rates of every step.
-    fn steps(&mut self, run: &Run, reference: &Value) {
+    /// The losses and learning rates of every step, or only the first loss.
+    fn steps(&mut self, run: &Run, reference: &Value, all_steps: bool) {
         let want = floats(&reference["losses"]);
         assert_eq!(run.losses.len(), want.len(), "{}: steps", self.what);
-        for (step, (ours, theirs)) in run.losses.iter().zip(&want).enumerate() {
+        let compared = if all_steps { want.len() } else { 1 };
+        for (step, (ours, theirs)) in run.losses.iter().zip(&want).take(compared).enumerate() {
             let difference = (ours - theirs).abs();
             self.loss = self.loss.max(difference);
-            self.require(difference <= LOSS, || {
+            let tolerance = if self.what.starts_with("tiny-electra") {
+                ELECTRA_LOSS
+            } else {
+                LOSS
+            };
+            self.require(difference <= tolerance, || {
                 format!("loss before step {step} {ours}, PyTorch's {theirs}")
             });
         }
@@ -448,19 +458,50 @@ fn gradient_scale(run: &Run) -> f32 {
 /// the largest gradient difference (relative to its tensor's largest entry).
 fn check_tiny(device: &Device) -> f32 {
     let top = json("training_reference.json");
-    let reference = &top["tiny"];
-    let mut config = ModelConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
+    check_in_full("tiny-bert", &top["tiny"], &top, device, true)
+}
+
+/// The families' tiny models (`assets/fixtures/tiny-<model_type>/`, made by
+/// `make_fixtures.py families`), each checked as [`check_tiny`] checks BERT's where the
+/// backend back-propagates the exact GELU. Where it back-propagates the tanh approximation,
+/// only the loss and the first gradients are: on the families' synthetic batches AdamW's
+/// normalised steps carry its difference far (measured on ndarray: tiny-roberta's loss 9e-3
+/// from PyTorch's before the third step, ELECTRA's 4e-2).
+const FAMILIES: [&str; 4] = ["roberta", "xlm-roberta", "electra", "distilbert"];
+
+fn check_families(device: &Device) {
+    let top = json("training_reference.json");
+    let all_steps = std::ptr::eq(tolerances(device), &EXACT_GELU);
+    for family in FAMILIES {
+        let dir = format!("tiny-{family}");
+        let reference = json(&format!("{dir}/reference.json"));
+        check_in_full(&dir, &reference["training"], &top, device, all_steps);
+    }
+}
+
+/// The model in fixture directory `dir` trained on `reference`'s batch (with `top`'s steps
+/// and weight decay): the loss and every gradient of the first backward pass against
+/// PyTorch's in full, and with `all_steps` the losses of every step and every final weight.
+/// Returns the largest gradient difference (relative to its tensor's largest entry).
+fn check_in_full(
+    dir: &str,
+    reference: &Value,
+    top: &Value,
+    device: &Device,
+    all_steps: bool,
+) -> f32 {
+    let mut config = ModelConfig::from_file(&fixture(&format!("{dir}/config.json"))).unwrap();
     no_dropout(&mut config);
     let (model, _) = SequenceClassifier::from_pretrained(
         &config,
-        &fixture("tiny-bert/model.safetensors"),
+        &fixture(&format!("{dir}/model.safetensors")),
         device,
     )
     .unwrap();
-    let run = train(model, reference, &top, device);
+    let run = train(model, reference, top, device);
     let last = &run.last;
-    let mut report = Report::new(format!("tiny on {device:?}"));
-    report.steps(&run, reference);
+    let mut report = Report::new(format!("{dir} on {device:?}"));
+    report.steps(&run, reference, all_steps);
     let tolerances = tolerances(device);
     let scale = gradient_scale(&run);
     let reach = ADAMW_REACH * run.learning_rates.iter().sum::<f64>();
@@ -482,6 +523,9 @@ fn check_tiny(device: &Device) -> f32 {
         report.require(difference <= tolerances.gradient, || {
             format!("{name}: gradient off by {difference} of its largest entry {tensor_scale}")
         });
+        if !all_steps {
+            continue;
+        }
         let want_last = floats(&reference["final"][name]);
         let entries = (0..want_last.len()).map(|k| {
             (
@@ -542,7 +586,7 @@ fn check_minilm(device: &Device) {
     let reference = &top["minilm"];
     let run = train(minilm(reference, device), reference, &top, device);
     let mut report = Report::new(format!("MiniLM on {device:?}"));
-    report.steps(&run, reference);
+    report.steps(&run, reference, true);
     let tolerances = tolerances(device);
     let scale = gradient_scale(&run);
     let reach = ADAMW_REACH * run.learning_rates.iter().sum::<f64>();
@@ -635,6 +679,13 @@ fn tiny_trains_as_pytorch_on_the_cpu_backends() {
 }
 
 #[test]
+fn every_family_trains_as_pytorch_on_the_cpu_backends() {
+    for device in cpu_devices() {
+        check_families(&device);
+    }
+}
+
+#[test]
 fn minilm_trains_as_pytorch_on_the_cpu_backends() {
     for device in cpu_devices() {
         check_minilm(&device);
@@ -654,6 +705,7 @@ fn wgpu_trains_as_pytorch() {
     let kernels = burnbert_model::runs_own_kernels(&device);
     println!("wgpu, burnbert's kernels: {kernels}");
     let gradient = check_tiny(&device);
+    check_families(&device);
     if gelu_kernel_fails_its_check() {
         // Burn's GELU ran: its approximate backward shows in the gradients, which the
         // kernel's exact one keeps within `EXACT_GELU.gradient` of PyTorch's.

@@ -1,0 +1,154 @@
+//! The encoder families against transformers: the tiny random-weight models that
+//! `make_fixtures.py families` saved with `save_pretrained` (`assets/fixtures/tiny-<model_type>/`)
+//! load by their `model_type`, give transformers' hidden states, logits and loss on every
+//! backend, and save back the file transformers wrote. Their training is checked step for step
+//! in `training_parity.rs`.
+
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use burnbert_model::{Family, Labels, ModelConfig, SequenceClassifier};
+use safetensors::SafeTensors;
+
+use crate::common::*;
+
+/// f32 against f32 through the same arithmetic in another order, as `parity.rs`.
+const TOLERANCE: f32 = 1e-4;
+
+/// Each fixture's `model_type` and the family burnbert builds for it.
+const FAMILIES: [(&str, Family); 4] = [
+    ("roberta", Family::Roberta),
+    ("xlm-roberta", Family::Roberta),
+    ("electra", Family::Electra),
+    ("distilbert", Family::DistilBert),
+];
+
+fn load(model_type: &str, device: &Device) -> (ModelConfig, SequenceClassifier) {
+    let dir = format!("tiny-{model_type}");
+    let config = ModelConfig::from_file(&fixture(&format!("{dir}/config.json"))).unwrap();
+    let (model, report) = SequenceClassifier::from_pretrained(
+        &config,
+        &fixture(&format!("{dir}/model.safetensors")),
+        device,
+    )
+    .unwrap();
+    assert!(
+        report.newly_initialized.is_empty() && report.unused.is_empty(),
+        "{model_type}: {report}"
+    );
+    (config, model)
+}
+
+#[test]
+fn every_family_matches_transformers_on_every_backend() {
+    for device in devices() {
+        for (model_type, family) in FAMILIES {
+            let (config, model) = load(model_type, &device);
+            assert_eq!(config.family, family, "{model_type}");
+            let reference = json(&format!("tiny-{model_type}/reference.json"));
+            let what = |part: &str| format!("{model_type} on {device:?}: {part}");
+            let input = input(&reference, &device);
+            assert_close(
+                &values(model.last_hidden_state(input.clone())),
+                &floats(&reference["last_hidden_state"]),
+                TOLERANCE,
+                &what("last_hidden_state"),
+            );
+            let labels = ints(&reference["labels"]);
+            let labels = Labels::Classes(Tensor::from_data(
+                TensorData::new(labels.clone(), [labels.len()]),
+                &device,
+            ));
+            let output = model.forward(input, Some(labels));
+            assert_close(
+                &values(output.logits),
+                &floats(&reference["logits"]),
+                TOLERANCE,
+                &what("logits"),
+            );
+            assert_close(
+                &values(output.loss.unwrap()),
+                &[reference["loss"].as_f64().unwrap() as f32],
+                TOLERANCE,
+                &what("loss"),
+            );
+        }
+    }
+}
+
+/// The tensors of a safetensors file by name, as f32 bits with their shapes.
+fn tensors(bytes: &[u8]) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    let file = SafeTensors::deserialize(bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| (name, (view.shape().to_vec(), view.data().to_vec())))
+        .collect()
+}
+
+/// What burnbert saves is what transformers' `save_pretrained` wrote: the same key names,
+/// shapes and bits, and a config.json with the family's own field names, which transformers
+/// reads as before.
+#[test]
+fn every_family_saves_the_checkpoint_transformers_wrote() {
+    for (model_type, _) in FAMILIES {
+        let (config, model) = load(model_type, &cpu());
+        let out = tempfile::tempdir().unwrap();
+        model.save_pretrained(&config, out.path()).unwrap();
+        let theirs = std::fs::read(fixture(&format!("tiny-{model_type}/model.safetensors")))
+            .unwrap();
+        let ours = std::fs::read(out.path().join("model.safetensors")).unwrap();
+        let (theirs, ours) = (tensors(&theirs), tensors(&ours));
+        assert_eq!(
+            ours.keys().collect::<Vec<_>>(),
+            theirs.keys().collect::<Vec<_>>(),
+            "{model_type}: key names"
+        );
+        for (name, tensor) in &theirs {
+            assert!(ours[name] == *tensor, "{model_type}: {name} differs");
+        }
+        let read = |path: std::path::PathBuf| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let theirs = read(fixture(&format!("tiny-{model_type}/config.json")));
+        let ours = read(out.path().join("config.json"));
+        for (key, value) in theirs.as_object().unwrap() {
+            assert_eq!(ours.get(key), Some(value), "{model_type}: config.json's {key}");
+        }
+    }
+}
+
+/// A checkpoint whose family burnbert does not build, and one family's weights under another's
+/// config, each get one error that says so.
+#[test]
+fn unsupported_and_mismatched_families_are_named() {
+    for model_type in ["deberta-v2", "modernbert"] {
+        let path = fixture(&format!("tiny-{model_type}/config.json"));
+        let err = ModelConfig::from_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("model_type \"{model_type}\" is not supported"))
+                && err.contains("bert, roberta, xlm-roberta, camembert, distilbert, electra"),
+            "{err}"
+        );
+    }
+    let bert = ModelConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
+    for (model_type, prefix) in [("roberta", "roberta"), ("electra", "electra")] {
+        let weights = fixture(&format!("tiny-{model_type}/model.safetensors"));
+        let err = SequenceClassifier::from_pretrained(&bert, &weights, &cpu())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("holds a {model_type} model (its keys start with `{prefix}.`)"))
+                && err.contains("model_type says bert"),
+            "{err}"
+        );
+    }
+    let roberta = ModelConfig::from_file(&fixture("tiny-roberta/config.json")).unwrap();
+    let err = SequenceClassifier::from_pretrained(
+        &roberta,
+        &fixture("tiny-bert/model.safetensors"),
+        &cpu(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("holds a bert model"), "{err}");
+}
