@@ -151,12 +151,12 @@ impl ModelArgs {
                 config.max_position_embeddings
             );
         }
-        let tokenizer = PairTokenizer::from_file(&files.tokenizer, max_length)?;
+        let tokenizer = PairTokenizer::from_files(&files.tokenizer, max_length)?;
         if tokenizer.vocab_size() > config.vocab_size {
             anyhow::bail!(
                 "{}: the tokenizer has {} tokens but config.json's vocab_size is {}; they come \
                  from different models",
-                files.tokenizer.display(),
+                files.tokenizer.path().display(),
                 tokenizer.vocab_size(),
                 config.vocab_size
             );

@@ -222,8 +222,12 @@ fn main() -> std::process::ExitCode {
         );
         if let Some(dir) = &output_dir {
             trained.model.save_pretrained(&loaded.config, dir)?;
-            std::fs::copy(&loaded.files.tokenizer, dir.join("tokenizer.json"))
-                .with_context(|| format!("cannot copy tokenizer.json into {}", dir.display()))?;
+            for file in loaded.files.tokenizer.files() {
+                let name = file.file_name().expect("tokenizer files are files");
+                std::fs::copy(file, dir.join(name)).with_context(|| {
+                    format!("cannot copy {} into {}", file.display(), dir.display())
+                })?;
+            }
             let results = serde_json::json!({
                 "eval": last,
                 "epochs": trained.state.epochs,

@@ -8,6 +8,7 @@ use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::DataError;
+use crate::tokenize::TokenizerFiles;
 
 /// Where files come from: the Hub cache, and the Hub itself unless offline.
 #[derive(Debug, Clone)]
@@ -21,7 +22,7 @@ pub struct Hub {
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
     pub config: PathBuf,
-    pub tokenizer: PathBuf,
+    pub tokenizer: TokenizerFiles,
     /// `model.safetensors`, else `pytorch_model.bin`.
     pub weights: PathBuf,
 }
@@ -93,6 +94,13 @@ impl Hub {
             .build()
             .map_err(|e| DataError::Hub(format!("cannot start the Hub client: {e}")))?;
         api.repo(repo_ref).get(filename).map_err(|e| {
+            // hf-hub reports a missing file as the server's 404 ("status code 404").
+            if e.to_string().contains("status code 404") {
+                return DataError::NotFound(format!(
+                    "{kind_name} `{repo}` (revision {}) has no {filename}",
+                    self.revision
+                ));
+            }
             DataError::Hub(format!(
                 "{kind_name} `{repo}` (revision {}): cannot download {filename}: {e}; check the \
                  id and your network, or set HF_HUB_OFFLINE=1 to use only the cache at {}",
@@ -123,7 +131,7 @@ impl Hub {
     /// A model's config, tokenizer and weights.
     pub fn model_files(&self, model: &str) -> Result<ModelFiles, DataError> {
         let config = self.file(model, RepoType::Model, "config.json")?;
-        let tokenizer = self.file(model, RepoType::Model, "tokenizer.json")?;
+        let tokenizer = self.tokenizer_files(model)?;
         let weights = self
             .file(model, RepoType::Model, "model.safetensors")
             .or_else(|_| self.file(model, RepoType::Model, "pytorch_model.bin"))
@@ -138,6 +146,41 @@ impl Hub {
             tokenizer,
             weights,
         })
+    }
+
+    /// `tokenizer.json`, else `vocab.txt` (with `tokenizer_config.json` if there is one), else
+    /// `vocab.json` and `merges.txt`.
+    fn tokenizer_files(&self, model: &str) -> Result<TokenizerFiles, DataError> {
+        let file = |name| self.file(model, RepoType::Model, name);
+        let missing = |result: &Result<PathBuf, DataError>| {
+            matches!(result, Err(DataError::NotFound(_)))
+        };
+        let json = file("tokenizer.json");
+        if !missing(&json) {
+            return json.map(TokenizerFiles::Json);
+        }
+        let vocab = file("vocab.txt");
+        if !missing(&vocab) {
+            let config = file("tokenizer_config.json");
+            let config = if missing(&config) { None } else { Some(config?) };
+            return Ok(TokenizerFiles::WordPiece {
+                vocab: vocab?,
+                config,
+            });
+        }
+        let (vocab, merges) = (file("vocab.json"), file("merges.txt"));
+        if !missing(&vocab) && !missing(&merges) {
+            return Ok(TokenizerFiles::ByteLevelBpe {
+                vocab: vocab?,
+                merges: merges?,
+            });
+        }
+        Err(DataError::NotFound(format!(
+            "{model} has no tokenizer.json, vocab.txt, or vocab.json with merges.txt: burnbert \
+             needs one of them (a SentencePiece spm.model alone, as DeBERTa-v3 ships, is not \
+             supported yet: save the tokenizer with transformers' save_pretrained to get a \
+             tokenizer.json)"
+        )))
     }
 
     /// A file of a dataset repository, such as `mrpc/train-00000-of-00001.parquet` of `nyu-mll/glue`.

@@ -13,7 +13,7 @@ pub use batch::{Batch, BatchPlan, PaddingBatcher, padding_ratio};
 pub use dataset::{Columns, Example, Label, LabelSpace, read_examples};
 pub use hub::{Hub, ModelFiles};
 pub use task::{GLUE_TASKS, MetricKind, Task};
-pub use tokenize::{Encoded, PairTokenizer};
+pub use tokenize::{Encoded, PairTokenizer, TokenizerFiles};
 
 /// The Hub dataset that holds GLUE.
 pub const GLUE_DATASET: &str = "nyu-mll/glue";
