@@ -214,13 +214,16 @@ fn do_lower_case(config: &Path) -> Result<bool, DataError> {
 
 /// The vocabulary's special tokens marked special, as transformers adds them: their spelling
 /// in a text is the token, whole.
-fn add_special_tokens(tokenizer: &mut Tokenizer, tokens: &[&str]) {
+fn add_special_tokens(tokenizer: &mut Tokenizer, tokens: &[&str], vocab: &Path) -> Result<(), DataError> {
     let present: Vec<AddedToken> = tokens
         .iter()
         .filter(|token| tokenizer.token_to_id(token).is_some())
         .map(|token| AddedToken::from(*token, true))
         .collect();
-    tokenizer.add_special_tokens(present);
+    tokenizer
+        .add_special_tokens(present)
+        .map(|_| ())
+        .map_err(|e| invalid(vocab, format!("its special tokens: {e}")))
 }
 
 /// BERT's WordPiece from `vocab.txt`, as transformers' `BertConverter`: BERT's normaliser
@@ -250,7 +253,7 @@ fn word_piece(vocab: &Path, lowercase: bool) -> Result<Tokenizer, DataError> {
             ("[CLS]".into(), cls),
         )))
         .with_decoder(Some(WordPieceDecoder::default()));
-    add_special_tokens(&mut tokenizer, &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]);
+    add_special_tokens(&mut tokenizer, &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], vocab)?;
     Ok(tokenizer)
 }
 
@@ -280,6 +283,6 @@ fn byte_level_bpe(vocab: &Path, merges: &Path) -> Result<Tokenizer, DataError> {
                 .add_prefix_space(false),
         ))
         .with_decoder(Some(ByteLevelDecoder::default()));
-    add_special_tokens(&mut tokenizer, &["<s>", "<pad>", "</s>", "<unk>", "<mask>"]);
+    add_special_tokens(&mut tokenizer, &["<s>", "<pad>", "</s>", "<unk>", "<mask>"], vocab)?;
     Ok(tokenizer)
 }

@@ -23,9 +23,12 @@ use crate::{ModelError, SequenceClassifier};
 
 /// Checkpoint key → module path, applied in order after [`prefix_rename`]. Older checkpoints
 /// name LayerNorm's parameters `gamma`/`beta`, which Burn's `LayerNorm` uses too.
-const LOAD_RENAMES: [(&str, &str); 2] = [
+const LOAD_RENAMES: [(&str, &str); 5] = [
     (r"\.LayerNorm\.", ".layer_norm."),
     (r"\.attention\.self\.", ".attention.self_attention."),
+    (r"\.Wqkv\.", ".wqkv."),
+    (r"\.Wi\.", ".wi."),
+    (r"\.Wo\.", ".wo."),
 ];
 
 /// Real checkpoints come with or without the encoder's prefix (a fine-tuned
@@ -37,14 +40,18 @@ fn prefix_rename(family: Family) -> (&'static str, String) {
         Family::Roberta => r"^(embeddings|encoder)\.",
         Family::DistilBert => r"^(embeddings|transformer)\.",
         Family::Electra => r"^(embeddings|embeddings_project|encoder)\.",
+        Family::ModernBert => r"^(embeddings|layers|final_norm)\.",
     };
     (pattern, format!("{}.$1.", family.prefix()))
 }
 
 /// Module path → checkpoint key, for saving in transformers' naming.
-const SAVE_RENAMES: [(&str, &str); 2] = [
+const SAVE_RENAMES: [(&str, &str); 5] = [
     (r"\.layer_norm\.", ".LayerNorm."),
     (r"\.self_attention\.", ".self."),
+    (r"\.wqkv\.", ".Wqkv."),
+    (r"\.wi\.", ".Wi."),
+    (r"\.wo\.", ".Wo."),
 ];
 
 /// What happened to each weight, like the warning transformers prints after `from_pretrained`.
@@ -85,7 +92,10 @@ impl std::fmt::Display for LoadReport {
 pub fn checkpoint_name(module_path: &str) -> String {
     let name = module_path
         .replace(".layer_norm.", ".LayerNorm.")
-        .replace(".self_attention.", ".self.");
+        .replace(".self_attention.", ".self.")
+        .replace(".wqkv.", ".Wqkv.")
+        .replace(".wi.", ".Wi.")
+        .replace(".wo.", ".Wo.");
     // Only LayerNorm has `gamma` and `beta`, under any module name (DistilBERT's
     // `sa_layer_norm`); transformers calls them `weight` and `bias`.
     match name.rsplit_once('.') {
@@ -97,7 +107,8 @@ pub fn checkpoint_name(module_path: &str) -> String {
 
 /// Modules a pretrained encoder checkpoint may lack: transformers initialises them and warns.
 fn may_be_missing(module_path: &str) -> bool {
-    ["classifier.", "pre_classifier.", "bert.pooler."]
+    // ModernBERT's `head` is in its masked-LM checkpoints, not in a bare encoder's.
+    ["classifier.", "pre_classifier.", "bert.pooler.", "head."]
         .iter()
         .any(|head| module_path.starts_with(head))
 }

@@ -9,7 +9,8 @@ use burn::tensor::{Bool, Device, FloatDType, Int, Tensor};
 use crate::config::{Family, ModelConfig};
 use crate::{
     BertForSequenceClassification, BertInput, DistilBertForSequenceClassification,
-    ElectraForSequenceClassification, RobertaForSequenceClassification,
+    ElectraForSequenceClassification, ModernBertForSequenceClassification,
+    RobertaForSequenceClassification,
 };
 
 /// Targets for the classification head's loss.
@@ -39,6 +40,7 @@ pub enum SequenceClassifier {
     Roberta(RobertaForSequenceClassification),
     DistilBert(DistilBertForSequenceClassification),
     Electra(ElectraForSequenceClassification),
+    ModernBert(ModernBertForSequenceClassification),
 }
 
 impl SequenceClassifier {
@@ -56,6 +58,9 @@ impl SequenceClassifier {
             Family::Electra => {
                 Self::Electra(ElectraForSequenceClassification::new(config, device))
             }
+            Family::ModernBert => {
+                Self::ModernBert(ModernBertForSequenceClassification::new(config, device))
+            }
         }
     }
 
@@ -66,6 +71,7 @@ impl SequenceClassifier {
             Self::Roberta(model) => model.forward(input, labels),
             Self::DistilBert(model) => model.forward(input, labels),
             Self::Electra(model) => model.forward(input, labels),
+            Self::ModernBert(model) => model.forward(input, labels),
         }
     }
 
@@ -76,6 +82,7 @@ impl SequenceClassifier {
             Self::Roberta(model) => model.roberta.forward(input),
             Self::DistilBert(model) => model.distilbert.forward(input),
             Self::Electra(model) => model.electra.forward(input),
+            Self::ModernBert(model) => model.model.forward(input),
         }
     }
 
@@ -97,6 +104,7 @@ impl SequenceClassifier {
             Self::Roberta(model) => model.roberta.compute_dtype,
             Self::DistilBert(model) => model.distilbert.compute_dtype,
             Self::Electra(model) => model.electra.compute_dtype,
+            Self::ModernBert(model) => model.model.compute_dtype,
         }
     }
 
@@ -106,6 +114,7 @@ impl SequenceClassifier {
             Self::Roberta(model) => &mut model.roberta.compute_dtype,
             Self::DistilBert(model) => &mut model.distilbert.compute_dtype,
             Self::Electra(model) => &mut model.electra.compute_dtype,
+            Self::ModernBert(model) => &mut model.model.compute_dtype,
         }
     }
 }

@@ -35,17 +35,20 @@ pub enum Family {
     DistilBert,
     /// `electra`, the discriminator (`modeling_electra.py`).
     Electra,
+    /// `modernbert` (`modeling_modernbert.py`).
+    ModernBert,
 }
 
 impl Family {
     /// The `model_type` values burnbert reads, and their families.
-    pub const MODEL_TYPES: [(&'static str, Family); 6] = [
+    pub const MODEL_TYPES: [(&'static str, Family); 7] = [
         ("bert", Family::Bert),
         ("roberta", Family::Roberta),
         ("xlm-roberta", Family::Roberta),
         ("camembert", Family::Roberta),
         ("distilbert", Family::DistilBert),
         ("electra", Family::Electra),
+        ("modernbert", Family::ModernBert),
     ];
 
     /// The family of a `model_type`; the error names it and lists those supported.
@@ -70,29 +73,154 @@ impl Family {
             Family::Roberta => "roberta",
             Family::DistilBert => "distilbert",
             Family::Electra => "electra",
+            Family::ModernBert => "model",
         }
     }
 
-    /// Whether the model reads token types (sentence A or B). RoBERTa's tokenizers return
-    /// none (`model_input_names`), so its embeddings add the type-0 row everywhere;
-    /// DistilBERT has no token-type embeddings.
-    pub fn reads_token_types(self) -> bool {
-        matches!(self, Family::Bert | Family::Electra)
+    /// The family's names for BERT's fields, translated when a config is read and back when
+    /// it is written, as transformers' `attribute_map` does for some of them, and the
+    /// defaults of its transformers config where they differ from BERT's.
+    fn names_and_defaults(self) -> (&'static [(&'static str, &'static str)], serde_json::Value) {
+        match self {
+            // `configuration_distilbert.py`; it has no token types.
+            Family::DistilBert => (
+                &[
+                    ("dim", "hidden_size"),
+                    ("n_layers", "num_hidden_layers"),
+                    ("n_heads", "num_attention_heads"),
+                    ("hidden_dim", "intermediate_size"),
+                    ("activation", "hidden_act"),
+                    ("dropout", "hidden_dropout_prob"),
+                    ("attention_dropout", "attention_probs_dropout_prob"),
+                    ("seq_classif_dropout", "classifier_dropout"),
+                ],
+                serde_json::json!({"seq_classif_dropout": 0.2}),
+            ),
+            // `configuration_modernbert.py`; it has no token types, and its own fields stay in
+            // `extra` for [`ModernBertOptions`].
+            Family::ModernBert => (
+                &[
+                    ("hidden_activation", "hidden_act"),
+                    ("norm_eps", "layer_norm_eps"),
+                    ("mlp_dropout", "hidden_dropout_prob"),
+                    ("attention_dropout", "attention_probs_dropout_prob"),
+                ],
+                serde_json::json!({"norm_eps": 1e-5, "mlp_dropout": 0.0,
+                    "attention_dropout": 0.0, "classifier_dropout": 0.0}),
+            ),
+            Family::Bert | Family::Roberta | Family::Electra => (&[], serde_json::json!({})),
+        }
+    }
+
+    /// Whether the model has token-type embeddings.
+    fn has_token_types(self) -> bool {
+        !matches!(self, Family::DistilBert | Family::ModernBert)
     }
 }
 
-/// DistilBERT's names for BERT's fields (`configuration_distilbert.py`), translated when
-/// read and back when written, as transformers' `attribute_map` does for some of them.
-const DISTILBERT_NAMES: [(&str, &str); 8] = [
-    ("dim", "hidden_size"),
-    ("n_layers", "num_hidden_layers"),
-    ("n_heads", "num_attention_heads"),
-    ("hidden_dim", "intermediate_size"),
-    ("activation", "hidden_act"),
-    ("dropout", "hidden_dropout_prob"),
-    ("attention_dropout", "attention_probs_dropout_prob"),
-    ("seq_classif_dropout", "classifier_dropout"),
-];
+/// The attention pattern of a ModernBERT layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionType {
+    /// Every token attends to every token.
+    FullAttention,
+    /// Each token attends to the tokens within `local_attention / 2` of it.
+    SlidingAttention,
+}
+
+/// How ModernBERT's classification head pools the last hidden state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The first token.
+    Cls,
+    /// The mean over the real tokens.
+    Mean,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct RopeTheta {
+    rope_theta: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RopeParameters {
+    full_attention: RopeTheta,
+    sliding_attention: RopeTheta,
+}
+
+/// ModernBERT's fields beyond BERT's, with `configuration_modernbert.py`'s defaults. Older
+/// configs give `global_attn_every_n_layers` and `global_rope_theta` / `local_rope_theta`;
+/// newer ones `layer_types` and `rope_parameters` as well.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ModernBertOptions {
+    #[serde(default)]
+    pub norm_bias: bool,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub mlp_bias: bool,
+    #[serde(default)]
+    pub classifier_bias: bool,
+    #[serde(default = "defaults::hidden_act")]
+    pub classifier_activation: Activation,
+    #[serde(default = "defaults::pooling")]
+    pub classifier_pooling: Pooling,
+    #[serde(default)]
+    pub embedding_dropout: f64,
+    /// The sliding window's width: a token sees `local_attention / 2` tokens each side.
+    #[serde(default = "defaults::local_attention")]
+    pub local_attention: usize,
+    #[serde(default = "defaults::global_attn_every_n_layers")]
+    global_attn_every_n_layers: usize,
+    #[serde(default)]
+    layer_types: Option<Vec<AttentionType>>,
+    #[serde(default)]
+    rope_parameters: Option<RopeParameters>,
+    #[serde(default = "defaults::global_rope_theta")]
+    global_rope_theta: f64,
+    #[serde(default = "defaults::local_rope_theta")]
+    local_rope_theta: f64,
+}
+
+impl ModernBertOptions {
+    /// Layer `index`'s attention: `layer_types`, else global every
+    /// `global_attn_every_n_layers` layers from the first.
+    pub fn attention_type(&self, index: usize) -> AttentionType {
+        match &self.layer_types {
+            Some(types) => types[index],
+            None if index.is_multiple_of(self.global_attn_every_n_layers) => {
+                AttentionType::FullAttention
+            }
+            None => AttentionType::SlidingAttention,
+        }
+    }
+
+    /// RoPE's base for a layer of `attention`.
+    pub fn rope_theta(&self, attention: AttentionType) -> f64 {
+        match (&self.rope_parameters, attention) {
+            (Some(p), AttentionType::FullAttention) => p.full_attention.rope_theta,
+            (Some(p), AttentionType::SlidingAttention) => p.sliding_attention.rope_theta,
+            (None, AttentionType::FullAttention) => self.global_rope_theta,
+            (None, AttentionType::SlidingAttention) => self.local_rope_theta,
+        }
+    }
+
+    fn validate(&self, layers: usize) -> Result<(), String> {
+        if let Some(types) = &self.layer_types
+            && types.len() != layers
+        {
+            return Err(format!(
+                "layer_types has {} entries for {layers} layers",
+                types.len()
+            ));
+        }
+        if self.global_attn_every_n_layers == 0 {
+            return Err("`global_attn_every_n_layers` is 0; it must be at least 1".into());
+        }
+        Ok(())
+    }
+}
 
 /// An encoder's configuration, read from a Hugging Face `config.json`.
 ///
@@ -104,6 +232,9 @@ pub struct ModelConfig {
     /// The family named by `model_type` (BERT when it is absent, as older BERT checkpoints).
     #[serde(skip, default = "defaults::family")]
     pub family: Family,
+    /// ModernBERT's own fields, read from `extra`.
+    #[serde(skip)]
+    pub modernbert: Option<ModernBertOptions>,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -147,7 +278,22 @@ pub struct ModelConfig {
 }
 
 mod defaults {
-    use super::{Activation, Family};
+    use super::{Activation, Family, Pooling};
+    pub fn pooling() -> Pooling {
+        Pooling::Cls
+    }
+    pub fn local_attention() -> usize {
+        128
+    }
+    pub fn global_attn_every_n_layers() -> usize {
+        3
+    }
+    pub fn global_rope_theta() -> f64 {
+        160_000.0
+    }
+    pub fn local_rope_theta() -> f64 {
+        10_000.0
+    }
     pub fn family() -> Family {
         Family::Bert
     }
@@ -196,32 +342,44 @@ impl ModelConfig {
             Some(serde_json::Value::String(name)) => Family::from_model_type(name)?,
             Some(other) => return Err(format!("model_type {other} is not a string")),
         };
-        if family == Family::DistilBert {
-            if fields.get("sinusoidal_pos_embds") == Some(&serde_json::Value::Bool(true)) {
-                return Err("sinusoidal_pos_embds is true: DistilBERT with fixed sinusoidal \
-                            positions is not supported, only learned ones"
-                    .into());
+        if family == Family::DistilBert
+            && fields.get("sinusoidal_pos_embds") == Some(&serde_json::Value::Bool(true))
+        {
+            return Err("sinusoidal_pos_embds is true: DistilBERT with fixed sinusoidal \
+                        positions is not supported, only learned ones"
+                .into());
+        }
+        let (names, defaults) = family.names_and_defaults();
+        for (name, value) in defaults.as_object().expect("defaults are an object") {
+            fields.entry(name).or_insert(value.clone());
+        }
+        for (theirs, ours) in names {
+            if let Some(value) = fields.remove(*theirs) {
+                fields.insert((*ours).into(), value);
             }
-            // DistilBERT's head dropout defaults to 0.2, and it has no token types.
-            fields
-                .entry("seq_classif_dropout")
-                .or_insert(serde_json::json!(0.2));
-            for (theirs, ours) in DISTILBERT_NAMES {
-                if let Some(value) = fields.remove(theirs) {
-                    fields.insert(ours.into(), value);
-                }
-            }
+        }
+        if !family.has_token_types() {
             fields.insert("type_vocab_size".into(), serde_json::json!(1));
         }
         let mut config: Self =
             serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| {
-                let names = match family {
-                    Family::DistilBert => "activation",
-                    _ => "hidden_act",
-                };
-                format!("{e} ({names} may be one of gelu, gelu_new, gelu_pytorch_tanh, relu)")
+                // In the family's own names.
+                let mut message = format!(
+                    "{e} (`hidden_act` may be one of gelu, gelu_new, gelu_pytorch_tanh, relu)"
+                );
+                for (theirs, ours) in names {
+                    message = message.replace(&format!("`{ours}`"), &format!("`{theirs}`"));
+                }
+                message
             })?;
         config.family = family;
+        if family == Family::ModernBert {
+            let options: ModernBertOptions =
+                serde_json::from_value(serde_json::Value::Object(config.extra.clone()))
+                    .map_err(|e| format!("{e}"))?;
+            options.validate(config.num_hidden_layers)?;
+            config.modernbert = Some(options);
+        }
         match family {
             // transformers' RobertaConfig and ElectraConfig defaults.
             Family::Roberta => {
@@ -230,7 +388,7 @@ impl ModelConfig {
             Family::Electra => {
                 config.embedding_size.get_or_insert(128);
             }
-            Family::Bert | Family::DistilBert => {}
+            Family::Bert | Family::DistilBert | Family::ModernBert => {}
         }
         config.validate()?;
         Ok(config)
@@ -351,15 +509,17 @@ impl ModelConfig {
     /// Writes the config as pretty JSON in the family's own names, as `save_pretrained` does.
     pub fn to_json(&self) -> String {
         let mut value = serde_json::to_value(self).expect("a ModelConfig always serializes");
+        let fields = value.as_object_mut().expect("a struct serializes to an object");
+        if !self.family.has_token_types() {
+            fields.remove("type_vocab_size");
+        }
         if self.family == Family::DistilBert {
-            let fields = value.as_object_mut().expect("a struct serializes to an object");
-            for name in ["type_vocab_size", "layer_norm_eps"] {
-                fields.remove(name);
-            }
-            for (theirs, ours) in DISTILBERT_NAMES {
-                if let Some(value) = fields.remove(ours) {
-                    fields.insert(theirs.into(), value);
-                }
+            // DistilBERT's epsilon is fixed, not a field.
+            fields.remove("layer_norm_eps");
+        }
+        for (theirs, ours) in self.family.names_and_defaults().0 {
+            if let Some(value) = fields.remove(*ours) {
+                fields.insert((*theirs).into(), value);
             }
         }
         serde_json::to_string_pretty(&value).expect("JSON values always serialize")

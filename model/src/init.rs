@@ -17,7 +17,19 @@ fn normal(config: &ModelConfig) -> Initializer {
 
 /// A `d_in → d_out` dense layer with a bias.
 pub(crate) fn linear(config: &ModelConfig, d_in: usize, d_out: usize, device: &Device) -> Linear {
+    linear_with_bias(config, d_in, d_out, true, device)
+}
+
+/// A `d_in → d_out` dense layer, with a bias or without (ModernBERT's).
+pub(crate) fn linear_with_bias(
+    config: &ModelConfig,
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    device: &Device,
+) -> Linear {
     let mut linear = LinearConfig::new(d_in, d_out)
+        .with_bias(bias)
         .with_initializer(normal(config))
         .init(device);
     linear.bias = linear.bias.map(|bias| bias.map(|b| b.zeros_like()));

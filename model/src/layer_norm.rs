@@ -6,14 +6,15 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor};
 
-/// LayerNorm with a weight (`gamma`) and a bias (`beta`). Burn's `LayerNorm` keeps its
+/// LayerNorm with a weight (`gamma`) and a bias (`beta`, absent where the family has none:
+/// ModernBERT's `norm_bias: false`). Burn's `LayerNorm` keeps its
 /// epsilon private, so the GPU kernel could not be given the same one; this module keeps
 /// Burn's parameter names, to which `crate::checkpoint` maps transformers' `weight` and `bias`
 /// (and which older checkpoints use themselves).
 #[derive(Module, Debug)]
 pub struct LayerNorm {
     pub gamma: Param<Tensor<1>>,
-    pub beta: Param<Tensor<1>>,
+    pub beta: Option<Param<Tensor<1>>>,
     /// Added to the variance: `layer_norm_eps`, 1e-12 in BERT's configurations.
     pub epsilon: f64,
 }
@@ -24,8 +25,24 @@ impl LayerNorm {
     pub fn new(size: usize, epsilon: f64, device: &Device) -> Self {
         Self {
             gamma: Initializer::Ones.init([size], device),
-            beta: Initializer::Zeros.init([size], device),
+            beta: Some(Initializer::Zeros.init([size], device)),
             epsilon,
+        }
+    }
+
+    /// The same without `beta`.
+    pub fn without_bias(size: usize, epsilon: f64, device: &Device) -> Self {
+        Self {
+            beta: None,
+            ..Self::new(size, epsilon, device)
+        }
+    }
+
+    /// `beta`, or zeros where there is none.
+    pub fn beta_or_zeros(&self) -> Tensor<1> {
+        match &self.beta {
+            Some(beta) => beta.val(),
+            None => self.gamma.val().zeros_like(),
         }
     }
 
@@ -34,7 +51,7 @@ impl LayerNorm {
     /// Under mixed precision (`input` in bf16, the parameters in f32) gamma and beta are cast
     /// to the input's type.
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
-        crate::ops::layer_norm(input, self.gamma.val(), self.beta.val(), self.epsilon)
+        crate::ops::layer_norm(input, self.gamma.val(), self.beta_or_zeros(), self.epsilon)
     }
 }
 
@@ -116,7 +133,7 @@ mod tests {
             let input = input.cast(dtype).require_grad();
             let norm = LayerNorm {
                 gamma: Param::from_tensor(vector(&self.gamma).cast(dtype)),
-                beta: Param::from_tensor(vector(&self.beta).cast(dtype)),
+                beta: Some(Param::from_tensor(vector(&self.beta).cast(dtype))),
                 epsilon: 1e-12,
             };
             if crate::runs_own_kernels(&device) {
@@ -133,7 +150,7 @@ mod tests {
                 values(output),
                 values(input.grad(&grads).unwrap()),
                 values(norm.gamma.grad(&grads).unwrap()),
-                values(norm.beta.grad(&grads).unwrap()),
+                values(norm.beta.as_ref().unwrap().grad(&grads).unwrap()),
             ]
         }
     }
@@ -182,7 +199,7 @@ mod tests {
             let norm = LayerNorm::new(width, 1e-12, &cpu);
             let norm = LayerNorm {
                 gamma: Param::from_tensor(norm.gamma.val() * 1.5),
-                beta: Param::from_tensor(norm.beta.val() + 0.25),
+                beta: Some(Param::from_tensor(norm.beta_or_zeros() + 0.25)),
                 ..norm
             };
             let expected = values(norm.forward(x.clone()));

@@ -2,7 +2,8 @@
 //! `config.json` parsing and checkpoint loading and saving.
 //!
 //! One file per family, each read beside its transformers `modeling_*.py`: `bert.rs`,
-//! `roberta.rs` (also XLM-RoBERTa and CamemBERT), `distilbert.rs`, `electra.rs`.
+//! `roberta.rs` (also XLM-RoBERTa and CamemBERT), `distilbert.rs`, `electra.rs`,
+//! `modernbert.rs`.
 //! `classifier.rs` picks the family a `config.json` names, as transformers'
 //! `AutoModelForSequenceClassification` does. The operations the families share, with their
 //! GPU kernels (`burnbert-kernels`), are in `ops.rs`, each with Burn's reference body beside
@@ -30,6 +31,7 @@ mod dropout;
 mod electra;
 mod init;
 mod layer_norm;
+mod modernbert;
 mod ops;
 mod parallel;
 mod roberta;
@@ -40,13 +42,14 @@ pub use bert::*;
 pub use burnbert_kernels::runs_own_kernels;
 pub use checkpoint::{LoadReport, checkpoint_name};
 pub use classifier::{Labels, SequenceClassifier, SequenceClassifierOutput, loss};
-pub use config::{Activation, Family, ModelConfig};
+pub use config::{Activation, AttentionType, Family, ModelConfig, ModernBertOptions, Pooling};
 pub use device::{
     available_devices, device_name, is_cpu_backend, parse_device, select_device, select_devices,
 };
 pub use distilbert::*;
 pub use electra::*;
 pub use layer_norm::LayerNorm;
+pub use modernbert::*;
 pub use parallel::on_each_device;
 pub use roberta::*;
 /// What can go wrong reading a model; every message names the file.

@@ -159,14 +159,15 @@ pub fn merge_heads(heads: Tensor<4>) -> Tensor<3> {
 /// # Shapes
 ///
 /// `scores` `[batch, heads, queries, keys]`, `padding` `[batch, 1, 1, keys]` (true at padded
-/// keys); the output is `scores`' shape.
+/// keys) or `[batch, 1, queries, keys]`; the output is `scores`' shape.
 pub fn attention_probabilities(
     scores: Tensor<4>,
     padding: Tensor<4, Bool>,
     head_dim: usize,
 ) -> Tensor<4> {
     let divisor = (head_dim as f64).sqrt();
-    if kernels::applies(Kernel::MaskedSoftmax, &scores.device()) {
+    // The kernel takes one mask row for all queries.
+    if padding.dims()[2] == 1 && kernels::applies(Kernel::MaskedSoftmax, &scores.device()) {
         return kernels::masked_softmax(scores, padding, divisor);
     }
     // Like the kernel, 16-bit scores are normalised in f32 (torch.autocast runs softmax in
@@ -184,32 +185,119 @@ pub fn attention_probabilities(
 }
 
 /// Multi-head scaled dot-product attention of heads split by [`split_heads`], merged back:
-/// `softmax(QKᵀ/√head_dim)·V` with padded keys weighing 0, and `dropout_layer` on the
+/// `softmax(QKᵀ/√head_dim)·V` with masked keys weighing 0, and `dropout_layer` on the
 /// probabilities in training (transformers' `eager_attention_forward`).
 ///
 /// # Shapes
 ///
-/// `q`, `k` and `v` `[batch, heads, seq, head_dim]`, `padding` `[batch, 1, 1, seq]` (true at
-/// padded keys); the output is `[batch, seq, heads × head_dim]`.
+/// `q`, `k` and `v` `[batch, heads, seq, head_dim]`; `mask` (true at the keys a query does
+/// not see) `[batch, 1, 1, seq]` for padding alone, `[batch, 1, seq, seq]` where it differs by
+/// query (ModernBERT's sliding window). The output is `[batch, seq, heads × head_dim]`.
 pub fn self_attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
-    padding: Tensor<4, Bool>,
+    mask: Tensor<4, Bool>,
     dropout_layer: &Dropout,
 ) -> Tensor<3> {
     let [batch, heads, seq, head_dim] = q.dims();
-    let context = if dropout_applies(dropout_layer, &q.device()) {
-        let probabilities = attention_probabilities(q.matmul(k.transpose()), padding, head_dim);
+    let per_query = mask.dims()[2] > 1;
+    let context = if dropout_applies(dropout_layer, &q.device()) || per_query {
+        // A query whose keys are all masked (padding outside a sliding window) weighs them all
+        // equally in transformers, which adds the most negative float; Burn's fused attention
+        // masks with -inf and would give NaN there.
+        let probabilities = attention_probabilities(q.matmul(k.transpose()), mask, head_dim);
         dropout(dropout_layer, probabilities).matmul(v)
     } else {
         // Without dropout on the probabilities, Burn's fused attention computes the same
         // softmax(QKᵀ/√d)·V (flex splits it over batch × heads on every core). It gives
         // padded keys -inf, transformers the most negative float: both weigh 0.
-        let mask = padding.expand([batch, heads, seq, seq]);
+        let mask = mask.expand([batch, heads, seq, seq]);
         attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
     };
     merge_heads(context)
+}
+
+/// `cos` and `sin` of rotary position embeddings, for positions `0..seq` and one head of
+/// `head_dim`, as transformers' default RoPE: frequencies `θ^(-2i/head_dim)` for
+/// `i < head_dim / 2`, each twice (`cat(freqs, freqs)`).
+///
+/// # Shapes
+///
+/// Both are `[seq, head_dim]`.
+pub fn rotary_tables(
+    seq: usize,
+    head_dim: usize,
+    theta: f64,
+    device: &burn::tensor::Device,
+) -> (Tensor<2>, Tensor<2>) {
+    let half = head_dim / 2;
+    let angles: Vec<f64> = (0..seq)
+        .flat_map(|position| {
+            (0..head_dim).map(move |j| {
+                let i = j % half;
+                position as f64 * theta.powf(-((2 * i) as f64) / head_dim as f64)
+            })
+        })
+        .collect();
+    let table = |f: fn(f64) -> f64| {
+        let values: Vec<f32> = angles.iter().map(|&a| f(a) as f32).collect();
+        Tensor::<2>::from_data(burn::tensor::TensorData::new(values, [seq, head_dim]), device)
+    };
+    (table(f64::cos), table(f64::sin))
+}
+
+/// Rotary position embedding of queries or keys: `x·cos + rotate_half(x)·sin`, where
+/// `rotate_half` of `[x₁, x₂]` (the two halves of a head) is `[-x₂, x₁]`
+/// (transformers' `apply_rotary_pos_emb`).
+///
+/// # Shapes
+///
+/// `x` `[batch, heads, seq, head_dim]`, `cos` and `sin` `[seq, head_dim]` from
+/// [`rotary_tables`]; the output is `x`'s shape.
+pub fn rotary(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
+    let dtype = x.dtype();
+    let [_, _, _, head_dim] = x.dims();
+    let half = head_dim / 2;
+    let (cos, sin) = (
+        cos.clone().cast(dtype).unsqueeze::<4>(),
+        sin.clone().cast(dtype).unsqueeze::<4>(),
+    );
+    let rotated = Tensor::cat(
+        vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)],
+        3,
+    );
+    x * cos + rotated * sin
+}
+
+/// The gated feed-forward expansion (GeGLU, ModernBERT's MLP): `dense` gives
+/// `[input, gate]`, and the output is `activation(input) · gate`.
+///
+/// # Shapes
+///
+/// `hidden` `[batch, seq, d_in]`; `dense` gives `2 × d_out` features, and the output is
+/// `[batch, seq, d_out]`.
+pub fn gated_activation(dense: &Linear, activation: Activation, hidden: Tensor<3>) -> Tensor<3> {
+    let both = per_token(dense, hidden);
+    let width = both.dims()[2] / 2;
+    let gate = both.clone().narrow(2, width, width);
+    let input = both.narrow(2, 0, width);
+    activate(activation, input) * gate
+}
+
+/// `activation(x)`; the exact GELU through its kernel where one applies, whose backward is
+/// exact as PyTorch's (Burn's is the tanh approximation's derivative).
+fn activate<const D: usize>(activation: Activation, x: Tensor<D>) -> Tensor<D> {
+    match activation {
+        Activation::Gelu if kernels::applies(Kernel::BiasGelu, &x.device()) => {
+            let width = x.dims()[D - 1];
+            let no_bias = Tensor::<1>::zeros([width], &x.device());
+            kernels::bias_gelu(x, no_bias)
+        }
+        Activation::Gelu => gelu(x),
+        Activation::GeluNew | Activation::GeluPytorchTanh => gelu_approximate(x),
+        Activation::Relu => relu(x),
+    }
 }
 
 /// The feed-forward network's expansion, `activation(dense(hidden))`; the exact GELU goes
@@ -221,10 +309,7 @@ pub fn self_attention(
 pub fn dense_activation(dense: &Linear, activation: Activation, hidden: Tensor<3>) -> Tensor<3> {
     match activation {
         Activation::Gelu => dense_gelu(dense, hidden),
-        Activation::GeluNew | Activation::GeluPytorchTanh => {
-            gelu_approximate(per_token(dense, hidden))
-        }
-        Activation::Relu => relu(per_token(dense, hidden)),
+        other => activate(other, per_token(dense, hidden)),
     }
 }
 
@@ -268,7 +353,7 @@ pub fn add_norm(
             per_token_unbiased(dense, hidden),
             bias.val(),
             residual,
-            [norm.gamma.val(), norm.beta.val()],
+            [norm.gamma.val(), norm.beta_or_zeros()],
             norm.epsilon,
             keep,
         );

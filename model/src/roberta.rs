@@ -143,7 +143,7 @@ mod tests {
         let ids = Tensor::<2, Int>::from_data([[0, 7, 2, 2, 9, 2, 1, 1], [0, 5, 2, 1, 1, 1, 1, 1]], &device);
         let positions = position_ids(ids, 1).into_data().convert::<i64>();
         assert_eq!(
-            positions.to_vec::<i64>().unwrap(),
+            positions.try_to_vec::<i64>().unwrap(),
             [2, 3, 4, 5, 6, 7, 1, 1, 2, 3, 4, 1, 1, 1, 1, 1]
         );
     }

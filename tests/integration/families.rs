@@ -16,11 +16,12 @@ use crate::common::*;
 const TOLERANCE: f32 = 1e-4;
 
 /// Each fixture's `model_type` and the family burnbert builds for it.
-const FAMILIES: [(&str, Family); 4] = [
+const FAMILIES: [(&str, Family); 5] = [
     ("roberta", Family::Roberta),
     ("xlm-roberta", Family::Roberta),
     ("electra", Family::Electra),
     ("distilbert", Family::DistilBert),
+    ("modernbert", Family::ModernBert),
 ];
 
 fn load(model_type: &str, device: &Device) -> (ModelConfig, SequenceClassifier) {
@@ -121,12 +122,12 @@ fn every_family_saves_the_checkpoint_transformers_wrote() {
 /// config, each get one error that says so.
 #[test]
 fn unsupported_and_mismatched_families_are_named() {
-    for model_type in ["deberta-v2", "modernbert"] {
+    for model_type in ["deberta-v2"] {
         let path = fixture(&format!("tiny-{model_type}/config.json"));
         let err = ModelConfig::from_file(&path).unwrap_err().to_string();
         assert!(
             err.contains(&format!("model_type \"{model_type}\" is not supported"))
-                && err.contains("bert, roberta, xlm-roberta, camembert, distilbert, electra"),
+                && err.contains("bert, roberta, xlm-roberta, camembert, distilbert, electra, modernbert"),
             "{err}"
         );
     }

@@ -1,6 +1,7 @@
 //! The programs end to end, as a user runs them: `train` on a small local split of MRPC
 //! with the real all-MiniLM-L6-v2, then `predict` and `eval` on the directory it saved.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -288,6 +289,226 @@ fn check_tensorboard(out: &Path) {
             vec![(1, value as f32)],
             "{name}"
         );
+    }
+}
+
+/// The tensors of a safetensors file by name, with their shapes and bytes.
+fn safetensors_file(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    safetensors::SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, (view.shape().to_vec(), view.data().to_vec())))
+        .collect()
+}
+
+/// Each family that burnbert reads by config.json's `model_type` goes through the programs as
+/// a user's own checkpoint would: a directory with the tiny random-weight ELECTRA, DistilBERT
+/// and (the control) BERT that transformers saved (`assets/fixtures/tiny-<model_type>/`) and
+/// tiny-bert's WordPiece tokenizer is trained for 2 steps on MRPC rows, and the directory
+/// `train` saves keeps the family: config.json every field of the input with its value (the
+/// family's own names, DistilBERT's `dim` and `n_layers`, none of BERT's), model.safetensors
+/// the input's key names and shapes under the family's prefix (`electra.`, `distilbert.`)
+/// with every tensor changed by training, and the tokenizer; the loss is finite, and `eval`
+/// and `predict` load that directory and reproduce the validation metrics `train` reported.
+#[test]
+fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
+    require_hf_home();
+    let dir = tempfile::tempdir().unwrap();
+    let (train_file, validation_file) = (
+        dir.path().join("train.jsonl"),
+        dir.path().join("validation.jsonl"),
+    );
+    mrpc_rows(16, 0, &train_file);
+    mrpc_rows(10, 100, &validation_file);
+    // The family, the prefix of its encoder's weights (the head's are `classifier.` and
+    // DistilBERT's `pre_classifier.`), and config fields of other families it must not gain.
+    let families: [(&str, &str, &[&str]); 3] = [
+        ("bert", "bert.", &["dim", "n_layers", "embedding_size"]),
+        (
+            "electra",
+            "electra.",
+            &["dim", "n_layers", "n_heads", "hidden_dim"],
+        ),
+        (
+            "distilbert",
+            "distilbert.",
+            &[
+                "dim",
+                "type_vocab_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "intermediate_size",
+            ],
+        ),
+    ];
+    let read_json = |path: &Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    for (model_type, prefix, foreign) in families {
+        let fixture_dir = fixture(&format!("tiny-{model_type}"));
+        let model = dir.path().join(format!("{model_type}-model"));
+        let out = dir.path().join(format!("{model_type}-run"));
+        std::fs::create_dir(&model).unwrap();
+        for file in ["config.json", "model.safetensors"] {
+            std::fs::copy(fixture_dir.join(file), model.join(file)).unwrap();
+        }
+        std::fs::copy(
+            fixture("tiny-bert/tokenizer.json"),
+            model.join("tokenizer.json"),
+        )
+        .unwrap();
+        let out_str = out.to_str().unwrap();
+        let trained = run_program(
+            "train",
+            &[
+                "--model",
+                model.to_str().unwrap(),
+                "--train-file",
+                train_file.to_str().unwrap(),
+                "--validation-file",
+                validation_file.to_str().unwrap(),
+                "--num-epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--output-dir",
+                out_str,
+                "--quiet",
+            ],
+        );
+        assert!(
+            trained.status.success(),
+            "{model_type}: train failed: {}",
+            stderr(&trained)
+        );
+
+        // config.json: the family's model_type and its own field names, with their values.
+        let (input_config, config) = (
+            read_json(&fixture_dir.join("config.json")),
+            read_json(&out.join("config.json")),
+        );
+        assert_eq!(config["model_type"], model_type);
+        for (key, value) in input_config.as_object().unwrap() {
+            assert_eq!(
+                config.get(key),
+                Some(value),
+                "{model_type}: config.json's {key}"
+            );
+        }
+        for key in foreign {
+            assert!(
+                config.get(key).is_none(),
+                "{model_type}: config.json has another family's `{key}`: {config}"
+            );
+        }
+
+        // model.safetensors: the input's names and shapes, under the family's prefix, trained.
+        let (before, after) = (
+            safetensors_file(&fixture_dir.join("model.safetensors")),
+            safetensors_file(&out.join("model.safetensors")),
+        );
+        assert_eq!(
+            after.keys().collect::<Vec<_>>(),
+            before.keys().collect::<Vec<_>>(),
+            "{model_type}: model.safetensors' key names"
+        );
+        let encoder = after.keys().filter(|k| k.starts_with(prefix)).count();
+        assert!(encoder > 0, "{model_type}: no key starts with {prefix}");
+        for (name, (shape, bytes)) in &after {
+            assert!(
+                name.starts_with(prefix)
+                    || name.starts_with("classifier.")
+                    || name.starts_with("pre_classifier."),
+                "{model_type}: {name} is neither under {prefix} nor the head's"
+            );
+            assert_eq!(*shape, before[name].0, "{model_type}: {name}'s shape");
+            assert!(
+                *bytes != before[name].1,
+                "{model_type}: training left {name} unchanged"
+            );
+        }
+        assert_eq!(
+            std::fs::read(out.join("tokenizer.json")).unwrap(),
+            std::fs::read(fixture("tiny-bert/tokenizer.json")).unwrap(),
+            "{model_type}: the tokenizer was not copied"
+        );
+
+        // The loss of every step, and of the epoch, is a number.
+        let log = burnbert_eval::log::read_log(&out.join("metrics.jsonl")).unwrap();
+        assert_eq!(log.steps.len(), 2, "{model_type}");
+        for step in &log.steps {
+            assert!(step.loss.is_finite(), "{model_type}: step {step:?}");
+        }
+        assert!(log.epochs[0].train_loss.is_finite(), "{model_type}");
+        let results = read_json(&out.join("all_results.json"));
+        assert_eq!(results["steps"], 2, "{model_type}");
+
+        // eval and predict load the saved directory: the metrics train printed, valid answers.
+        let evaluated = run_program(
+            "eval",
+            &[
+                "--model",
+                out_str,
+                "--file",
+                validation_file.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        assert!(
+            evaluated.status.success(),
+            "{model_type}: eval failed: {}",
+            stderr(&evaluated)
+        );
+        assert!(
+            !stderr(&evaluated).contains("classification head"),
+            "{model_type}: {}",
+            stderr(&evaluated)
+        );
+        let evaluated: serde_json::Value = serde_json::from_str(stdout(&evaluated).trim()).unwrap();
+        assert_eq!(evaluated["examples"], 10, "{model_type}");
+        for metric in ["accuracy", "f1"] {
+            let (a, b) = (
+                evaluated["metrics"][metric].as_f64().unwrap(),
+                results["eval"][metric].as_f64().unwrap(),
+            );
+            assert!(
+                (a - b).abs() < 1e-9,
+                "{model_type}: {metric}: eval {a} vs train {b}"
+            );
+        }
+        let predicted = run_program(
+            "predict",
+            &[
+                "--model",
+                out_str,
+                "--input",
+                validation_file.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            predicted.status.success(),
+            "{model_type}: predict failed: {}",
+            stderr(&predicted)
+        );
+        let lines: Vec<serde_json::Value> = stdout(&predicted)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 10, "{model_type}");
+        for line in &lines {
+            assert!(
+                line["label"] == "equivalent" || line["label"] == "not_equivalent",
+                "{model_type}: {line}"
+            );
+            let probabilities = floats(&line["probabilities"]);
+            assert_eq!(probabilities.len(), 2, "{model_type}: {line}");
+            assert!(
+                (probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5,
+                "{model_type}: {line}"
+            );
+        }
     }
 }
 

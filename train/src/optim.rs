@@ -11,11 +11,14 @@ use burnbert_kernels::StepScalars;
 use rayon::prelude::*;
 
 /// AdamW with decoupled weight decay on the weights, and none on biases and LayerNorm
-/// parameters (the two parameter groups of transformers' `run_glue_no_trainer.py`).
+/// parameters (the two parameter groups of transformers' `run_glue_no_trainer.py`, and its
+/// `Trainer`'s).
 /// betas (0.9, 0.999) and eps 1e-8 are `torch.optim.AdamW`'s defaults.
 pub fn adamw(weight_decay: f64) -> ModuleOptimizer {
     ModuleOptimizer::from(AdamW::new(weight_decay as f32)).with_group(
-        ParamGroup::from_any_predicates(vec!["bias", "layer_norm"]),
+        // LayerNorm's parameters are Burn's `gamma` and `beta` under any module name (BERT's
+        // `LayerNorm`, DistilBERT's `sa_layer_norm`, ModernBERT's `mlp_norm`).
+        ParamGroup::from_any_predicates(vec!["bias", "gamma", "beta"]),
         AdamW::new(0.0),
         None,
     )
