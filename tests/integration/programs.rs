@@ -304,8 +304,8 @@ fn safetensors_file(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
 }
 
 /// Each family that burnbert reads by config.json's `model_type` goes through the programs as
-/// a user's own checkpoint would: a directory with the tiny random-weight ELECTRA, DistilBERT
-/// and (the control) BERT that transformers saved (`assets/fixtures/tiny-<model_type>/`) and
+/// a user's own checkpoint would: a directory with the tiny random-weight ELECTRA, DistilBERT,
+/// ModernBERT and (the control) BERT that transformers saved (`assets/fixtures/tiny-<model_type>/`) and
 /// tiny-bert's WordPiece tokenizer is trained for 2 steps on MRPC rows, and the directory
 /// `train` saves keeps the family: config.json every field of the input with its value (the
 /// family's own names, DistilBERT's `dim` and `n_layers`, none of BERT's), model.safetensors
@@ -322,9 +322,10 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
     );
     mrpc_rows(16, 0, &train_file);
     mrpc_rows(10, 100, &validation_file);
-    // The family, the prefix of its encoder's weights (the head's are `classifier.` and
-    // DistilBERT's `pre_classifier.`), and config fields of other families it must not gain.
-    let families: [(&str, &str, &[&str]); 3] = [
+    // The family, the prefix of its encoder's weights (the head's are `classifier.`,
+    // DistilBERT's `pre_classifier.` and ModernBERT's `head.`), and config fields of other
+    // families it must not gain.
+    let families: [(&str, &str, &[&str]); 4] = [
         ("bert", "bert.", &["dim", "n_layers", "embedding_size"]),
         (
             "electra",
@@ -335,12 +336,17 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
             "distilbert",
             "distilbert.",
             &[
-                "dim",
+                "hidden_size",
                 "type_vocab_size",
                 "num_hidden_layers",
                 "num_attention_heads",
                 "intermediate_size",
             ],
+        ),
+        (
+            "modernbert",
+            "model.",
+            &["hidden_act", "layer_norm_eps", "type_vocab_size", "hidden_dropout_prob"],
         ),
     ];
     let read_json = |path: &Path| -> serde_json::Value {
@@ -420,7 +426,8 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
             assert!(
                 name.starts_with(prefix)
                     || name.starts_with("classifier.")
-                    || name.starts_with("pre_classifier."),
+                    || name.starts_with("pre_classifier.")
+                    || name.starts_with("head."),
                 "{model_type}: {name} is neither under {prefix} nor the head's"
             );
             assert_eq!(*shape, before[name].0, "{model_type}: {name}'s shape");
