@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""burnbert against PyTorch + transformers: the same BERT shape, batch and steps, timed alike.
+"""burnbert against PyTorch + transformers: the same encoder shape, batch and steps, timed alike.
 
 How to run (from the repository root, on a quiet machine: another busy process on the same
 cores can make either side several times slower):
@@ -12,15 +12,19 @@ On a GPU, build burnbert with `--features cuda` and pass `--device cuda`. Needs 
 transformers (any recent version; measured with torch 2.15 and transformers 5.24).
 
 What runs:
-- PyTorch: transformers' BertForSequenceClassification, randomly initialised from the preset's
-  config.json (assets/presets/), with transformers' default attention (SDPA) unless
-  --attention eager; a train step is forward + loss + backward +
-  torch.optim.AdamW (lr 5e-5, weight decay 0.01 except on biases and LayerNorm, fused on
-  CUDA), an infer step a forward pass under torch.inference_mode() in eval mode.
+- PyTorch: AutoModelForSequenceClassification.from_config, randomly initialised from the
+  preset's config.json (assets/presets/), so the family is its model_type (BERT where it has
+  none, as burnbert reads it); transformers' default attention (SDPA) unless --attention eager,
+  and for families without SDPA (DeBERTa-v2) what transformers defaults to (eager; the result's
+  "attention" says which ran); a train step is forward + loss + backward + torch.optim.AdamW
+  (lr 5e-5, weight decay 0.01 except on biases and nn.LayerNorm parameters, found by module
+  type as transformers' Trainer does; fused on CUDA), an infer step a forward pass under
+  torch.inference_mode() in eval mode.
 - burnbert: `bench --json` with the same arguments, in its own process, after PyTorch.
 
-Both use one fixed batch: random token ids, the last quarter of every row padded (attention
-mask 0), random labels. Warm-up steps are not timed; each timed step ends with a device
+Both use one fixed batch: random token ids other than the pad id, the last quarter of every row
+padded with the config's pad_token_id (0 where it has none; attention mask 0), token type 0
+where the model has token types (type_vocab_size above 1), random labels. Warm-up steps are not timed; each timed step ends with a device
 synchronisation; the median step time gives samples/s.
 
 Precision (--dtype):
@@ -36,6 +40,7 @@ max_memory_reserved against the largest reservation of Burn's device allocator.
 """
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -50,7 +55,12 @@ PRESETS = {
     "bert-base": REPO / "assets/presets/bert-base-uncased.json",
     "minilm-l6": REPO / "assets/presets/minilm-l6.json",
     "tiny": REPO / "assets/presets/tiny.json",
+    "roberta-base": REPO / "assets/presets/roberta-base.json",
+    "modernbert-base": REPO / "assets/presets/modernbert-base.json",
+    "deberta-v3-base": REPO / "assets/presets/deberta-v3-base.json",
 }
+# transformers' modeling_roberta.py builds these, numbering positions after the pad id.
+ROBERTA_FAMILY = {"roberta", "xlm-roberta", "camembert"}
 LEARNING_RATE = 5e-5
 WEIGHT_DECAY = 0.01
 
@@ -67,7 +77,7 @@ def parse_args() -> argparse.Namespace:
         epilog="See the top of bench/compare.py for what is measured and how.",
     )
     parser.add_argument("--model-shape", default="bert-base",
-                        help="bert-base, minilm-l6, tiny, or the path of a config.json")
+                        help=f"{', '.join(PRESETS)}, or the path of a config.json")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
@@ -77,7 +87,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dtype", choices=["f32", "tf32", "bf16"], default="f32")
     parser.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa",
                         help="transformers' attention implementation [default: sdpa, its own "
-                             "default]")
+                             "default; families without SDPA get its default, eager]")
     parser.add_argument("--threads", type=int,
                         help="CPU threads for both (torch.set_num_threads, RAYON_NUM_THREADS)")
     parser.add_argument("--seed", type=int, default=42)
@@ -104,6 +114,47 @@ def config_path(shape: str) -> Path:
     return path
 
 
+def load_config(path: Path):
+    """The transformers config of `path`'s model_type; BERT where it names none, as burnbert."""
+    from transformers import CONFIG_MAPPING
+
+    fields = json.loads(path.read_text())
+    model_type = fields.get("model_type", "bert")
+    if model_type not in CONFIG_MAPPING:
+        sys.exit(f"error: {path}: transformers knows no model_type {model_type!r}")
+    return CONFIG_MAPPING[model_type].from_dict(fields)
+
+
+def max_sequence_length(config) -> int:
+    """max_position_embeddings, less pad_token_id + 1 where positions start after the pad id."""
+    if config.model_type in ROBERTA_FAMILY:
+        return config.max_position_embeddings - (config.pad_token_id or 0) - 1
+    return config.max_position_embeddings
+
+
+def no_decay_parameters(model) -> set[int]:
+    """Biases and the parameters of nn.LayerNorm modules, as transformers' Trainer leaves out of
+    weight decay (by module type, whatever the module is called); their id()s."""
+    import torch
+
+    found = set()
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if isinstance(module, torch.nn.LayerNorm) or name == "bias":
+                found.add(id(parameter))
+    return found
+
+
+def random_ids(rows: int, seq: int, vocab: int, pad_id: int):
+    """Random token ids in [0, vocab) other than pad_id, as burnbert's bench draws them."""
+    import torch
+
+    if not 0 <= pad_id < vocab or vocab < 2:
+        return torch.randint(0, vocab, (rows, seq))
+    ids = torch.randint(0, vocab - 1, (rows, seq))
+    return ids + (ids >= pad_id).long()
+
+
 def real_tokens_per_row(seq: int) -> int:
     """All but the last quarter of the row, as burnbert's bench pads."""
     return seq - seq // 4
@@ -113,7 +164,7 @@ def run_pytorch(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     import torch
     import transformers
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -128,35 +179,43 @@ def run_pytorch(args: argparse.Namespace) -> dict:
         if args.device == "cuda":
             torch.cuda.synchronize()
 
-    config = BertConfig.from_json_file(str(config_path(args.model_shape)))
-    if args.seq > config.max_position_embeddings:
-        sys.exit(f"error: --seq {args.seq} exceeds the model's max_position_embeddings "
-                 f"{config.max_position_embeddings}")
-    config._attn_implementation = args.attention
+    config = load_config(config_path(args.model_shape))
+    max_seq = max_sequence_length(config)
+    if args.seq > max_seq:
+        sys.exit(f"error: --seq {args.seq} exceeds the model's longest sequence, {max_seq} "
+                 f"(max_position_embeddings {config.max_position_embeddings})")
     torch.manual_seed(args.seed)
     clock_started = time.perf_counter()
-    model = BertForSequenceClassification(config).to(device)
+    # None: transformers' default, SDPA where the family has it, else eager.
+    attention = "eager" if args.attention == "eager" else None
+    model = AutoModelForSequenceClassification.from_config(
+        config, attn_implementation=attention).to(device)
     parameters = sum(p.numel() for p in model.parameters())
 
     rows, seq, real = args.batch, args.seq, real_tokens_per_row(args.seq)
-    input_ids = torch.randint(0, config.vocab_size, (rows, seq))
+    pad_id = getattr(config, "pad_token_id", None) or 0
+    input_ids = random_ids(rows, seq, config.vocab_size, pad_id)
     attention_mask = torch.ones(rows, seq, dtype=torch.long)
     attention_mask[:, real:] = 0
-    input_ids[:, real:] = config.pad_token_id or 0
-    token_type_ids = torch.zeros(rows, seq, dtype=torch.long)
+    input_ids[:, real:] = pad_id
     labels = torch.randint(0, config.num_labels, (rows,))
     batch = {
         "input_ids": input_ids.to(device),
         "attention_mask": attention_mask.to(device),
-        "token_type_ids": token_type_ids.to(device),
     }
+    # Only where the model has token types: DistilBERT, ModernBERT and DeBERTa-v3 have none,
+    # RoBERTa one (its default ids are zeros).
+    if ("token_type_ids" in inspect.signature(model.forward).parameters
+            and getattr(config, "type_vocab_size", 0) > 1):
+        batch["token_type_ids"] = torch.zeros(rows, seq, dtype=torch.long, device=device)
     labels = labels.to(device)
     autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
     if args.mode == "train":
         model.train()
-        decay = [p for n, p in model.named_parameters() if not ("bias" in n or "LayerNorm" in n)]
-        no_decay = [p for n, p in model.named_parameters() if "bias" in n or "LayerNorm" in n]
+        excluded = no_decay_parameters(model)
+        decay = [p for p in model.parameters() if id(p) not in excluded]
+        no_decay = [p for p in model.parameters() if id(p) in excluded]
         optimizer = torch.optim.AdamW(
             [{"params": decay, "weight_decay": WEIGHT_DECAY},
              {"params": no_decay, "weight_decay": 0.0}],
@@ -193,7 +252,8 @@ def run_pytorch(args: argparse.Namespace) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "threads": torch.get_num_threads(),
-        "attention": args.attention,
+        "model_type": config.model_type,
+        "attention": model.config._attn_implementation,
         "parameters": parameters,
         "mode": args.mode,
         "dtype": args.dtype,
@@ -280,7 +340,7 @@ def main() -> None:
     print(f"{args.model_shape} {args.mode} {args.dtype} on {args.device}: batch {args.batch} × "
           f"seq {args.seq} ({real_tokens_per_row(args.seq)} real tokens per row), "
           f"{args.steps} steps after {args.warmup} warm-up, {pytorch['threads']} torch threads, "
-          f"{args.attention} attention")
+          f"{pytorch['model_type']} with {pytorch['attention']} attention")
     print(f"  pytorch  (torch {pytorch['torch']}, transformers {pytorch['transformers']}): "
           f"{describe(pytorch)}")
     print(f"  burnbert ({burnbert.get('device', args.burnbert_bin)}): {describe(burnbert)}")

@@ -1,7 +1,12 @@
-//! `bench`: how fast burnbert trains (or runs) a BERT of a given shape, on random weights and
+//! `bench`: how fast burnbert trains (or runs) an encoder of a given shape, on random weights and
 //! random tokens, so that it can be set beside PyTorch (`bench/compare.py`) on the same machine.
+//! The family (BERT, RoBERTa, ModernBERT, ...) is the shape's `model_type`, as in `train`.
 //!
 //! Every step gets the same batch: `--batch` rows of `--seq` random token ids, random labels.
+//! Padded positions hold the config's `pad_token_id` (0 where it has none; RoBERTa's is 1,
+//! ModernBERT's 50283), and the real tokens are drawn from the rest of the vocabulary, never
+//! the pad id, as `bench/compare.py` does: RoBERTa numbers its positions by the pad id, so a
+//! real token equal to it would change the batch.
 //! The PyTorch reference numbers in `shared/README.md` have "1/4 of each row padded"; read
 //! literally, every row here ends in the same `seq / 4` (rounded down) padded positions, rather
 //! than having a length drawn at random. Neither burnbert nor transformers skips padded
@@ -20,14 +25,15 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, DeviceConfig, DeviceError, FloatDType, Int, Tensor, TensorData};
 use burnbert::{MixedPrecision, run};
-use burnbert_model::{ModelConfig, SequenceClassifier, BertInput, Labels};
+use burnbert_model::{BertInput, Family, Labels, ModelConfig, SequenceClassifier};
 use clap::{Parser, ValueEnum};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-/// The model shapes built into the program, from `assets/presets/`.
-const PRESETS: [(&str, &str); 3] = [
+/// The model shapes built into the program, from `assets/presets/` (the Hub's `config.json`s
+/// of the models named).
+const PRESETS: [(&str, &str); 6] = [
     (
         "bert-base",
         include_str!("../assets/presets/bert-base-uncased.json"),
@@ -37,6 +43,18 @@ const PRESETS: [(&str, &str); 3] = [
         include_str!("../assets/presets/minilm-l6.json"),
     ),
     ("tiny", include_str!("../assets/presets/tiny.json")),
+    (
+        "roberta-base",
+        include_str!("../assets/presets/roberta-base.json"),
+    ),
+    (
+        "modernbert-base",
+        include_str!("../assets/presets/modernbert-base.json"),
+    ),
+    (
+        "deberta-v3-base",
+        include_str!("../assets/presets/deberta-v3-base.json"),
+    ),
 ];
 
 /// AdamW as in the course's recipe; the step's cost does not depend on the values.
@@ -45,11 +63,13 @@ const WEIGHT_DECAY: f64 = 0.01;
 
 #[derive(Parser)]
 #[command(
-    about = "Measure burnbert's training or inference speed on a randomly initialised BERT",
+    about = "Measure burnbert's training or inference speed on a randomly initialised encoder \
+             (any family it reads)",
     after_help = "Compare with PyTorch on the same machine: python bench/compare.py --help"
 )]
 struct Args {
-    /// bert-base, minilm-l6, tiny, or the path of a Hugging Face config.json.
+    /// bert-base, minilm-l6, tiny, roberta-base, modernbert-base, deberta-v3-base, or the path
+    /// of a Hugging Face config.json (of any family burnbert reads).
     #[arg(long, default_value = "bert-base")]
     model_shape: String,
     /// Rows per step.
@@ -157,9 +177,10 @@ fn main() -> std::process::ExitCode {
             "--batch, --seq and --steps must be at least 1"
         );
         let config = model_config(&args.model_shape)?;
+        let max_seq = max_sequence_length(&config);
         anyhow::ensure!(
-            args.seq <= config.max_position_embeddings,
-            "--seq {} exceeds the model's max_position_embeddings {}",
+            args.seq <= max_seq,
+            "--seq {} exceeds the model's longest sequence, {max_seq} (max_position_embeddings {})",
             args.seq,
             config.max_position_embeddings
         );
@@ -271,6 +292,18 @@ fn model_config(shape: &str) -> anyhow::Result<ModelConfig> {
     Ok(ModelConfig::from_file(path)?)
 }
 
+/// The longest row the model takes: `max_position_embeddings`, less `pad_token_id + 1` for the
+/// RoBERTa family, whose positions start after the pad id (514 - 2 = 512 for roberta-base).
+fn max_sequence_length(config: &ModelConfig) -> usize {
+    if config.family == Family::Roberta {
+        config
+            .max_position_embeddings
+            .saturating_sub(config.padding_idx() + 1)
+    } else {
+        config.max_position_embeddings
+    }
+}
+
 /// Real tokens per row: all but the last quarter, as in the PyTorch reference.
 fn real_tokens_per_row(seq: usize) -> usize {
     seq - seq / 4
@@ -282,18 +315,29 @@ struct Batch {
     labels: Tensor<1, Int>,
 }
 
-/// Random token ids in `[0, vocab_size)` with the last quarter of each row padded (pad id,
-/// attention mask 0), one segment, and random class labels.
+/// Random token ids in `[0, vocab_size)` other than the pad id, with the last quarter of each
+/// row padded (the config's `pad_token_id`, else 0; attention mask 0), one segment, and random
+/// class labels.
 fn random_batch(config: &ModelConfig, args: &Args, device: &Device) -> Batch {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let (rows, seq) = (args.batch, args.seq);
     let real = real_tokens_per_row(seq);
     let pad_id = config.pad_token_id.unwrap_or(0) as i64;
     let vocab = config.vocab_size as i64;
+    // Draw from the vocabulary less the pad id, then step over it.
+    let skip_pad = (0..vocab).contains(&pad_id) && vocab > 1;
+    let real_token = |rng: &mut StdRng| {
+        if skip_pad {
+            let id = rng.random_range(0..vocab - 1);
+            if id >= pad_id { id + 1 } else { id }
+        } else {
+            rng.random_range(0..vocab)
+        }
+    };
     let mut ids = Vec::with_capacity(rows * seq);
     let mut mask = Vec::with_capacity(rows * seq);
     for _ in 0..rows {
-        ids.extend((0..real).map(|_| rng.random_range(0..vocab)));
+        ids.extend((0..real).map(|_| real_token(&mut rng)));
         ids.extend(std::iter::repeat_n(pad_id, seq - real));
         mask.extend(std::iter::repeat_n(1i64, real));
         mask.extend(std::iter::repeat_n(0i64, seq - real));

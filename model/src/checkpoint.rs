@@ -41,6 +41,7 @@ fn prefix_rename(family: Family) -> (&'static str, String) {
         Family::DistilBert => r"^(embeddings|transformer)\.",
         Family::Electra => r"^(embeddings|embeddings_project|encoder)\.",
         Family::ModernBert => r"^(embeddings|layers|final_norm)\.",
+        Family::DebertaV2 => r"^(embeddings|encoder)\.",
     };
     (pattern, format!("{}.$1.", family.prefix()))
 }
@@ -108,7 +109,7 @@ pub fn checkpoint_name(module_path: &str) -> String {
 /// Modules a pretrained encoder checkpoint may lack: transformers initialises them and warns.
 fn may_be_missing(module_path: &str) -> bool {
     // ModernBERT's `head` is in its masked-LM checkpoints, not in a bare encoder's.
-    ["classifier.", "pre_classifier.", "bert.pooler.", "head."]
+    ["classifier.", "pre_classifier.", "bert.pooler.", "head.", "pooler."]
         .iter()
         .any(|head| module_path.starts_with(head))
 }

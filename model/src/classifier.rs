@@ -8,7 +8,8 @@ use burn::tensor::{Bool, Device, FloatDType, Int, Tensor};
 
 use crate::config::{Family, ModelConfig};
 use crate::{
-    BertForSequenceClassification, BertInput, DistilBertForSequenceClassification,
+    BertForSequenceClassification, BertInput, DebertaV2ForSequenceClassification,
+    DistilBertForSequenceClassification,
     ElectraForSequenceClassification, ModernBertForSequenceClassification,
     RobertaForSequenceClassification,
 };
@@ -41,6 +42,7 @@ pub enum SequenceClassifier {
     DistilBert(DistilBertForSequenceClassification),
     Electra(ElectraForSequenceClassification),
     ModernBert(ModernBertForSequenceClassification),
+    DebertaV2(DebertaV2ForSequenceClassification),
 }
 
 impl SequenceClassifier {
@@ -61,6 +63,9 @@ impl SequenceClassifier {
             Family::ModernBert => {
                 Self::ModernBert(ModernBertForSequenceClassification::new(config, device))
             }
+            Family::DebertaV2 => {
+                Self::DebertaV2(DebertaV2ForSequenceClassification::new(config, device))
+            }
         }
     }
 
@@ -72,6 +77,7 @@ impl SequenceClassifier {
             Self::DistilBert(model) => model.forward(input, labels),
             Self::Electra(model) => model.forward(input, labels),
             Self::ModernBert(model) => model.forward(input, labels),
+            Self::DebertaV2(model) => model.forward(input, labels),
         }
     }
 
@@ -83,6 +89,7 @@ impl SequenceClassifier {
             Self::DistilBert(model) => model.distilbert.forward(input),
             Self::Electra(model) => model.electra.forward(input),
             Self::ModernBert(model) => model.model.forward(input),
+            Self::DebertaV2(model) => model.deberta.forward(input),
         }
     }
 
@@ -105,6 +112,7 @@ impl SequenceClassifier {
             Self::DistilBert(model) => model.distilbert.compute_dtype,
             Self::Electra(model) => model.electra.compute_dtype,
             Self::ModernBert(model) => model.model.compute_dtype,
+            Self::DebertaV2(model) => model.deberta.compute_dtype,
         }
     }
 
@@ -115,6 +123,7 @@ impl SequenceClassifier {
             Self::DistilBert(model) => &mut model.distilbert.compute_dtype,
             Self::Electra(model) => &mut model.electra.compute_dtype,
             Self::ModernBert(model) => &mut model.model.compute_dtype,
+            Self::DebertaV2(model) => &mut model.deberta.compute_dtype,
         }
     }
 }

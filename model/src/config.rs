@@ -37,11 +37,13 @@ pub enum Family {
     Electra,
     /// `modernbert` (`modeling_modernbert.py`).
     ModernBert,
+    /// `deberta-v2`, the model type of the DeBERTa-v3 checkpoints (`modeling_deberta_v2.py`).
+    DebertaV2,
 }
 
 impl Family {
     /// The `model_type` values burnbert reads, and their families.
-    pub const MODEL_TYPES: [(&'static str, Family); 7] = [
+    pub const MODEL_TYPES: [(&'static str, Family); 8] = [
         ("bert", Family::Bert),
         ("roberta", Family::Roberta),
         ("xlm-roberta", Family::Roberta),
@@ -49,6 +51,7 @@ impl Family {
         ("distilbert", Family::DistilBert),
         ("electra", Family::Electra),
         ("modernbert", Family::ModernBert),
+        ("deberta-v2", Family::DebertaV2),
     ];
 
     /// The family of a `model_type`; the error names it and lists those supported.
@@ -74,6 +77,7 @@ impl Family {
             Family::DistilBert => "distilbert",
             Family::Electra => "electra",
             Family::ModernBert => "model",
+            Family::DebertaV2 => "deberta",
         }
     }
 
@@ -108,13 +112,127 @@ impl Family {
                 serde_json::json!({"norm_eps": 1e-5, "mlp_dropout": 0.0,
                     "attention_dropout": 0.0, "classifier_dropout": 0.0}),
             ),
+            // `configuration_deberta_v2.py`; DeBERTa-v3 has no token types.
+            Family::DebertaV2 => (
+                &[("cls_dropout", "classifier_dropout")],
+                serde_json::json!({"layer_norm_eps": 1e-7}),
+            ),
             Family::Bert | Family::Roberta | Family::Electra => (&[], serde_json::json!({})),
         }
     }
 
     /// Whether the model has token-type embeddings.
     fn has_token_types(self) -> bool {
-        !matches!(self, Family::DistilBert | Family::ModernBert)
+        !matches!(
+            self,
+            Family::DistilBert | Family::ModernBert | Family::DebertaV2
+        )
+    }
+}
+
+/// DeBERTa-v2's fields beyond BERT's, with `configuration_deberta_v2.py`'s defaults where
+/// DeBERTa-v3 uses them; the settings of other DeBERTa-v2 checkpoints (absolute positions,
+/// token types, the convolution layer, separate position projections) are refused by name.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DebertaV2Options {
+    /// `c2p` (content to position) and `p2c` (position to content); the Hub's configs write
+    /// `"p2c|c2p"`, transformers' `save_pretrained` a list.
+    #[serde(default, deserialize_with = "list_or_bars")]
+    pub pos_att_type: Vec<String>,
+    /// Relative distances are bucketed logarithmically beyond `position_buckets / 2`.
+    #[serde(default = "defaults::minus_one")]
+    pub position_buckets: i64,
+    /// The largest relative distance; `max_position_embeddings` when below 1.
+    #[serde(default = "defaults::minus_one")]
+    pub max_relative_positions: i64,
+    /// `"layer_norm"`: the relative embeddings are normalised (the encoder's `LayerNorm`).
+    #[serde(default = "defaults::none")]
+    pub norm_rel_ebd: String,
+    #[serde(default)]
+    pub pooler_hidden_size: Option<usize>,
+    #[serde(default)]
+    pub pooler_dropout: f64,
+    #[serde(default = "defaults::hidden_act")]
+    pub pooler_hidden_act: Activation,
+    #[serde(default)]
+    relative_attention: bool,
+    #[serde(default = "defaults::yes")]
+    position_biased_input: bool,
+    #[serde(default)]
+    share_att_key: bool,
+    #[serde(default)]
+    conv_kernel_size: usize,
+}
+
+/// A list of strings, or one string of them joined by `|`.
+fn list_or_bars<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Bars(String),
+    }
+    Ok(match Either::deserialize(deserializer)? {
+        Either::List(list) => list,
+        Either::Bars(text) => text
+            .split('|')
+            .map(|part| part.trim().to_lowercase())
+            .filter(|part| !part.is_empty())
+            .collect(),
+    })
+}
+
+impl DebertaV2Options {
+    fn validate(&self, config: &ModelConfig) -> Result<(), String> {
+        let unsupported = [
+            (!self.relative_attention, "relative_attention false"),
+            (self.position_biased_input, "position_biased_input true"),
+            (self.conv_kernel_size > 0, "conv_kernel_size above 0"),
+            (!self.share_att_key, "share_att_key false"),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(is, _)| *is) {
+            return Err(format!(
+                "DeBERTa-v2 with {what} is not supported; burnbert builds DeBERTa-v3's \
+                 architecture (relative attention with shared keys, no absolute positions, no \
+                 token types, no convolution)"
+            ));
+        }
+        if let Some(other) = self
+            .pos_att_type
+            .iter()
+            .find(|kind| !matches!(kind.as_str(), "c2p" | "p2c"))
+        {
+            return Err(format!("pos_att_type {other:?} is not c2p or p2c"));
+        }
+        if self.pooler_hidden_size.unwrap_or(config.hidden_size) != config.hidden_size {
+            return Err("pooler_hidden_size differs from hidden_size".into());
+        }
+        if !matches!(self.norm_rel_ebd.as_str(), "layer_norm" | "none") {
+            return Err(format!(
+                "norm_rel_ebd {:?} is not \"layer_norm\" or \"none\"",
+                self.norm_rel_ebd
+            ));
+        }
+        Ok(())
+    }
+
+    /// How many relative distances each side the attention tells apart (`att_span`), and so
+    /// half the rows of `rel_embeddings`.
+    pub fn attention_span(&self, config: &ModelConfig) -> usize {
+        if self.position_buckets > 0 {
+            self.position_buckets as usize
+        } else {
+            self.max_relative_distance(config)
+        }
+    }
+
+    /// `max_relative_positions`, or `max_position_embeddings` where it is below 1.
+    pub fn max_relative_distance(&self, config: &ModelConfig) -> usize {
+        if self.max_relative_positions < 1 {
+            config.max_position_embeddings
+        } else {
+            self.max_relative_positions as usize
+        }
     }
 }
 
@@ -235,6 +353,9 @@ pub struct ModelConfig {
     /// ModernBERT's own fields, read from `extra`.
     #[serde(skip)]
     pub modernbert: Option<ModernBertOptions>,
+    /// DeBERTa-v2's own fields, read from `extra`.
+    #[serde(skip)]
+    pub deberta: Option<DebertaV2Options>,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -279,6 +400,15 @@ pub struct ModelConfig {
 
 mod defaults {
     use super::{Activation, Family, Pooling};
+    pub fn minus_one() -> i64 {
+        -1
+    }
+    pub fn none() -> String {
+        "none".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
     pub fn pooling() -> Pooling {
         Pooling::Cls
     }
@@ -358,6 +488,13 @@ impl ModelConfig {
                 fields.insert((*ours).into(), value);
             }
         }
+        if family == Family::DebertaV2
+            && fields.get("type_vocab_size").and_then(|v| v.as_u64()) > Some(0)
+        {
+            return Err("DeBERTa-v2 with type_vocab_size above 0 is not supported; burnbert \
+                        builds DeBERTa-v3's architecture, which has no token types"
+                .into());
+        }
         if !family.has_token_types() {
             fields.insert("type_vocab_size".into(), serde_json::json!(1));
         }
@@ -380,6 +517,13 @@ impl ModelConfig {
             options.validate(config.num_hidden_layers)?;
             config.modernbert = Some(options);
         }
+        if family == Family::DebertaV2 {
+            let options: DebertaV2Options =
+                serde_json::from_value(serde_json::Value::Object(config.extra.clone()))
+                    .map_err(|e| format!("{e}"))?;
+            options.validate(&config)?;
+            config.deberta = Some(options);
+        }
         match family {
             // transformers' RobertaConfig and ElectraConfig defaults.
             Family::Roberta => {
@@ -388,7 +532,7 @@ impl ModelConfig {
             Family::Electra => {
                 config.embedding_size.get_or_insert(128);
             }
-            Family::Bert | Family::DistilBert | Family::ModernBert => {}
+            Family::Bert | Family::DistilBert | Family::ModernBert | Family::DebertaV2 => {}
         }
         config.validate()?;
         Ok(config)
@@ -510,8 +654,15 @@ impl ModelConfig {
     pub fn to_json(&self) -> String {
         let mut value = serde_json::to_value(self).expect("a ModelConfig always serializes");
         let fields = value.as_object_mut().expect("a struct serializes to an object");
-        if !self.family.has_token_types() {
-            fields.remove("type_vocab_size");
+        match self.family {
+            // DeBERTa-v3 writes its absence of token types as 0.
+            Family::DebertaV2 => {
+                fields.insert("type_vocab_size".into(), serde_json::json!(0));
+            }
+            family if !family.has_token_types() => {
+                fields.remove("type_vocab_size");
+            }
+            _ => {}
         }
         if self.family == Family::DistilBert {
             // DistilBERT's epsilon is fixed, not a field.
@@ -565,6 +716,20 @@ mod tests {
         assert!(err.contains("not a multiple"), "{err}");
     }
 
+    /// DeBERTa-v3's Hub config writes `pos_att_type` as `"p2c|c2p"`; transformers' own
+    /// `save_pretrained` as a list.
+    #[test]
+    fn deberta_position_attention_types_read_either_way() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/presets");
+        let hub = ModelConfig::from_file(&dir.join("deberta-v3-base.json")).unwrap();
+        let listed = hub.to_json().replace("\"p2c|c2p\"", "[\"p2c\", \"c2p\"]");
+        for config in [hub, ModelConfig::from_json(&listed).unwrap()] {
+            let options = config.deberta.unwrap();
+            assert_eq!(options.pos_att_type, ["p2c", "c2p"]);
+            assert_eq!(options.position_buckets, 256);
+        }
+    }
+
     #[test]
     fn labels_set_by_a_task_round_trip() {
         let mut config = ModelConfig::from_json(MINIMAL).unwrap();
@@ -584,6 +749,9 @@ mod tests {
             ("bert-base-uncased", (30522, 768, 12, 12, 3072, 512)),
             ("minilm-l6", (30522, 384, 6, 12, 1536, 512)),
             ("tiny", (99, 32, 2, 4, 37, 64)),
+            ("roberta-base", (50265, 768, 12, 12, 3072, 514)),
+            ("modernbert-base", (50368, 768, 22, 12, 1152, 8192)),
+            ("deberta-v3-base", (128100, 768, 12, 12, 3072, 512)),
         ] {
             let c = ModelConfig::from_file(&dir.join(format!("{name}.json"))).unwrap();
             let got = (
@@ -596,7 +764,9 @@ mod tests {
             );
             assert_eq!(got, shape, "{name}");
             assert_eq!(c.hidden_act, Activation::Gelu, "{name}");
-            assert_eq!((c.type_vocab_size, c.layer_norm_eps), (2, 1e-12), "{name}");
+            if c.family == Family::Bert {
+                assert_eq!((c.type_vocab_size, c.layer_norm_eps), (2, 1e-12), "{name}");
+            }
         }
     }
 }

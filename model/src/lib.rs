@@ -3,7 +3,7 @@
 //!
 //! One file per family, each read beside its transformers `modeling_*.py`: `bert.rs`,
 //! `roberta.rs` (also XLM-RoBERTa and CamemBERT), `distilbert.rs`, `electra.rs`,
-//! `modernbert.rs`.
+//! `modernbert.rs`, `deberta.rs` (DeBERTa-v3).
 //! `classifier.rs` picks the family a `config.json` names, as transformers'
 //! `AutoModelForSequenceClassification` does. The operations the families share, with their
 //! GPU kernels (`burnbert-kernels`), are in `ops.rs`, each with Burn's reference body beside
@@ -25,6 +25,7 @@ mod bert;
 mod checkpoint;
 mod classifier;
 mod config;
+mod deberta;
 mod device;
 mod distilbert;
 mod dropout;
@@ -39,10 +40,13 @@ mod roberta;
 use std::path::PathBuf;
 
 pub use bert::*;
+pub use deberta::*;
 pub use burnbert_kernels::runs_own_kernels;
 pub use checkpoint::{LoadReport, checkpoint_name};
 pub use classifier::{Labels, SequenceClassifier, SequenceClassifierOutput, loss};
-pub use config::{Activation, AttentionType, Family, ModelConfig, ModernBertOptions, Pooling};
+pub use config::{
+    Activation, AttentionType, DebertaV2Options, Family, ModelConfig, ModernBertOptions, Pooling,
+};
 pub use device::{
     available_devices, device_name, is_cpu_backend, parse_device, select_device, select_devices,
 };

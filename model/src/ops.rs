@@ -165,23 +165,68 @@ pub fn attention_probabilities(
     padding: Tensor<4, Bool>,
     head_dim: usize,
 ) -> Tensor<4> {
-    let divisor = (head_dim as f64).sqrt();
+    masked_softmax(scores, padding, (head_dim as f64).sqrt())
+}
+
+/// `softmax(scores / divisor)` over the last axis, masked entries weighing 0: as
+/// [`attention_probabilities`], for scores scaled otherwise (DeBERTa's).
+pub fn masked_softmax(scores: Tensor<4>, mask: Tensor<4, Bool>, divisor: f64) -> Tensor<4> {
     // The kernel takes one mask row for all queries.
-    if padding.dims()[2] == 1 && kernels::applies(Kernel::MaskedSoftmax, &scores.device()) {
-        return kernels::masked_softmax(scores, padding, divisor);
+    if mask.dims()[2] == 1 && kernels::applies(Kernel::MaskedSoftmax, &scores.device()) {
+        return kernels::masked_softmax(scores, mask, divisor);
     }
     // Like the kernel, 16-bit scores are normalised in f32 (torch.autocast runs softmax in
     // f32 too).
     let dtype = scores.dtype();
     if is_half(dtype) {
-        return attention_probabilities(scores.cast(FloatDType::F32), padding, head_dim)
-            .cast(dtype);
+        return masked_softmax(scores.cast(FloatDType::F32), mask, divisor).cast(dtype);
     }
     // transformers adds the dtype's most negative finite value at padded keys, so their
-    // softmax weight is exactly 0; masking with it gives the same numbers.
+    // softmax weight is exactly 0; masking with it gives the same numbers. A query whose keys
+    // are all masked weighs them equally, as there.
     let scores = scores.div_scalar(divisor);
     let min = scores.dtype().finfo().map_or(f32::MIN as f64, |f| f.min);
-    softmax(scores.mask_fill(padding, min), 3)
+    softmax(scores.mask_fill(mask, min), 3)
+}
+
+/// DeBERTa's disentangled attention scores (transformers' `DisentangledSelfAttention`):
+/// content to content `q·kᵀ`, plus content to position `q·pos_keyᵀ` read at each pair's
+/// relative-position index (`c2p`), plus position to content `k·pos_queryᵀ` read at the
+/// transposed pair's index (`p2c`), all divided by `√(head_dim × (1 + parts))` by the
+/// softmax's caller. `index[q][k]` is the row of the relative embeddings for query `q` and
+/// key `k`; `transposed_index[k][q]` that of the position-to-content term.
+///
+/// # Shapes
+///
+/// `q`, `k` `[batch, heads, seq, head_dim]`; `pos_query`, `pos_key` `[1, heads, 2 × span,
+/// head_dim]`; `index` and `transposed_index` `[seq, seq]`; the output is
+/// `[batch, heads, seq, seq]`.
+pub fn disentangled_scores(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    pos_query: Option<Tensor<4>>,
+    pos_key: Option<Tensor<4>>,
+    index: Tensor<2, burn::tensor::Int>,
+    transposed_index: Tensor<2, burn::tensor::Int>,
+) -> Tensor<4> {
+    let [batch, heads, seq, _] = q.dims();
+    let mut scores = q.clone().matmul(k.clone().transpose());
+    let expand = |position: Tensor<4>| {
+        let [_, _, rows, width] = position.dims();
+        position.expand([batch, heads, rows, width])
+    };
+    let gather_index = |index: Tensor<2, burn::tensor::Int>| {
+        index.reshape([1, 1, seq, seq]).expand([batch, heads, seq, seq])
+    };
+    if let Some(pos_key) = pos_key {
+        let c2p = q.matmul(expand(pos_key).transpose());
+        scores = scores + c2p.gather(3, gather_index(index));
+    }
+    if let Some(pos_query) = pos_query {
+        let p2c = k.matmul(expand(pos_query).transpose());
+        scores = scores + p2c.gather(3, gather_index(transposed_index)).swap_dims(2, 3);
+    }
+    scores
 }
 
 /// Multi-head scaled dot-product attention of heads split by [`split_heads`], merged back:

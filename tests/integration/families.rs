@@ -16,12 +16,13 @@ use crate::common::*;
 const TOLERANCE: f32 = 1e-4;
 
 /// Each fixture's `model_type` and the family burnbert builds for it.
-const FAMILIES: [(&str, Family); 5] = [
+const FAMILIES: [(&str, Family); 6] = [
     ("roberta", Family::Roberta),
     ("xlm-roberta", Family::Roberta),
     ("electra", Family::Electra),
     ("distilbert", Family::DistilBert),
     ("modernbert", Family::ModernBert),
+    ("deberta-v2", Family::DebertaV2),
 ];
 
 fn load(model_type: &str, device: &Device) -> (ModelConfig, SequenceClassifier) {
@@ -122,15 +123,23 @@ fn every_family_saves_the_checkpoint_transformers_wrote() {
 /// config, each get one error that says so.
 #[test]
 fn unsupported_and_mismatched_families_are_named() {
-    for model_type in ["deberta-v2"] {
-        let path = fixture(&format!("tiny-{model_type}/config.json"));
-        let err = ModelConfig::from_file(&path).unwrap_err().to_string();
-        assert!(
-            err.contains(&format!("model_type \"{model_type}\" is not supported"))
-                && err.contains("bert, roberta, xlm-roberta, camembert, distilbert, electra, modernbert"),
-            "{err}"
-        );
-    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    std::fs::copy(fixture("tiny-bert/config.json"), &config).unwrap();
+    crate::errors::edit_config(dir.path(), |c| c["model_type"] = "deberta".into());
+    let err = ModelConfig::from_file(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("model_type \"deberta\" is not supported")
+            && err.contains(
+                "bert, roberta, xlm-roberta, camembert, distilbert, electra, modernbert, deberta-v2"
+            ),
+        "{err}"
+    );
+    // DeBERTa-v2 checkpoints other than DeBERTa-v3's architecture.
+    std::fs::copy(fixture("tiny-deberta-v2/config.json"), &config).unwrap();
+    crate::errors::edit_config(dir.path(), |c| c["conv_kernel_size"] = 3.into());
+    let err = ModelConfig::from_file(&config).unwrap_err().to_string();
+    assert!(err.contains("DeBERTa-v2 with conv_kernel_size above 0 is not supported"), "{err}");
     let bert = ModelConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
     for (model_type, prefix) in [("roberta", "roberta"), ("electra", "electra")] {
         let weights = fixture(&format!("tiny-{model_type}/model.safetensors"));

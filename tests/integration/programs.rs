@@ -305,7 +305,7 @@ fn safetensors_file(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
 
 /// Each family that burnbert reads by config.json's `model_type` goes through the programs as
 /// a user's own checkpoint would: a directory with the tiny random-weight ELECTRA, DistilBERT,
-/// ModernBERT and (the control) BERT that transformers saved (`assets/fixtures/tiny-<model_type>/`) and
+/// ModernBERT, DeBERTa-v3 and (the control) BERT that transformers saved (`assets/fixtures/tiny-<model_type>/`) and
 /// tiny-bert's WordPiece tokenizer is trained for 2 steps on MRPC rows, and the directory
 /// `train` saves keeps the family: config.json every field of the input with its value (the
 /// family's own names, DistilBERT's `dim` and `n_layers`, none of BERT's), model.safetensors
@@ -323,9 +323,10 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
     mrpc_rows(16, 0, &train_file);
     mrpc_rows(10, 100, &validation_file);
     // The family, the prefix of its encoder's weights (the head's are `classifier.`,
-    // DistilBERT's `pre_classifier.` and ModernBERT's `head.`), and config fields of other
+    // DistilBERT's `pre_classifier.`, ModernBERT's `head.`, DeBERTa's `pooler.`), and config
+    // fields of other
     // families it must not gain.
-    let families: [(&str, &str, &[&str]); 4] = [
+    let families: [(&str, &str, &[&str]); 5] = [
         ("bert", "bert.", &["dim", "n_layers", "embedding_size"]),
         (
             "electra",
@@ -348,6 +349,7 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
             "model.",
             &["hidden_act", "layer_norm_eps", "type_vocab_size", "hidden_dropout_prob"],
         ),
+        ("deberta-v2", "deberta.", &["dim", "n_layers", "embedding_size"]),
     ];
     let read_json = |path: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -427,7 +429,8 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
                 name.starts_with(prefix)
                     || name.starts_with("classifier.")
                     || name.starts_with("pre_classifier.")
-                    || name.starts_with("head."),
+                    || name.starts_with("head.")
+                    || name.starts_with("pooler."),
                 "{model_type}: {name} is neither under {prefix} nor the head's"
             );
             assert_eq!(*shape, before[name].0, "{model_type}: {name}'s shape");

@@ -48,6 +48,9 @@ const ELECTRA_LOSS: f32 = 1e-4;
 /// The key bias's gradient (zero in exact arithmetic, see the module's doc), relative to the
 /// model's largest gradient entry: rounding noise only (measured: 4.5e-8).
 const ZERO_GRADIENT: f32 = 1e-6;
+/// The smallest scale of a tensor's gradient comparison, relative to the model's largest
+/// gradient entry (see `check_in_full`).
+const SUM_SCALE: f32 = 1e-2;
 /// An entry's first gradient is "determined" where ours is PyTorch's to within this fraction.
 /// AdamW divides each gradient by its own running size, so an entry whose gradient is lost in
 /// the other side's rounding (or in the GELU approximation below) takes a step of about ±lr
@@ -467,7 +470,14 @@ fn check_tiny(device: &Device) -> f32 {
 /// only the loss and the first gradients are: on the families' synthetic batches AdamW's
 /// normalised steps carry its difference far (measured on ndarray: tiny-roberta's loss 9e-3
 /// from PyTorch's before the third step, ELECTRA's 4e-2).
-const FAMILIES: [&str; 5] = ["roberta", "xlm-roberta", "electra", "distilbert", "modernbert"];
+const FAMILIES: [&str; 6] = [
+    "roberta",
+    "xlm-roberta",
+    "electra",
+    "distilbert",
+    "modernbert",
+    "deberta-v2",
+];
 
 fn check_families(device: &Device) {
     let top = json("training_reference.json");
@@ -517,7 +527,11 @@ fn check_in_full(
             continue;
         }
         let want_grad = floats(&reference["grads"][name]);
-        let tensor_scale = max_abs(&want_grad);
+        // A gradient that is a sum cancelling far below the model's others keeps its summands'
+        // f32 rounding: it is compared on the scale of 1% of the model's largest gradient
+        // (measured: torch's own f32 and f64 part by 2.2e-4 of its largest entry on DeBERTa's
+        // classifier bias, 1.4e-3 against the model's 5.2).
+        let tensor_scale = max_abs(&want_grad).max(SUM_SCALE * scale);
         let difference = max_abs_difference(&grad.values, &want_grad) / tensor_scale;
         report.gradient = report.gradient.max(difference);
         report.require(difference <= tolerances.gradient, || {
