@@ -371,7 +371,7 @@ pub fn dense_gelu(dense: &Linear, hidden: Tensor<3>) -> Tensor<3> {
     {
         return kernels::bias_gelu(per_token_unbiased(dense, hidden), bias.val());
     }
-    gelu(per_token(dense, hidden))
+    activate(Activation::Gelu, per_token(dense, hidden))
 }
 
 /// "Add & Norm", `layer_norm(dropout(dense(hidden)) + residual)`: the end of transformers'

@@ -933,3 +933,40 @@ fn a_narrower_cpu_trains_to_the_same_result() {
         assert!((a - b).abs() <= 1e-5, "{what}: native {a}, {narrower} {b}");
     }
 }
+
+/// DeBERTa-v3's gradients on GPU backends disagree with PyTorch's (its forward pass agrees):
+/// `train` refuses to train it there, saying why and what to pass, before reading any data.
+#[cfg(feature = "wgpu")]
+#[test]
+fn deberta_trains_on_the_cpu_only() {
+    require_hf_home();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(fixture("tiny-deberta-v2").join(file), model.join(file)).unwrap();
+    }
+    std::fs::copy(fixture("tiny-bert/tokenizer.json"), model.join("tokenizer.json")).unwrap();
+    let train_file = dir.path().join("train.jsonl");
+    mrpc_rows(8, 0, &train_file);
+    let output = run_program(
+        "train",
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--train-file",
+            train_file.to_str().unwrap(),
+            "--validation-file",
+            train_file.to_str().unwrap(),
+            "--device",
+            "wgpu",
+            "--quiet",
+        ],
+    );
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("DeBERTa-v3 trains on the CPU only for now") && err.contains("--device cpu"),
+        "{err}"
+    );
+}
