@@ -203,8 +203,7 @@ fn main() -> std::process::ExitCode {
             "--mixed-precision keeps the weights in f32: give it without --dtype"
         );
         let compute_dtype = args.mixed_precision.compute_dtype(&device)?;
-        let model =
-            SequenceClassifier::new(&config, &device).with_compute_dtype(compute_dtype);
+        let model = SequenceClassifier::new(&config, &device).with_compute_dtype(compute_dtype);
         let parameters = model.num_params();
         let total_steps = args.warmup + args.steps;
 

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use burn::tensor::{DType, Device, FloatDType};
 use burnbert_data::{Hub, ModelFiles, PairTokenizer};
-use burnbert_model::{ModelConfig, SequenceClassifier, LoadReport};
+use burnbert_model::{LoadReport, ModelConfig, SequenceClassifier};
 
 /// Flags every program takes to find a model.
 #[derive(Debug, Clone, clap::Args)]
@@ -162,9 +162,8 @@ impl ModelArgs {
             );
         }
         let compute_dtype = self.mixed_precision.compute_dtype(device)?;
-        let (model, report) =
-            SequenceClassifier::from_pretrained(&config, &files.weights, device)
-                .with_context(|| format!("loading model `{}`", self.model))?;
+        let (model, report) = SequenceClassifier::from_pretrained(&config, &files.weights, device)
+            .with_context(|| format!("loading model `{}`", self.model))?;
         let model = model.with_compute_dtype(compute_dtype);
         Ok(LoadedModel {
             model,

@@ -152,9 +152,8 @@ impl Hub {
     /// `vocab.json` and `merges.txt`.
     fn tokenizer_files(&self, model: &str) -> Result<TokenizerFiles, DataError> {
         let file = |name| self.file(model, RepoType::Model, name);
-        let missing = |result: &Result<PathBuf, DataError>| {
-            matches!(result, Err(DataError::NotFound(_)))
-        };
+        let missing =
+            |result: &Result<PathBuf, DataError>| matches!(result, Err(DataError::NotFound(_)));
         let json = file("tokenizer.json");
         if !missing(&json) {
             return json.map(TokenizerFiles::Json);
@@ -162,7 +161,11 @@ impl Hub {
         let vocab = file("vocab.txt");
         if !missing(&vocab) {
             let config = file("tokenizer_config.json");
-            let config = if missing(&config) { None } else { Some(config?) };
+            let config = if missing(&config) {
+                None
+            } else {
+                Some(config?)
+            };
             return Ok(TokenizerFiles::WordPiece {
                 vocab: vocab?,
                 config,

@@ -21,7 +21,8 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::processors::bert::BertProcessing;
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{
-    AddedToken, EncodeInput, Model, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+    AddedToken, EncodeInput, Model, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
 };
 
 use crate::DataError;
@@ -66,9 +67,9 @@ impl TokenizerFiles {
     pub fn files(&self) -> Vec<&Path> {
         match self {
             Self::Json(path) => vec![path],
-            Self::WordPiece { vocab, config } => {
-                std::iter::once(vocab.as_path()).chain(config.as_deref()).collect()
-            }
+            Self::WordPiece { vocab, config } => std::iter::once(vocab.as_path())
+                .chain(config.as_deref())
+                .collect(),
             Self::ByteLevelBpe { vocab, merges } => vec![vocab, merges],
         }
     }
@@ -214,7 +215,11 @@ fn do_lower_case(config: &Path) -> Result<bool, DataError> {
 
 /// The vocabulary's special tokens marked special, as transformers adds them: their spelling
 /// in a text is the token, whole.
-fn add_special_tokens(tokenizer: &mut Tokenizer, tokens: &[&str], vocab: &Path) -> Result<(), DataError> {
+fn add_special_tokens(
+    tokenizer: &mut Tokenizer,
+    tokens: &[&str],
+    vocab: &Path,
+) -> Result<(), DataError> {
     let present: Vec<AddedToken> = tokens
         .iter()
         .filter(|token| tokenizer.token_to_id(token).is_some())
@@ -236,9 +241,12 @@ fn word_piece(vocab: &Path, lowercase: bool) -> Result<Tokenizer, DataError> {
         .build()
         .map_err(|e| invalid(vocab, format!("not a readable vocab.txt ({e})")))?;
     let id = |token: &str| {
-        model
-            .token_to_id(token)
-            .ok_or_else(|| invalid(vocab, format!("has no {token} token; is it BERT's vocabulary?")))
+        model.token_to_id(token).ok_or_else(|| {
+            invalid(
+                vocab,
+                format!("has no {token} token; is it BERT's vocabulary?"),
+            )
+        })
     };
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
     id("[UNK]")?;
@@ -253,7 +261,11 @@ fn word_piece(vocab: &Path, lowercase: bool) -> Result<Tokenizer, DataError> {
             ("[CLS]".into(), cls),
         )))
         .with_decoder(Some(WordPieceDecoder::default()));
-    add_special_tokens(&mut tokenizer, &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], vocab)?;
+    add_special_tokens(
+        &mut tokenizer,
+        &["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        vocab,
+    )?;
     Ok(tokenizer)
 }
 
@@ -265,12 +277,18 @@ fn byte_level_bpe(vocab: &Path, merges: &Path) -> Result<Tokenizer, DataError> {
         .map_err(|e| {
             invalid(
                 vocab,
-                format!("with {} not a readable BPE vocabulary ({e})", merges.display()),
+                format!(
+                    "with {} not a readable BPE vocabulary ({e})",
+                    merges.display()
+                ),
             )
         })?;
     let id = |token: &str| {
         model.token_to_id(token).ok_or_else(|| {
-            invalid(vocab, format!("has no {token} token; is it RoBERTa's vocabulary?"))
+            invalid(
+                vocab,
+                format!("has no {token} token; is it RoBERTa's vocabulary?"),
+            )
         })
     };
     let (bos, eos) = (id("<s>")?, id("</s>")?);
@@ -283,6 +301,10 @@ fn byte_level_bpe(vocab: &Path, merges: &Path) -> Result<Tokenizer, DataError> {
                 .add_prefix_space(false),
         ))
         .with_decoder(Some(ByteLevelDecoder::default()));
-    add_special_tokens(&mut tokenizer, &["<s>", "<pad>", "</s>", "<unk>", "<mask>"], vocab)?;
+    add_special_tokens(
+        &mut tokenizer,
+        &["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        vocab,
+    )?;
     Ok(tokenizer)
 }

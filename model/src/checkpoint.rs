@@ -109,9 +109,15 @@ pub fn checkpoint_name(module_path: &str) -> String {
 /// Modules a pretrained encoder checkpoint may lack: transformers initialises them and warns.
 fn may_be_missing(module_path: &str) -> bool {
     // ModernBERT's `head` is in its masked-LM checkpoints, not in a bare encoder's.
-    ["classifier.", "pre_classifier.", "bert.pooler.", "head.", "pooler."]
-        .iter()
-        .any(|head| module_path.starts_with(head))
+    [
+        "classifier.",
+        "pre_classifier.",
+        "bert.pooler.",
+        "head.",
+        "pooler.",
+    ]
+    .iter()
+    .any(|head| module_path.starts_with(head))
 }
 
 impl SequenceClassifier {

@@ -9,9 +9,8 @@ use burn::tensor::{Bool, Device, FloatDType, Int, Tensor};
 use crate::config::{Family, ModelConfig};
 use crate::{
     BertForSequenceClassification, BertInput, DebertaV2ForSequenceClassification,
-    DistilBertForSequenceClassification,
-    ElectraForSequenceClassification, ModernBertForSequenceClassification,
-    RobertaForSequenceClassification,
+    DistilBertForSequenceClassification, ElectraForSequenceClassification,
+    ModernBertForSequenceClassification, RobertaForSequenceClassification,
 };
 
 /// Targets for the classification head's loss.
@@ -51,15 +50,11 @@ impl SequenceClassifier {
     pub fn new(config: &ModelConfig, device: &Device) -> Self {
         match config.family {
             Family::Bert => Self::Bert(BertForSequenceClassification::new(config, device)),
-            Family::Roberta => {
-                Self::Roberta(RobertaForSequenceClassification::new(config, device))
-            }
+            Family::Roberta => Self::Roberta(RobertaForSequenceClassification::new(config, device)),
             Family::DistilBert => {
                 Self::DistilBert(DistilBertForSequenceClassification::new(config, device))
             }
-            Family::Electra => {
-                Self::Electra(ElectraForSequenceClassification::new(config, device))
-            }
+            Family::Electra => Self::Electra(ElectraForSequenceClassification::new(config, device)),
             Family::ModernBert => {
                 Self::ModernBert(ModernBertForSequenceClassification::new(config, device))
             }

@@ -165,7 +165,9 @@ pub struct DebertaV2Options {
 }
 
 /// A list of strings, or one string of them joined by `|`.
-fn list_or_bars<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+fn list_or_bars<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Either {
@@ -475,9 +477,11 @@ impl ModelConfig {
         if family == Family::DistilBert
             && fields.get("sinusoidal_pos_embds") == Some(&serde_json::Value::Bool(true))
         {
-            return Err("sinusoidal_pos_embds is true: DistilBERT with fixed sinusoidal \
+            return Err(
+                "sinusoidal_pos_embds is true: DistilBERT with fixed sinusoidal \
                         positions is not supported, only learned ones"
-                .into());
+                    .into(),
+            );
         }
         let (names, defaults) = family.names_and_defaults();
         for (name, value) in defaults.as_object().expect("defaults are an object") {
@@ -491,9 +495,11 @@ impl ModelConfig {
         if family == Family::DebertaV2
             && fields.get("type_vocab_size").and_then(|v| v.as_u64()) > Some(0)
         {
-            return Err("DeBERTa-v2 with type_vocab_size above 0 is not supported; burnbert \
+            return Err(
+                "DeBERTa-v2 with type_vocab_size above 0 is not supported; burnbert \
                         builds DeBERTa-v3's architecture, which has no token types"
-                .into());
+                    .into(),
+            );
         }
         if !family.has_token_types() {
             fields.insert("type_vocab_size".into(), serde_json::json!(1));
@@ -653,7 +659,9 @@ impl ModelConfig {
     /// Writes the config as pretty JSON in the family's own names, as `save_pretrained` does.
     pub fn to_json(&self) -> String {
         let mut value = serde_json::to_value(self).expect("a ModelConfig always serializes");
-        let fields = value.as_object_mut().expect("a struct serializes to an object");
+        let fields = value
+            .as_object_mut()
+            .expect("a struct serializes to an object");
         match self.family {
             // DeBERTa-v3 writes its absence of token types as 0.
             Family::DebertaV2 => {

@@ -16,9 +16,7 @@ use burn::nn::{Dropout, Embedding, Linear};
 use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData};
 
 use crate::bert::{BertAddNorm, BertInput, BertIntermediate};
-use crate::classifier::{
-    Labels, SequenceClassifierOutput, compute_in, first_token, loss,
-};
+use crate::classifier::{Labels, SequenceClassifierOutput, compute_in, first_token, loss};
 use crate::config::{Activation, DebertaV2Options, ModelConfig};
 use crate::init;
 use crate::layer_norm::LayerNorm;
@@ -54,7 +52,11 @@ fn log_bucket(relative: i64, bucket_size: i64, max_position: i64) -> i64 {
 /// The rows of the relative embeddings each (query, key) pair reads: `c2p[q][k]` and
 /// `p2c[k][q]`, from transformers' `build_relative_position` and
 /// `disentangled_attention_bias`.
-fn relative_indices(seq: usize, positions: &RelativePositions, device: &Device) -> [Tensor<2, Int>; 2] {
+fn relative_indices(
+    seq: usize,
+    positions: &RelativePositions,
+    device: &Device,
+) -> [Tensor<2, Int>; 2] {
     let RelativePositions {
         span,
         buckets,
@@ -107,9 +109,8 @@ impl DebertaV2Embeddings {
         let width = config.embedding_size.unwrap_or(config.hidden_size);
         Self {
             word_embeddings: init::embedding(config, config.vocab_size, width, device),
-            embed_proj: (width != config.hidden_size).then(|| {
-                init::linear_with_bias(config, width, config.hidden_size, false, device)
-            }),
+            embed_proj: (width != config.hidden_size)
+                .then(|| init::linear_with_bias(config, width, config.hidden_size, false, device)),
             layer_norm: init::layer_norm(config, config.hidden_size, device),
             dropout: init::dropout(config.hidden_dropout_prob),
         }
@@ -122,7 +123,10 @@ impl DebertaV2Embeddings {
             Some(project) => ops::per_token(project, x),
             None => x,
         };
-        let real = attention_mask.float().cast(x.dtype()).reshape([batch, seq, 1]);
+        let real = attention_mask
+            .float()
+            .cast(x.dtype())
+            .reshape([batch, seq, 1]);
         dropout(&self.dropout, self.layer_norm.forward(x) * real)
     }
 }
@@ -292,7 +296,10 @@ impl DebertaV2Model {
             .clone()
             .reshape([batch, 1, seq, 1])
             .expand([batch, 1, seq, seq])
-            .bool_and(real.reshape([batch, 1, 1, seq]).expand([batch, 1, seq, seq]));
+            .bool_and(
+                real.reshape([batch, 1, 1, seq])
+                    .expand([batch, 1, seq, seq]),
+            );
         let mask = seen.bool_not();
         let indices = relative_indices(seq, &self.positions, &device);
 
@@ -350,7 +357,10 @@ impl DebertaV2ForSequenceClassification {
 
     /// Logits for a batch, and the mean loss when labels are given.
     pub fn forward(&self, input: BertInput, labels: Option<Labels>) -> SequenceClassifierOutput {
-        let first = dropout(&self.pooler.dropout, first_token(self.deberta.forward(input)));
+        let first = dropout(
+            &self.pooler.dropout,
+            first_token(self.deberta.forward(input)),
+        );
         // One "token" per row, as the families' other heads, for `ops::dense_activation`.
         let pooled = ops::dense_activation(
             &self.pooler.dense,
@@ -372,7 +382,15 @@ mod tests {
     /// distances within 4 are kept; beyond, `ceil(ln(|d| / 4) / ln(63 / 4) × 3) + 4`.
     #[test]
     fn distances_beyond_half_the_buckets_share_log_buckets() {
-        for (distance, bucket) in [(0, 0), (3, 3), (-4, -4), (5, 5), (11, 6), (-11, -6), (63, 7)] {
+        for (distance, bucket) in [
+            (0, 0),
+            (3, 3),
+            (-4, -4),
+            (5, 5),
+            (11, 6),
+            (-11, -6),
+            (63, 7),
+        ] {
             assert_eq!(log_bucket(distance, 8, 64), bucket, "distance {distance}");
         }
     }

@@ -36,7 +36,12 @@ impl DistilBertEmbeddings {
         let dim = config.hidden_size;
         Self {
             word_embeddings: init::embedding(config, config.vocab_size, dim, device),
-            position_embeddings: init::embedding(config, config.max_position_embeddings, dim, device),
+            position_embeddings: init::embedding(
+                config,
+                config.max_position_embeddings,
+                dim,
+                device,
+            ),
             layer_norm: init::layer_norm(config, dim, device),
             dropout: init::dropout(config.hidden_dropout_prob),
         }
@@ -47,7 +52,8 @@ impl DistilBertEmbeddings {
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &input_ids.device())
             .unsqueeze::<2>()
             .expand([batch, seq]);
-        let x = self.word_embeddings.forward(input_ids) + self.position_embeddings.forward(positions);
+        let x =
+            self.word_embeddings.forward(input_ids) + self.position_embeddings.forward(positions);
         dropout(&self.dropout, self.layer_norm.forward(x))
     }
 }
@@ -214,7 +220,10 @@ impl DistilBertForSequenceClassification {
 
     /// Logits for a batch, and the mean loss when labels are given.
     pub fn forward(&self, input: BertInput, labels: Option<Labels>) -> SequenceClassifierOutput {
-        let pooled = relu(dense(&self.pre_classifier, first_token(self.distilbert.forward(input))));
+        let pooled = relu(dense(
+            &self.pre_classifier,
+            first_token(self.distilbert.forward(input)),
+        ));
         let logits = dense(&self.classifier, dropout(&self.dropout, pooled));
         let loss = labels.map(|labels| loss(logits.clone(), labels));
         SequenceClassifierOutput { loss, logits }

@@ -40,13 +40,13 @@ mod roberta;
 use std::path::PathBuf;
 
 pub use bert::*;
-pub use deberta::*;
 pub use burnbert_kernels::runs_own_kernels;
 pub use checkpoint::{LoadReport, checkpoint_name};
 pub use classifier::{Labels, SequenceClassifier, SequenceClassifierOutput, loss};
 pub use config::{
     Activation, AttentionType, DebertaV2Options, Family, ModelConfig, ModernBertOptions, Pooling,
 };
+pub use deberta::*;
 pub use device::{
     available_devices, device_name, is_cpu_backend, parse_device, select_device, select_devices,
 };

@@ -215,8 +215,11 @@ impl ModernBertModel {
                 .map(|index| ModernBertEncoderLayer::new(config, index, device))
                 .collect(),
             final_norm: norm(config, device),
-            rope_theta: [AttentionType::FullAttention, AttentionType::SlidingAttention]
-                .map(|attention| options.rope_theta(attention)),
+            rope_theta: [
+                AttentionType::FullAttention,
+                AttentionType::SlidingAttention,
+            ]
+            .map(|attention| options.rope_theta(attention)),
             local_attention: options.local_attention,
             head_dim: config.head_dim(),
             compute_dtype: None,
@@ -232,11 +235,15 @@ impl ModernBertModel {
         // transformers' `create_bidirectional_sliding_window_mask` on the eager path: a query
         // sees the keys within `local_attention / 2` positions.
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device);
-        let distance = (positions.clone().unsqueeze_dim::<2>(1) - positions.unsqueeze_dim::<2>(0)).abs();
+        let distance =
+            (positions.clone().unsqueeze_dim::<2>(1) - positions.unsqueeze_dim::<2>(0)).abs();
         let outside = distance
             .greater_elem((self.local_attention / 2) as i64)
             .reshape([1, 1, seq, seq]);
-        let sliding = padding.clone().expand([batch, 1, seq, seq]).bool_or(outside.expand([batch, 1, seq, seq]));
+        let sliding = padding
+            .clone()
+            .expand([batch, 1, seq, seq])
+            .bool_or(outside.expand([batch, 1, seq, seq]));
         let [full_rope, sliding_rope] = self
             .rope_theta
             .map(|theta| ops::rotary_tables(seq, self.head_dim, theta, &device));

@@ -216,7 +216,9 @@ pub fn disentangled_scores(
         position.expand([batch, heads, rows, width])
     };
     let gather_index = |index: Tensor<2, burn::tensor::Int>| {
-        index.reshape([1, 1, seq, seq]).expand([batch, heads, seq, seq])
+        index
+            .reshape([1, 1, seq, seq])
+            .expand([batch, heads, seq, seq])
     };
     if let Some(pos_key) = pos_key {
         let c2p = q.matmul(expand(pos_key).transpose());
@@ -224,7 +226,10 @@ pub fn disentangled_scores(
     }
     if let Some(pos_query) = pos_query {
         let p2c = k.matmul(expand(pos_query).transpose());
-        scores = scores + p2c.gather(3, gather_index(transposed_index)).swap_dims(2, 3);
+        scores = scores
+            + p2c
+                .gather(3, gather_index(transposed_index))
+                .swap_dims(2, 3);
     }
     scores
 }
@@ -287,7 +292,10 @@ pub fn rotary_tables(
         .collect();
     let table = |f: fn(f64) -> f64| {
         let values: Vec<f32> = angles.iter().map(|&a| f(a) as f32).collect();
-        Tensor::<2>::from_data(burn::tensor::TensorData::new(values, [seq, head_dim]), device)
+        Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(values, [seq, head_dim]),
+            device,
+        )
     };
     (table(f64::cos), table(f64::sin))
 }
@@ -309,7 +317,10 @@ pub fn rotary(x: Tensor<4>, cos: &Tensor<2>, sin: &Tensor<2>) -> Tensor<4> {
         sin.clone().cast(dtype).unsqueeze::<4>(),
     );
     let rotated = Tensor::cat(
-        vec![x.clone().narrow(3, half, half).neg(), x.clone().narrow(3, 0, half)],
+        vec![
+            x.clone().narrow(3, half, half).neg(),
+            x.clone().narrow(3, 0, half),
+        ],
         3,
     );
     x * cos + rotated * sin

@@ -105,7 +105,10 @@ impl RobertaClassificationHead {
             HeadActivation::Tanh => ops::per_token(&self.dense, x).tanh(),
             HeadActivation::Gelu => ops::dense_gelu(&self.dense, x),
         };
-        dense(&self.out_proj, dropout(&self.dropout, x.squeeze_dim::<2>(1)))
+        dense(
+            &self.out_proj,
+            dropout(&self.dropout, x.squeeze_dim::<2>(1)),
+        )
     }
 }
 
@@ -140,7 +143,10 @@ mod tests {
     #[test]
     fn positions_count_real_tokens_after_the_padding_index() {
         let device = Device::default();
-        let ids = Tensor::<2, Int>::from_data([[0, 7, 2, 2, 9, 2, 1, 1], [0, 5, 2, 1, 1, 1, 1, 1]], &device);
+        let ids = Tensor::<2, Int>::from_data(
+            [[0, 7, 2, 2, 9, 2, 1, 1], [0, 5, 2, 1, 1, 1, 1, 1]],
+            &device,
+        );
         let positions = position_ids(ids, 1).into_data().convert::<i64>();
         assert_eq!(
             positions.try_to_vec::<i64>().unwrap(),

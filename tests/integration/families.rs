@@ -96,8 +96,8 @@ fn every_family_saves_the_checkpoint_transformers_wrote() {
         let (config, model) = load(model_type, &cpu());
         let out = tempfile::tempdir().unwrap();
         model.save_pretrained(&config, out.path()).unwrap();
-        let theirs = std::fs::read(fixture(&format!("tiny-{model_type}/model.safetensors")))
-            .unwrap();
+        let theirs =
+            std::fs::read(fixture(&format!("tiny-{model_type}/model.safetensors"))).unwrap();
         let ours = std::fs::read(out.path().join("model.safetensors")).unwrap();
         let (theirs, ours) = (tensors(&theirs), tensors(&ours));
         assert_eq!(
@@ -114,7 +114,11 @@ fn every_family_saves_the_checkpoint_transformers_wrote() {
         let theirs = read(fixture(&format!("tiny-{model_type}/config.json")));
         let ours = read(out.path().join("config.json"));
         for (key, value) in theirs.as_object().unwrap() {
-            assert_eq!(ours.get(key), Some(value), "{model_type}: config.json's {key}");
+            assert_eq!(
+                ours.get(key),
+                Some(value),
+                "{model_type}: config.json's {key}"
+            );
         }
     }
 }
@@ -139,7 +143,10 @@ fn unsupported_and_mismatched_families_are_named() {
     std::fs::copy(fixture("tiny-deberta-v2/config.json"), &config).unwrap();
     crate::errors::edit_config(dir.path(), |c| c["conv_kernel_size"] = 3.into());
     let err = ModelConfig::from_file(&config).unwrap_err().to_string();
-    assert!(err.contains("DeBERTa-v2 with conv_kernel_size above 0 is not supported"), "{err}");
+    assert!(
+        err.contains("DeBERTa-v2 with conv_kernel_size above 0 is not supported"),
+        "{err}"
+    );
     let bert = ModelConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
     for (model_type, prefix) in [("roberta", "roberta"), ("electra", "electra")] {
         let weights = fixture(&format!("tiny-{model_type}/model.safetensors"));
@@ -147,8 +154,9 @@ fn unsupported_and_mismatched_families_are_named() {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains(&format!("holds a {model_type} model (its keys start with `{prefix}.`)"))
-                && err.contains("model_type says bert"),
+            err.contains(&format!(
+                "holds a {model_type} model (its keys start with `{prefix}.`)"
+            )) && err.contains("model_type says bert"),
             "{err}"
         );
     }

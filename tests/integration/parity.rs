@@ -5,7 +5,7 @@
 use crate::common::*;
 use burn::tensor::{DType, Device, FloatDType, Tensor, TensorData};
 use burnbert_data::Hub;
-use burnbert_model::{ModelConfig, SequenceClassifier, BertInput, Labels};
+use burnbert_model::{BertInput, Labels, ModelConfig, SequenceClassifier};
 
 /// f32 against f32 through the same arithmetic in another order.
 const TOLERANCE: f32 = 1e-4;
@@ -16,12 +16,8 @@ fn load(
     device: &Device,
 ) -> (SequenceClassifier, burnbert_model::LoadReport) {
     let config = ModelConfig::from_file(&fixture(&format!("{dir}/config.json"))).unwrap();
-    SequenceClassifier::from_pretrained(
-        &config,
-        &fixture(&format!("{dir}/{weights}")),
-        device,
-    )
-    .unwrap()
+    SequenceClassifier::from_pretrained(&config, &fixture(&format!("{dir}/{weights}")), device)
+        .unwrap()
 }
 
 fn check_tiny(

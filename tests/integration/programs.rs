@@ -347,9 +347,18 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
         (
             "modernbert",
             "model.",
-            &["hidden_act", "layer_norm_eps", "type_vocab_size", "hidden_dropout_prob"],
+            &[
+                "hidden_act",
+                "layer_norm_eps",
+                "type_vocab_size",
+                "hidden_dropout_prob",
+            ],
         ),
-        ("deberta-v2", "deberta.", &["dim", "n_layers", "embedding_size"]),
+        (
+            "deberta-v2",
+            "deberta.",
+            &["dim", "n_layers", "embedding_size"],
+        ),
     ];
     let read_json = |path: &Path| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -946,7 +955,11 @@ fn deberta_trains_on_the_cpu_only() {
     for file in ["config.json", "model.safetensors"] {
         std::fs::copy(fixture("tiny-deberta-v2").join(file), model.join(file)).unwrap();
     }
-    std::fs::copy(fixture("tiny-bert/tokenizer.json"), model.join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        fixture("tiny-bert/tokenizer.json"),
+        model.join("tokenizer.json"),
+    )
+    .unwrap();
     let train_file = dir.path().join("train.jsonl");
     mrpc_rows(8, 0, &train_file);
     let output = run_program(

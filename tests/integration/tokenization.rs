@@ -21,12 +21,23 @@ fn mrpc_validation_ids_match_transformers() {
     // The same vocabulary without tokenizer.json: WordPiece built from vocab.txt, lower-cased
     // as its tokenizer_config.json says.
     let dir = tempfile::tempdir().unwrap();
-    for name in ["config.json", "vocab.txt", "tokenizer_config.json", "model.safetensors"] {
+    for name in [
+        "config.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "model.safetensors",
+    ] {
         std::fs::copy(files.config.with_file_name(name), dir.path().join(name)).unwrap();
     }
     let local = hub.model_files(dir.path().to_str().unwrap()).unwrap();
     assert!(
-        matches!(&local.tokenizer, TokenizerFiles::WordPiece { config: Some(_), .. }),
+        matches!(
+            &local.tokenizer,
+            TokenizerFiles::WordPiece {
+                config: Some(_),
+                ..
+            }
+        ),
         "{:?}",
         local.tokenizer
     );

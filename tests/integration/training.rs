@@ -23,13 +23,9 @@ pub fn tiny_with_dropout(p: f64, device: &Device) -> SequenceClassifier {
     let mut config = ModelConfig::from_file(&fixture("tiny-bert/config.json")).unwrap();
     config.hidden_dropout_prob = p;
     config.attention_probs_dropout_prob = p;
-    SequenceClassifier::from_pretrained(
-        &config,
-        &fixture("tiny-bert/model.safetensors"),
-        device,
-    )
-    .unwrap()
-    .0
+    SequenceClassifier::from_pretrained(&config, &fixture("tiny-bert/model.safetensors"), device)
+        .unwrap()
+        .0
 }
 
 /// Sentence pairs of 5 to 20 tokens in the tiny vocabulary (2 = [CLS], 3 = [SEP]); the

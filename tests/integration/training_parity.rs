@@ -31,7 +31,7 @@ use burn::module::{ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burnbert_data::Hub;
-use burnbert_model::{ModelConfig, SequenceClassifier, Labels, checkpoint_name};
+use burnbert_model::{Labels, ModelConfig, SequenceClassifier, checkpoint_name};
 use burnbert_train::{Schedule, ScheduleKind, optim};
 use serde_json::Value;
 
@@ -211,12 +211,7 @@ struct Run {
 
 /// Forward, loss, backward and an AdamW step, as many times as the reference did, on its
 /// batch with its peak learning rate and weight decay.
-fn train(
-    model: SequenceClassifier,
-    reference: &Value,
-    top: &Value,
-    device: &Device,
-) -> Run {
+fn train(model: SequenceClassifier, reference: &Value, top: &Value, device: &Device) -> Run {
     let input = input(reference, device);
     let labels = ints(&reference["labels"]);
     let labels =
