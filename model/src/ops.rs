@@ -209,11 +209,19 @@ pub fn disentangled_scores(
     index: Tensor<2, burn::tensor::Int>,
     transposed_index: Tensor<2, burn::tensor::Int>,
 ) -> Tensor<4> {
-    let [batch, heads, seq, _] = q.dims();
+    let [batch, heads, seq, head_dim] = q.dims();
     let mut scores = q.clone().matmul(k.clone().transpose());
-    let expand = |position: Tensor<4>| {
+    // Each head's rows of every sequence against that head's relative positions, as one
+    // product per head: broadcasting the positions over the batch instead (expand or repeat)
+    // gave wrong gradients on wgpu (measured: DeBERTa's position gradients off by their own
+    // size), and copies them besides.
+    let per_head = |x: Tensor<4>, position: Tensor<4>| {
         let [_, _, rows, width] = position.dims();
-        position.expand([batch, heads, rows, width])
+        let x = x.swap_dims(0, 1).reshape([heads, batch * seq, head_dim]);
+        let position = position.reshape([heads, rows, width]);
+        x.matmul(position.transpose())
+            .reshape([heads, batch, seq, rows])
+            .swap_dims(0, 1)
     };
     let gather_index = |index: Tensor<2, burn::tensor::Int>| {
         index
@@ -221,11 +229,11 @@ pub fn disentangled_scores(
             .expand([batch, heads, seq, seq])
     };
     if let Some(pos_key) = pos_key {
-        let c2p = q.matmul(expand(pos_key).transpose());
+        let c2p = per_head(q, pos_key);
         scores = scores + c2p.gather(3, gather_index(index));
     }
     if let Some(pos_query) = pos_query {
-        let p2c = k.matmul(expand(pos_query).transpose());
+        let p2c = per_head(k, pos_query);
         scores = scores
             + p2c
                 .gather(3, gather_index(transposed_index))

@@ -478,12 +478,6 @@ fn check_families(device: &Device) {
     let top = json("training_reference.json");
     let all_steps = std::ptr::eq(tolerances(device), &EXACT_GELU);
     for family in FAMILIES {
-        // DeBERTa's gradients on wgpu disagree with PyTorch's, and `train` refuses it there
-        // (`programs::deberta_trains_on_the_cpu_only`).
-        if family == "deberta-v2" && !burnbert_model::is_cpu_backend(device) {
-            println!("tiny-deberta-v2 on {device:?}: not trained here (the CPU only, for now)");
-            continue;
-        }
         let dir = format!("tiny-{family}");
         let reference = json(&format!("{dir}/reference.json"));
         check_in_full(&dir, &reference["training"], &top, device, all_steps);

@@ -297,16 +297,6 @@ fn start(
     dirs: &CheckpointDirs,
     observer: &mut dyn Observer,
 ) -> Result<(SequenceClassifier, ModuleOptimizer, LoopState), TrainError> {
-    if matches!(model, SequenceClassifier::DebertaV2(_))
-        && !devices.iter().all(burnbert_model::is_cpu_backend)
-    {
-        return Err(TrainError::Options(
-            "DeBERTa-v3 trains on the CPU only for now: on GPU backends its gradients disagree \
-             with PyTorch's (its forward pass agrees, so eval and predict run anywhere); pass \
-             --device cpu"
-                .into(),
-        ));
-    }
     let model = model.to_device(&devices[0]).train();
     let optimizer = optim::adamw(options.weight_decay);
     let run = checkpoint::run_identity(options, data.train, &model);
