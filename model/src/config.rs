@@ -517,16 +517,12 @@ impl ModelConfig {
             })?;
         config.family = family;
         if family == Family::ModernBert {
-            let options: ModernBertOptions =
-                serde_json::from_value(serde_json::Value::Object(config.extra.clone()))
-                    .map_err(|e| format!("{e}"))?;
+            let options: ModernBertOptions = config.family_options()?;
             options.validate(config.num_hidden_layers)?;
             config.modernbert = Some(options);
         }
         if family == Family::DebertaV2 {
-            let options: DebertaV2Options =
-                serde_json::from_value(serde_json::Value::Object(config.extra.clone()))
-                    .map_err(|e| format!("{e}"))?;
+            let options: DebertaV2Options = config.family_options()?;
             options.validate(&config)?;
             config.deberta = Some(options);
         }
@@ -643,6 +639,12 @@ impl ModelConfig {
     /// The dimension of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// A family's own fields, read from `extra` with their defaults.
+    fn family_options<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        serde_json::from_value(serde_json::Value::Object(self.extra.clone()))
+            .map_err(|e| e.to_string())
     }
 
     /// The dropout before the classification head: `classifier_dropout` when set, else the

@@ -361,13 +361,7 @@ impl DebertaV2ForSequenceClassification {
             &self.pooler.dropout,
             first_token(self.deberta.forward(input)),
         );
-        // One "token" per row, as the families' other heads, for `ops::dense_activation`.
-        let pooled = ops::dense_activation(
-            &self.pooler.dense,
-            self.pooler.activation,
-            first.unsqueeze_dim::<3>(1),
-        )
-        .squeeze_dim::<2>(1);
+        let pooled = ops::dense_activation_rows(&self.pooler.dense, self.pooler.activation, first);
         let logits = dense(&self.classifier, dropout(&self.dropout, pooled));
         let loss = labels.map(|labels| loss(logits.clone(), labels));
         SequenceClassifierOutput { loss, logits }

@@ -315,13 +315,11 @@ impl ModernBertForSequenceClassification {
                 sum.reshape([batch, width]) / weights.sum_dim(1)
             }
         };
-        // One "token" per row, as the families' other heads, for `ops::dense_activation`.
-        let pooled = ops::dense_activation(
+        let pooled = self.head.norm.forward(ops::dense_activation_rows(
             &self.head.dense,
             self.head.activation,
-            pooled.unsqueeze_dim::<3>(1),
-        );
-        let pooled = self.head.norm.forward(pooled).squeeze_dim::<2>(1);
+            pooled,
+        ));
         let logits = dense(&self.classifier, dropout(&self.drop, pooled));
         let loss = labels.map(|labels| loss(logits.clone(), labels));
         SequenceClassifierOutput { loss, logits }

@@ -377,6 +377,20 @@ pub fn dense_activation(dense: &Linear, activation: Activation, hidden: Tensor<3
     }
 }
 
+/// [`dense_activation`] of one vector per row, as the classification heads apply it to their
+/// pooled state: the same kernels as for tokens.
+///
+/// # Shapes
+///
+/// `pooled` `[batch, d_in]`; the output is `[batch, d_out]`.
+pub fn dense_activation_rows(
+    dense: &Linear,
+    activation: Activation,
+    pooled: Tensor<2>,
+) -> Tensor<2> {
+    dense_activation(dense, activation, pooled.unsqueeze_dim::<3>(1)).squeeze_dim::<2>(1)
+}
+
 /// The feed-forward network's expansion with the exact GELU, `gelu(dense(hidden))`. The GPU
 /// kernel adds the bias and applies GELU in one pass, and differentiates it exactly, as
 /// PyTorch (Burn's own backward is the tanh approximation's derivative).

@@ -14,7 +14,7 @@ use crate::bert::{BertEmbeddings, BertEncoder, BertInput};
 use crate::classifier::{
     Labels, SequenceClassifierOutput, compute_in, first_token, loss, padding_mask,
 };
-use crate::config::ModelConfig;
+use crate::config::{Activation, ModelConfig};
 use crate::init;
 use crate::ops::{self, dense, dropout};
 
@@ -98,17 +98,12 @@ impl RobertaClassificationHead {
     ///
     /// `hidden` `[batch, seq, hidden]`; the logits are `[batch, num_labels]`.
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
-        // One "token" per row, so that GELU goes through `ops::dense_gelu` and its exact
-        // backward on every backend that has one.
-        let x = dropout(&self.dropout, first_token(hidden)).unsqueeze_dim::<3>(1);
+        let x = dropout(&self.dropout, first_token(hidden));
         let x = match self.activation {
-            HeadActivation::Tanh => ops::per_token(&self.dense, x).tanh(),
-            HeadActivation::Gelu => ops::dense_gelu(&self.dense, x),
+            HeadActivation::Tanh => dense(&self.dense, x).tanh(),
+            HeadActivation::Gelu => ops::dense_activation_rows(&self.dense, Activation::Gelu, x),
         };
-        dense(
-            &self.out_proj,
-            dropout(&self.dropout, x.squeeze_dim::<2>(1)),
-        )
+        dense(&self.out_proj, dropout(&self.dropout, x))
     }
 }
 

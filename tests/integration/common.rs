@@ -41,6 +41,29 @@ pub fn int_tensor(value: &Value, device: &Device) -> Tensor<2, Int> {
     Tensor::from_data(TensorData::new(ints(value), dims2(value)), device)
 }
 
+/// A module path while a `ModuleVisitor` walks a model, in the checkpoint's naming: the
+/// model's enum variant (`Bert`) is no part of it.
+#[derive(Default)]
+pub struct ModulePath(Vec<String>);
+
+impl ModulePath {
+    pub fn enter(&mut self, name: &str, container_type: &str) {
+        if !container_type.starts_with("Enum:") {
+            self.0.push(name.to_string());
+        }
+    }
+
+    pub fn exit(&mut self, container_type: &str) {
+        if !container_type.starts_with("Enum:") {
+            self.0.pop();
+        }
+    }
+
+    pub fn joined(&self) -> String {
+        self.0.join(".")
+    }
+}
+
 /// The BERT inside a model known to be one.
 pub fn bert(model: &SequenceClassifier) -> &BertForSequenceClassification {
     match model {

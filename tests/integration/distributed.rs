@@ -200,20 +200,15 @@ fn assert_same_run(
 fn by_path(model: &impl Module, grads: Option<&GradientsParams>) -> Vec<(String, Vec<f32>)> {
     struct Collect<'a> {
         grads: Option<&'a GradientsParams>,
-        path: Vec<String>,
+        path: ModulePath,
         out: Vec<(String, Vec<f32>)>,
     }
     impl ModuleVisitor for Collect<'_> {
-        // The model's enum variant (`Bert`) is no part of the checkpoint's names.
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            if !container_type.starts_with("Enum:") {
-                self.path.push(name.to_string());
-            }
+            self.path.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, container_type: &str) {
-            if !container_type.starts_with("Enum:") {
-                self.path.pop();
-            }
+            self.path.exit(container_type);
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let tensor = match self.grads {
@@ -223,12 +218,12 @@ fn by_path(model: &impl Module, grads: Option<&GradientsParams>) -> Vec<(String,
             let values = tensor.map_or_else(Vec::new, |tensor| {
                 tensor.into_data().convert::<f32>().iter::<f32>().collect()
             });
-            self.out.push((self.path.join("."), values));
+            self.out.push((self.path.joined(), values));
         }
     }
     let mut collect = Collect {
         grads,
-        path: Vec::new(),
+        path: ModulePath::default(),
         out: Vec::new(),
     };
     model.visit(&mut collect);

@@ -18,6 +18,23 @@ fn run_program(name: &str, args: &[&str]) -> Output {
     program(path).args(args).output().unwrap()
 }
 
+/// `predict`'s answers for the JSON lines in `input`, one per line, with the model in `model`.
+fn predict(model: &str, input: &Path) -> Vec<serde_json::Value> {
+    let predicted = run_program(
+        "predict",
+        &["--model", model, "--input", input.to_str().unwrap()],
+    );
+    assert!(
+        predicted.status.success(),
+        "predict with {model} failed: {}",
+        stderr(&predicted)
+    );
+    stdout(&predicted)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -173,24 +190,7 @@ fn train_then_predict_and_eval_the_saved_model() {
     assert_eq!(on_two["metrics"], evaluated["metrics"]);
 
     // predict reads JSON lines and answers one line per input, in order.
-    let predicted = run_program(
-        "predict",
-        &[
-            "--model",
-            out_str,
-            "--input",
-            validation_file.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        predicted.status.success(),
-        "predict failed: {}",
-        stderr(&predicted)
-    );
-    let lines: Vec<serde_json::Value> = stdout(&predicted)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = predict(out_str, &validation_file);
     assert_eq!(lines.len(), 10);
     let correct = lines
         .iter()
@@ -497,24 +497,7 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
                 "{model_type}: {metric}: eval {a} vs train {b}"
             );
         }
-        let predicted = run_program(
-            "predict",
-            &[
-                "--model",
-                out_str,
-                "--input",
-                validation_file.to_str().unwrap(),
-            ],
-        );
-        assert!(
-            predicted.status.success(),
-            "{model_type}: predict failed: {}",
-            stderr(&predicted)
-        );
-        let lines: Vec<serde_json::Value> = stdout(&predicted)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = predict(out_str, &validation_file);
         assert_eq!(lines.len(), 10, "{model_type}");
         for line in &lines {
             assert!(

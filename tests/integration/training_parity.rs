@@ -150,24 +150,19 @@ struct Named {
 /// Every parameter of `model`, or its gradient in `grads`, in module order.
 fn named(model: &SequenceClassifier, grads: Option<&GradientsParams>) -> Vec<Named> {
     struct Collect<'a> {
-        path: Vec<String>,
+        path: ModulePath,
         grads: Option<&'a GradientsParams>,
         out: Vec<Named>,
     }
     impl ModuleVisitor for Collect<'_> {
-        // The model's enum variant (`Bert`) is no part of the checkpoint's names.
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            if !container_type.starts_with("Enum:") {
-                self.path.push(name.to_string());
-            }
+            self.path.enter(name, container_type);
         }
         fn exit_module(&mut self, _name: &str, container_type: &str) {
-            if !container_type.starts_with("Enum:") {
-                self.path.pop();
-            }
+            self.path.exit(container_type);
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let name = checkpoint_name(&self.path.join("."));
+            let name = checkpoint_name(&self.path.joined());
             let tensor = match self.grads {
                 Some(grads) => grads
                     .get::<D>(param.id)
@@ -188,7 +183,7 @@ fn named(model: &SequenceClassifier, grads: Option<&GradientsParams>) -> Vec<Nam
         }
     }
     let mut collect = Collect {
-        path: Vec::new(),
+        path: ModulePath::default(),
         grads,
         out: Vec::new(),
     };
