@@ -148,8 +148,8 @@ impl Hub {
         })
     }
 
-    /// `tokenizer.json`, else `vocab.txt` (with `tokenizer_config.json` if there is one), else
-    /// `vocab.json` and `merges.txt`.
+    /// `tokenizer.json`, else `vocab.txt`, else `vocab.json` and `merges.txt`, else `spm.model`
+    /// (the first two and the last with `tokenizer_config.json` where there is one).
     fn tokenizer_files(&self, model: &str) -> Result<TokenizerFiles, DataError> {
         let file = |name| self.file(model, RepoType::Model, name);
         let missing =
@@ -158,17 +158,19 @@ impl Hub {
         if !missing(&json) {
             return json.map(TokenizerFiles::Json);
         }
+        let config = || {
+            let config = file("tokenizer_config.json");
+            if missing(&config) {
+                Ok(None)
+            } else {
+                config.map(Some)
+            }
+        };
         let vocab = file("vocab.txt");
         if !missing(&vocab) {
-            let config = file("tokenizer_config.json");
-            let config = if missing(&config) {
-                None
-            } else {
-                Some(config?)
-            };
             return Ok(TokenizerFiles::WordPiece {
                 vocab: vocab?,
-                config,
+                config: config()?,
             });
         }
         let (vocab, merges) = (file("vocab.json"), file("merges.txt"));
@@ -178,11 +180,17 @@ impl Hub {
                 merges: merges?,
             });
         }
+        let spm = file("spm.model");
+        if !missing(&spm) {
+            return Ok(TokenizerFiles::SentencePiece {
+                model: spm?,
+                config: config()?,
+            });
+        }
         Err(DataError::NotFound(format!(
-            "{model} has no tokenizer.json, vocab.txt, or vocab.json with merges.txt: burnbert \
-             needs one of them (a SentencePiece spm.model alone, as DeBERTa-v3 ships, is not \
-             supported yet: save the tokenizer with transformers' save_pretrained to get a \
-             tokenizer.json)"
+            "{model} has no tokenizer.json, vocab.txt, vocab.json with merges.txt, or spm.model: \
+             burnbert needs one of them (for another tokenizer, save it with transformers' \
+             save_pretrained to get a tokenizer.json)"
         )))
     }
 

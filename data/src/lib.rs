@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod dataset;
 pub mod hub;
+pub mod sentencepiece;
 pub mod task;
 pub mod tokenize;
 

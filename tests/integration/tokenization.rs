@@ -95,30 +95,115 @@ fn check_mrpc_ids(rows: &[Example], files: &TokenizerFiles) {
 /// text): `<s> a </s></s> b </s>`.
 #[test]
 fn byte_level_bpe_pairs_match_transformers() {
+    let dir = fixture("tiny-bpe");
+    check_fixture_pairs(
+        "tiny-bpe",
+        &[
+            TokenizerFiles::Json(dir.join("tokenizer.json")),
+            TokenizerFiles::ByteLevelBpe {
+                vocab: dir.join("vocab.json"),
+                merges: dir.join("merges.txt"),
+            },
+        ],
+        1,
+    );
+}
+
+/// DeBERTa-v3's SentencePiece Unigram, from `tokenizer.json` and built from `spm.model` alone,
+/// against transformers' `DebertaV2TokenizerFast` (`assets/fixtures/tiny-unigram/`, a model
+/// sentencepiece trained on MRPC's training text with its default NFKC rules): `[CLS] a [SEP]
+/// b [SEP]` with token types, and `[MASK]` added after the vocabulary.
+#[test]
+fn sentencepiece_unigram_pairs_match_transformers() {
+    // A DeBERTa-v3 directory as the Hub has it: spm.model and tokenizer_config.json only.
+    let local = tempfile::tempdir().unwrap();
+    for (from, name) in [
+        ("tiny-deberta-v2/config.json", "config.json"),
+        ("tiny-deberta-v2/model.safetensors", "model.safetensors"),
+        ("tiny-unigram/spm.model", "spm.model"),
+    ] {
+        std::fs::copy(fixture(from), local.path().join(name)).unwrap();
+    }
+    let config = local.path().join("tokenizer_config.json");
+    std::fs::write(&config, r#"{"do_lower_case": false, "vocab_type": "spm"}"#).unwrap();
+    let spm = Hub::from_env("main", true)
+        .model_files(local.path().to_str().unwrap())
+        .unwrap()
+        .tokenizer;
+    assert_eq!(
+        spm,
+        TokenizerFiles::SentencePiece {
+            model: local.path().join("spm.model"),
+            config: Some(config),
+        }
+    );
+    let dir = fixture("tiny-unigram");
+    check_fixture_pairs(
+        "tiny-unigram",
+        &[
+            TokenizerFiles::Json(dir.join("tokenizer.json")),
+            spm.clone(),
+        ],
+        0,
+    );
+    let reference = json("tiny-unigram/reference.json");
+    let tokenizer = PairTokenizer::from_files(&spm, 128).unwrap();
+    assert_eq!(
+        tokenizer.vocab_size() as i64,
+        reference["special_tokens"]["[MASK]"].as_i64().unwrap() + 1
+    );
+    // Text that the NFKC character map and the whitespace steps change, which MRPC lacks.
+    let unusual = &reference["unusual_pairs"];
+    let rows: Vec<Example> = unusual["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| Example {
+            text_a: pair[0].as_str().unwrap().into(),
+            text_b: Some(pair[1].as_str().unwrap().into()),
+            label: None,
+        })
+        .collect();
+    let (encoded, _) = tokenizer.encode_all(&rows).unwrap();
+    for (i, e) in encoded.iter().enumerate() {
+        let ids: Vec<i64> = e.input_ids.iter().map(|&t| t as i64).collect();
+        let types: Vec<i64> = e.token_type_ids.iter().map(|&t| t as i64).collect();
+        assert_eq!(ids, ints(&unusual["input_ids"][i]), "unusual pair {i}");
+        assert_eq!(
+            types,
+            ints(&unusual["token_type_ids"][i]),
+            "unusual pair {i}"
+        );
+    }
+}
+
+/// The ids (and token types, where the reference has them) that each of `files` gives for
+/// MRPC's validation pairs are those in the fixture `name`'s reference.json, whole and
+/// truncated to 24 tokens.
+fn check_fixture_pairs(name: &str, files: &[TokenizerFiles], pad_id: u32) {
     require_hf_home();
     let hub = Hub::from_env("main", true);
     let rows = Task::by_name("mrpc")
         .unwrap()
         .load_split(&hub, "validation", None)
         .unwrap();
-    let reference = json("tiny-bpe/reference.json");
-    let dir = fixture("tiny-bpe");
-    for files in [
-        TokenizerFiles::Json(dir.join("tokenizer.json")),
-        TokenizerFiles::ByteLevelBpe {
-            vocab: dir.join("vocab.json"),
-            merges: dir.join("merges.txt"),
-        },
-    ] {
-        let tokenizer = PairTokenizer::from_files(&files, 128).unwrap();
-        assert_eq!(tokenizer.pad_id(), 1, "{files:?}: <pad>");
+    let reference = json(&format!("{name}/reference.json"));
+    let has_types = reference.get("token_type_ids").is_some();
+    for files in files {
+        let tokenizer = PairTokenizer::from_files(files, 128).unwrap();
+        assert_eq!(tokenizer.pad_id(), pad_id, "{files:?}: pad id");
         let (encoded, _) = tokenizer.encode_all(&rows).unwrap();
         assert_eq!(encoded.len(), 408);
         for (i, e) in encoded.iter().enumerate() {
             let ids: Vec<i64> = e.input_ids.iter().map(|&t| t as i64).collect();
             assert_eq!(ids, ints(&reference["input_ids"][i]), "{files:?}: pair {i}");
+            if has_types {
+                let types: Vec<i64> = e.token_type_ids.iter().map(|&t| t as i64).collect();
+                let want = ints(&reference["token_type_ids"][i]);
+                assert_eq!(types, want, "{files:?}: types of pair {i}");
+            }
         }
-        let truncating = PairTokenizer::from_files(&files, 24).unwrap();
+        let truncating = PairTokenizer::from_files(files, 24).unwrap();
         let (short, _) = truncating.encode_all(&rows[..8]).unwrap();
         for (i, e) in short.iter().enumerate() {
             let ids: Vec<i64> = e.input_ids.iter().map(|&t| t as i64).collect();
