@@ -5,6 +5,7 @@
 //! in `training_parity.rs`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use burnbert_model::{Family, Labels, ModelConfig, SequenceClassifier};
@@ -26,17 +27,19 @@ const FAMILIES: [(&str, Family); 6] = [
 ];
 
 fn load(model_type: &str, device: &Device) -> (ModelConfig, SequenceClassifier) {
-    let dir = format!("tiny-{model_type}");
-    let config = ModelConfig::from_file(&fixture(&format!("{dir}/config.json"))).unwrap();
-    let (model, report) = SequenceClassifier::from_pretrained(
-        &config,
-        &fixture(&format!("{dir}/model.safetensors")),
-        device,
-    )
-    .unwrap();
+    load_dir(&fixture(&format!("tiny-{model_type}")), device)
+}
+
+/// The config and model of a directory that transformers' `save_pretrained` wrote.
+fn load_dir(dir: &Path, device: &Device) -> (ModelConfig, SequenceClassifier) {
+    let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+    let (model, report) =
+        SequenceClassifier::from_pretrained(&config, &dir.join("model.safetensors"), device)
+            .unwrap();
     assert!(
         report.newly_initialized.is_empty() && report.unused.is_empty(),
-        "{model_type}: {report}"
+        "{}: {report}",
+        dir.display()
     );
     (config, model)
 }
@@ -45,37 +48,60 @@ fn load(model_type: &str, device: &Device) -> (ModelConfig, SequenceClassifier) 
 fn every_family_matches_transformers_on_every_backend() {
     for device in devices() {
         for (model_type, family) in FAMILIES {
-            let (config, model) = load(model_type, &device);
-            assert_eq!(config.family, family, "{model_type}");
-            let reference = json(&format!("tiny-{model_type}/reference.json"));
-            let what = |part: &str| format!("{model_type} on {device:?}: {part}");
-            let input = input(&reference, &device);
-            assert_close(
-                &values(model.last_hidden_state(input.clone())),
-                &floats(&reference["last_hidden_state"]),
-                TOLERANCE,
-                &what("last_hidden_state"),
-            );
-            let labels = ints(&reference["labels"]);
-            let labels = Labels::Classes(Tensor::from_data(
-                TensorData::new(labels.clone(), [labels.len()]),
-                &device,
-            ));
-            let output = model.forward(input, Some(labels));
-            assert_close(
-                &values(output.logits),
-                &floats(&reference["logits"]),
-                TOLERANCE,
-                &what("logits"),
-            );
-            assert_close(
-                &values(output.loss.unwrap()),
-                &[reference["loss"].as_f64().unwrap() as f32],
-                TOLERANCE,
-                &what("loss"),
-            );
+            let dir = fixture(&format!("tiny-{model_type}"));
+            check_forward(&dir, family, &device);
         }
     }
+}
+
+/// Each family once at its base checkpoint's shape: the random-weight models that
+/// `make_fixtures.py base-size` writes where `BURNBERT_BASE_SIZE_DIR` says (hundreds of MB each,
+/// so not committed), with a batch of 200 tokens, longer than ModernBERT's local window. Run by
+/// `bench/base-size-parity.sh`; the README keeps its last result.
+#[test]
+#[ignore = "needs the base-size models: run bench/base-size-parity.sh"]
+fn every_family_matches_transformers_at_base_size() {
+    let root = std::env::var("BURNBERT_BASE_SIZE_DIR")
+        .expect("BURNBERT_BASE_SIZE_DIR: where make_fixtures.py base-size wrote the models");
+    for (model_type, family) in FAMILIES {
+        check_forward(&Path::new(&root).join(model_type), family, &cpu());
+    }
+}
+
+/// The model in `dir` is of `family` and gives its reference.json's hidden states, logits and
+/// loss on `device`.
+fn check_forward(dir: &Path, family: Family, device: &Device) {
+    let (config, model) = load_dir(dir, device);
+    assert_eq!(config.family, family, "{}", dir.display());
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let what = |part: &str| format!("{} on {device:?}: {part}", dir.display());
+    let input = input(&reference, device);
+    assert_close(
+        &values(model.last_hidden_state(input.clone())),
+        &floats(&reference["last_hidden_state"]),
+        TOLERANCE,
+        &what("last_hidden_state"),
+    );
+    let labels = ints(&reference["labels"]);
+    let labels = Labels::Classes(Tensor::from_data(
+        TensorData::new(labels.clone(), [labels.len()]),
+        device,
+    ));
+    let output = model.forward(input, Some(labels));
+    assert_close(
+        &values(output.logits),
+        &floats(&reference["logits"]),
+        TOLERANCE,
+        &what("logits"),
+    );
+    assert_close(
+        &values(output.loss.unwrap()),
+        &[reference["loss"].as_f64().unwrap() as f32],
+        TOLERANCE,
+        &what("loss"),
+    );
 }
 
 /// The tensors of a safetensors file by name, as f32 bits with their shapes.
