@@ -196,3 +196,92 @@ fn unsupported_and_mismatched_families_are_named() {
     .to_string();
     assert!(err.contains("holds a bert model"), "{err}");
 }
+
+/// Mixed precision and several devices take every family as they take BERT. In bf16 on flex
+/// (f16 on wgpu, whose lavapipe has no bf16) the logits are as close to f32's as torch's bf16
+/// autocast gets; two devices sharing a batch give the one-device gradients.
+#[cfg(feature = "flex")]
+#[test]
+fn every_family_runs_in_mixed_precision_and_on_two_devices() {
+    use burn::tensor::FloatDType;
+    use burnbert_data::{Encoded, Label, PaddingBatcher};
+    use burnbert_train::accumulate_gradients;
+
+    let mut mixed = vec![(
+        burnbert_model::parse_device("flex").unwrap(),
+        FloatDType::BF16,
+    )];
+    if cfg!(feature = "wgpu") {
+        mixed.push((
+            burnbert_model::parse_device("wgpu").unwrap(),
+            FloatDType::F16,
+        ));
+    }
+    for (model_type, _) in FAMILIES {
+        let dir = fixture(&format!("tiny-{model_type}"));
+        let reference = json(&format!("tiny-{model_type}/reference.json"));
+        for (device, dtype) in &mixed {
+            let (_, model) = load_dir(&dir, device);
+            let exact = values(
+                model
+                    .clone()
+                    .forward(input(&reference, device), None)
+                    .logits,
+            );
+            let model = model.with_compute_dtype(Some(*dtype));
+            let logits = values(model.forward(input(&reference, device), None).logits);
+            // as parity.rs holds MiniLM: within 4 times the error of torch's bf16 autocast
+            let autocast = floats(&reference["logits_autocast_bf16"]);
+            let torch_error = autocast
+                .iter()
+                .zip(floats(&reference["logits"]))
+                .fold(0.0f32, |m, (a, f)| m.max((a - f).abs()));
+            let what = format!("{model_type} in {dtype:?} on {device:?}: logits");
+            assert_close(&logits, &exact, 4.0 * torch_error, &what);
+            assert_ne!(logits, exact, "{what}: not computed in 16 bits");
+        }
+
+        // The eval batch's rows, unpadded, as the batcher takes them.
+        let rows: Vec<Encoded> = (0..3)
+            .map(|i| {
+                let len = ints(&reference["attention_mask"][i]).iter().sum::<i64>() as usize;
+                let ids = ints(&reference["input_ids"][i]);
+                let types = ints(&reference["token_type_ids"][i]);
+                Encoded {
+                    input_ids: ids[..len].iter().map(|&t| t as u32).collect(),
+                    token_type_ids: types[..len].iter().map(|&t| t as u32).collect(),
+                    label: Some(Label::Class(ints(&reference["labels"])[i] as usize)),
+                }
+            })
+            .collect();
+        let batcher = PaddingBatcher {
+            pad_id: ints(&reference["input_ids"][2])[11] as u32,
+            pad_to_multiple_of: 1,
+        };
+        let device = cpu().autodiff();
+        let mut config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+        config.hidden_dropout_prob = 0.0;
+        config.attention_probs_dropout_prob = 0.0;
+        config.classifier_dropout = None;
+        let (model, _) =
+            SequenceClassifier::from_pretrained(&config, &dir.join("model.safetensors"), &device)
+                .unwrap();
+        let one_device = [device.clone()];
+        let (one, one_loss, _) =
+            accumulate_gradients(&model, &[vec![0, 1, 2]], &rows, &batcher, &one_device);
+        let two_devices = [device.clone(), device];
+        let (two, two_loss, n) = accumulate_gradients(
+            &model,
+            &[vec![0, 1], vec![2]],
+            &rows,
+            &batcher,
+            &two_devices,
+        );
+        assert_eq!(n, 3);
+        assert!(
+            (one_loss - two_loss).abs() < 1e-5,
+            "{model_type}: {one_loss} vs {two_loss}"
+        );
+        crate::training::assert_same_gradients(&model, &one, &two);
+    }
+}

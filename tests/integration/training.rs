@@ -97,7 +97,8 @@ fn accumulated_micro_batches_give_the_large_batch_gradient() {
     assert_same_gradients(&model, &large, &small);
 }
 
-/// Two gradients of `model`'s parameters agree within float noise, and cover all 41.
+/// Two gradients of `model`'s parameters agree within float noise, and both have one for every
+/// parameter.
 pub fn assert_same_gradients(
     model: &SequenceClassifier,
     large: &burn::optim::GradientsParams,
@@ -113,27 +114,28 @@ pub fn assert_same_gradients(
             let a = self
                 .0
                 .get::<D>(param.id)
-                .unwrap()
+                .expect("every parameter has a gradient")
                 .into_data()
                 .try_to_vec::<f32>()
                 .unwrap();
             let b = self
                 .1
                 .get::<D>(param.id)
-                .unwrap()
+                .expect("every parameter has a gradient")
                 .into_data()
                 .try_to_vec::<f32>()
                 .unwrap();
             // Float noise of a different summation order: relative to the tensor's scale,
-            // with a floor for tensors whose gradient is almost zero.
+            // with a floor for the gradients that are zero in exact arithmetic (the attention's
+            // key biases), whose noise follows the model's larger gradients.
             let scale = a.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
-            assert_close(&a, &b, 1e-7 + 1e-4 * scale, "accumulated gradient");
+            assert_close(&a, &b, 1e-6 + 1e-4 * scale, "accumulated gradient");
             self.2 += 1;
         }
     }
     let mut compare = Compare(large, small, 0);
     model.visit(&mut compare);
-    assert_eq!(compare.2, 41, "every parameter has a gradient");
+    assert!(compare.2 > 0, "the model has no parameters");
 }
 
 pub fn options(epochs: usize) -> TrainOptions {
