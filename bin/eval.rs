@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use burnbert::{ModelArgs, run};
-use burnbert_data::{PaddingBatcher, Task};
+use burnbert_data::{LabelSpace, PaddingBatcher, Task, label_names, read_examples};
 use burnbert_eval::Metrics;
 use clap::Parser;
 
@@ -42,10 +42,33 @@ fn main() -> std::process::ExitCode {
             "--confusion-matrix needs a classification task; {} is a regression",
             task.name
         );
-        let rows = task.load_split(&args.model.hub(), &args.split, args.file.as_deref())?;
+        // A file whose labels are text holds the model's class names (its id2label): it is
+        // read once the model is loaded. Any other split is read first, to fail fast.
+        let text_labels_file = match &args.file {
+            Some(file) if label_names(file, &task.columns())?.is_some() => Some(file.as_path()),
+            _ => None,
+        };
+        let numeric_rows = match text_labels_file {
+            None => task.load_split(&args.model.hub(), &args.split, args.file.as_deref())?,
+            Some(_) => Vec::new(),
+        };
         let devices = args.model.devices()?;
         let loaded = args.model.load(&devices[0], None)?;
         loaded.warn_if_head_untrained(&args.model.model);
+        let class_names: Vec<String> = match text_labels_file {
+            Some(_) => (0..loaded.config.label_count())
+                .map(|i| loaded.config.label_name(i))
+                .collect(),
+            None => task.label_names(),
+        };
+        let rows = match text_labels_file {
+            Some(file) => read_examples(
+                file,
+                &task.columns(),
+                &LabelSpace::Names(class_names.clone()),
+            )?,
+            None => numeric_rows,
+        };
         anyhow::ensure!(
             loaded.config.label_count() == task.num_outputs(),
             "the model has {} outputs but task {} needs {}; evaluate a model fine-tuned for it",
@@ -79,7 +102,7 @@ fn main() -> std::process::ExitCode {
         if let Some(path) = &args.confusion_matrix {
             burnbert_eval::plot::plot_confusion_matrix(
                 &metrics.confusion_matrix(),
-                &task.label_names(),
+                &class_names,
                 path,
             )?;
         }

@@ -7,7 +7,9 @@ use anyhow::Context;
 use burn::data::dataloader::batcher::Batcher;
 use burnbert::progress::{Progress, ReportTo, interrupt_flag};
 use burnbert::{ModelArgs, run};
-use burnbert_data::{Columns, Encoded, PaddingBatcher, Task, padding_ratio, read_examples};
+use burnbert_data::{
+    Columns, Encoded, LabelSpace, PaddingBatcher, Task, label_names, padding_ratio, read_examples,
+};
 use burnbert_train::{CheckpointDirs, Data, TrainOptions};
 use clap::Parser;
 
@@ -108,12 +110,37 @@ fn main() -> std::process::ExitCode {
         let gpu = !burnbert_model::is_cpu_backend(device);
         let hub = args.model.hub();
 
-        // Data first: a bad file fails in a second, not after the model has loaded.
+        // Data first: a bad file fails in a second, not after the model has loaded. Text
+        // labels in the training file make its sorted names the classes.
         let columns = args.columns(task)?;
-        let load = |split: &str, file: &Option<PathBuf>| match file {
-            Some(path) => {
-                read_examples(path, &columns, task.label_space()).map_err(anyhow::Error::from)
+        let labels = match &args.train_file {
+            Some(path) => label_names(path, &columns)?.map(LabelSpace::Names),
+            None => None,
+        }
+        .unwrap_or_else(|| task.label_space());
+        let label_names = match &labels {
+            LabelSpace::Names(names) => {
+                anyhow::ensure!(
+                    args.validation_file.is_some(),
+                    "the training file's labels are names ({}); pass --validation-file with \
+                     the same names (the task's Hub split has numbers)",
+                    names.join(", ")
+                );
+                anyhow::ensure!(
+                    names.len() == task.labels.len(),
+                    "the training file has {} labels ({}) but task {} has {} classes; choose \
+                     the --task whose classes these are",
+                    names.len(),
+                    names.join(", "),
+                    task.name,
+                    task.labels.len()
+                );
+                names.clone()
             }
+            _ => task.label_names(),
+        };
+        let load = |split: &str, file: &Option<PathBuf>| match file {
+            Some(path) => read_examples(path, &columns, &labels).map_err(anyhow::Error::from),
             None => task
                 .load_split(&hub, split, None)
                 .map_err(anyhow::Error::from),
@@ -128,7 +155,7 @@ fn main() -> std::process::ExitCode {
         options.ranks = ranks.world();
 
         device.seed(options.seed);
-        let loaded = args.model.load(device, Some(&task.label_names()))?;
+        let loaded = args.model.load(device, Some(&label_names))?;
         if !args.quiet {
             println!("model {}: {}", args.model.model, loaded.report);
         }
@@ -193,7 +220,7 @@ fn main() -> std::process::ExitCode {
             train: &train,
             validation: &validation,
             metrics: task.metrics,
-            num_classes: task.labels.len(),
+            num_classes: labels.num_classes(),
             batcher: &batcher,
         };
         let trained = burnbert_train::train(

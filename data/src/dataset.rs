@@ -38,42 +38,134 @@ pub struct Columns {
     pub label: String,
 }
 
-/// The labels a split may hold: `num_classes` classes, or scores when it is 0.
+/// The labels a split may hold.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelSpace {
+    /// Class indices `0..n` (-1 marks an unlabelled row).
+    Classes(usize),
+    /// Regression scores.
+    Scores,
+    /// Class names, each class's index its position: a file whose labels are text
+    /// (`"equivalent"`), as `run_glue_no_trainer.py` maps them.
+    Names(Vec<String>),
+}
+
+/// A label as the file holds it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LabelSpace {
-    pub num_classes: usize,
+enum LabelCell<'a> {
+    Number(f64),
+    Text(&'a str),
 }
 
 impl LabelSpace {
-    fn label(&self, value: f64, at: impl Fn() -> String) -> Result<Option<Label>, DataError> {
-        if value == -1.0 {
-            return Ok(None);
+    /// The number of classes, 0 for scores.
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Self::Classes(n) => *n,
+            Self::Scores => 0,
+            Self::Names(names) => names.len(),
         }
-        if self.num_classes == 0 {
-            if !value.is_finite() {
-                return Err(DataError::Invalid(format!(
-                    "{}: label {value} is not a number",
-                    at()
-                )));
+    }
+
+    fn label(&self, cell: LabelCell, at: &dyn Fn() -> String) -> Result<Option<Label>, DataError> {
+        let invalid = |why: String| Err(DataError::Invalid(format!("{}: {why}", at())));
+        let value = match (cell, self) {
+            (LabelCell::Number(-1.0), _) => return Ok(None),
+            (LabelCell::Text(text), Self::Names(names)) => {
+                return match names.iter().position(|name| name == text) {
+                    Some(class) => Ok(Some(Label::Class(class))),
+                    None => invalid(format!(
+                        "label {text:?} is not one of the training file's labels ({}); every \
+                         label must appear in the training file",
+                        names.join(", ")
+                    )),
+                };
             }
-            return Ok(Some(Label::Score(value as f32)));
+            (LabelCell::Text(text), _) => {
+                return invalid(format!(
+                    "label {text:?} is not a number; labels that are text are read as class \
+                     names when the training file's labels are text too"
+                ));
+            }
+            (LabelCell::Number(value), Self::Names(names)) => {
+                return invalid(format!(
+                    "label {value} is a number, but the training file's labels are names ({}); \
+                     use the names here too",
+                    names.join(", ")
+                ));
+            }
+            (LabelCell::Number(value), _) => value,
+        };
+        match self {
+            Self::Scores if !value.is_finite() => invalid(format!("label {value} is not a number")),
+            Self::Scores => Ok(Some(Label::Score(value as f32))),
+            _ => {
+                let n = self.num_classes();
+                if value.fract() != 0.0 || value < 0.0 || value >= n as f64 {
+                    return invalid(format!(
+                        "label {value} is outside the task's classes 0..={} (-1 marks an \
+                         unlabelled row)",
+                        n - 1
+                    ));
+                }
+                Ok(Some(Label::Class(value as usize)))
+            }
         }
-        if value.fract() != 0.0 || value < 0.0 || value >= self.num_classes as f64 {
-            return Err(DataError::Invalid(format!(
-                "{}: label {value} is outside the task's classes 0..={} (-1 marks an unlabelled row)",
-                at(),
-                self.num_classes - 1
-            )));
-        }
-        Ok(Some(Label::Class(value as usize)))
     }
 }
+
+/// The distinct labels of `path` in sorted order where they are text, as
+/// `run_glue_no_trainer.py` builds its label list from the training file; `None` where they are
+/// numbers.
+pub fn label_names(path: &Path, columns: &Columns) -> Result<Option<Vec<String>>, DataError> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut number = None;
+    read_rows(path, columns, &mut |cell, at| {
+        match cell {
+            LabelCell::Text(text) => {
+                names.insert(text.to_string());
+            }
+            LabelCell::Number(value) => {
+                number.get_or_insert_with(|| format!("{}: label {value}", at()));
+            }
+        }
+        Ok(None)
+    })?;
+    match (names.is_empty(), number) {
+        (true, _) => Ok(None),
+        (false, None) => Ok(Some(names.into_iter().collect())),
+        (false, Some(number)) => Err(DataError::Invalid(format!(
+            "{number} is a number, but other labels are text (e.g. {:?}); use one kind",
+            names.first().unwrap()
+        ))),
+    }
+}
+
+/// What reading a row's label gives: its label, given the cell and where it is.
+type LabelOf<'a> =
+    dyn FnMut(LabelCell, &dyn Fn() -> String) -> Result<Option<Label>, DataError> + 'a;
 
 /// Reads every row of `path`, by its extension: `.parquet`, `.csv`, `.tsv`, `.jsonl`/`.json`.
 pub fn read_examples(
     path: &Path,
     columns: &Columns,
-    labels: LabelSpace,
+    labels: &LabelSpace,
+) -> Result<Vec<Example>, DataError> {
+    let examples = read_rows(path, columns, &mut |cell, at| labels.label(cell, at))?;
+    if examples.is_empty() {
+        return Err(DataError::Invalid(format!(
+            "{}: the split is empty (no rows)",
+            path.display()
+        )));
+    }
+    Ok(examples)
+}
+
+/// Every row of `path`, each label read by `label_of`.
+fn read_rows(
+    path: &Path,
+    columns: &Columns,
+    label_of: &mut LabelOf,
 ) -> Result<Vec<Example>, DataError> {
     let extension = path
         .extension()
@@ -101,25 +193,16 @@ pub fn read_examples(
             .join(", ")
         )));
     }
-    let examples = match extension.as_str() {
-        "parquet" => read_parquet(path, columns, labels)?,
-        "csv" => read_delimited(path, b',', columns, labels)?,
-        "tsv" => read_delimited(path, b'\t', columns, labels)?,
-        "jsonl" | "json" => read_json_lines(path, columns, labels)?,
-        _ => {
-            return Err(DataError::Invalid(format!(
-                "{}: unknown file type; use .parquet, .csv, .tsv or .jsonl",
-                path.display()
-            )));
-        }
-    };
-    if examples.is_empty() {
-        return Err(DataError::Invalid(format!(
-            "{}: the split is empty (no rows)",
+    match extension.as_str() {
+        "parquet" => read_parquet(path, columns, label_of),
+        "csv" => read_delimited(path, b',', columns, label_of),
+        "tsv" => read_delimited(path, b'\t', columns, label_of),
+        "jsonl" | "json" => read_json_lines(path, columns, label_of),
+        _ => Err(DataError::Invalid(format!(
+            "{}: unknown file type; use .parquet, .csv, .tsv or .jsonl",
             path.display()
-        )));
+        ))),
     }
-    Ok(examples)
 }
 
 fn open(path: &Path) -> Result<File, DataError> {
@@ -129,7 +212,7 @@ fn open(path: &Path) -> Result<File, DataError> {
 fn read_parquet(
     path: &Path,
     columns: &Columns,
-    labels: LabelSpace,
+    label_of: &mut LabelOf,
 ) -> Result<Vec<Example>, DataError> {
     let unreadable = |e: &dyn std::fmt::Display| {
         DataError::Invalid(format!(
@@ -156,7 +239,7 @@ fn read_parquet(
                 text_b: text_b
                     .map(|c| text_at(path, columns.text_b.as_deref().unwrap_or(""), c, i, row))
                     .transpose()?,
-                label: label_at(path, &columns.label, label, i, row, labels)?,
+                label: label_at(path, &columns.label, label, i, row, label_of)?,
             });
         }
     }
@@ -219,34 +302,38 @@ fn label_at(
     column: &dyn Array,
     i: usize,
     row: usize,
-    labels: LabelSpace,
+    label_of: &mut LabelOf,
 ) -> Result<Option<Label>, DataError> {
     let at = || format!("{}: column `{name}`, row {row}", path.display());
     if column.is_null(i) {
         return Err(DataError::Invalid(format!("{}: the label is null", at())));
     }
-    let value = match column.data_type() {
-        DataType::Int64 => column.as_primitive::<Int64Type>().value(i) as f64,
-        DataType::Int32 => column.as_primitive::<Int32Type>().value(i) as f64,
-        DataType::Int16 => column.as_primitive::<Int16Type>().value(i) as f64,
-        DataType::Int8 => column.as_primitive::<Int8Type>().value(i) as f64,
-        DataType::Float64 => column.as_primitive::<Float64Type>().value(i),
-        DataType::Float32 => column.as_primitive::<Float32Type>().value(i) as f64,
+    let number = |value| LabelCell::Number(value);
+    let cell = match column.data_type() {
+        DataType::Int64 => number(column.as_primitive::<Int64Type>().value(i) as f64),
+        DataType::Int32 => number(column.as_primitive::<Int32Type>().value(i) as f64),
+        DataType::Int16 => number(column.as_primitive::<Int16Type>().value(i) as f64),
+        DataType::Int8 => number(column.as_primitive::<Int8Type>().value(i) as f64),
+        DataType::Float64 => number(column.as_primitive::<Float64Type>().value(i)),
+        DataType::Float32 => number(column.as_primitive::<Float32Type>().value(i) as f64),
+        DataType::Utf8 => LabelCell::Text(column.as_string::<i32>().value(i)),
+        DataType::LargeUtf8 => LabelCell::Text(column.as_string::<i64>().value(i)),
+        DataType::Utf8View => LabelCell::Text(column.as_string_view().value(i)),
         other => {
             return Err(DataError::Invalid(format!(
-                "{}: column `{name}` holds {other}, not numeric labels",
+                "{}: column `{name}` holds {other}, not numbers or text labels",
                 path.display()
             )));
         }
     };
-    labels.label(value, at)
+    label_of(cell, &at)
 }
 
 fn read_delimited(
     path: &Path,
     delimiter: u8,
     columns: &Columns,
-    labels: LabelSpace,
+    label_of: &mut LabelOf,
 ) -> Result<Vec<Example>, DataError> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -276,16 +363,14 @@ fn read_delimited(
         let field = |i: usize| record.get(i).unwrap_or("");
         let at = |name: &str| format!("{}: column `{name}`, row {row}", path.display());
         let label_text = field(l).trim();
-        let value: f64 = label_text.parse().map_err(|_| {
-            DataError::Invalid(format!(
-                "{}: label {label_text:?} is not a number",
-                at(&columns.label)
-            ))
-        })?;
+        let cell = match label_text.parse() {
+            Ok(value) => LabelCell::Number(value),
+            Err(_) => LabelCell::Text(label_text),
+        };
         examples.push(Example {
             text_a: field(a).to_string(),
             text_b: b.map(|b| field(b).to_string()),
-            label: labels.label(value, || at(&columns.label))?,
+            label: label_of(cell, &|| at(&columns.label))?,
         });
     }
     Ok(examples)
@@ -294,7 +379,7 @@ fn read_delimited(
 fn read_json_lines(
     path: &Path,
     columns: &Columns,
-    labels: LabelSpace,
+    label_of: &mut LabelOf,
 ) -> Result<Vec<Example>, DataError> {
     let mut examples = Vec::new();
     for (row, line) in BufReader::new(open(path)?).lines().enumerate() {
@@ -321,11 +406,12 @@ fn read_json_lines(
                 at(name)
             ))),
         };
-        let value = match object.get(&columns.label) {
-            Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        let cell = match object.get(&columns.label) {
+            Some(serde_json::Value::Number(n)) => LabelCell::Number(n.as_f64().unwrap_or(f64::NAN)),
+            Some(serde_json::Value::String(text)) => LabelCell::Text(text),
             Some(other) => {
                 return Err(DataError::Invalid(format!(
-                    "{}: {other} is not a numeric label",
+                    "{}: {other} is not a label (a number or text)",
                     at(&columns.label)
                 )));
             }
@@ -339,7 +425,7 @@ fn read_json_lines(
         examples.push(Example {
             text_a: text(&columns.text_a)?,
             text_b: columns.text_b.as_deref().map(text).transpose()?,
-            label: labels.label(value, || at(&columns.label))?,
+            label: label_of(cell, &|| at(&columns.label))?,
         });
     }
     Ok(examples)
@@ -361,7 +447,7 @@ mod tests {
         }
     }
 
-    const TWO: LabelSpace = LabelSpace { num_classes: 2 };
+    const TWO: LabelSpace = LabelSpace::Classes(2);
 
     fn write_parquet(path: &Path, columns: Vec<(&str, ArrayRef)>) {
         let batch = RecordBatch::try_from_iter(columns).unwrap();
@@ -378,7 +464,7 @@ mod tests {
         for name in ["train.csv", "train.tsv", "train.parquet"] {
             let path = dir.path().join(name);
             File::create(&path).unwrap();
-            let err = read_examples(&path, &pair_columns(), TWO)
+            let err = read_examples(&path, &pair_columns(), &TWO)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(&format!("{name}: the file is empty")), "{err}");
@@ -404,7 +490,7 @@ mod tests {
                 ("label", Arc::new(Int64Array::from(vec![1, -1])) as ArrayRef),
             ],
         );
-        let rows = read_examples(&path, &pair_columns(), TWO).unwrap();
+        let rows = read_examples(&path, &pair_columns(), &TWO).unwrap();
         assert_eq!(rows[0].text_b.as_deref(), Some("c"));
         assert_eq!(rows[0].label, Some(Label::Class(1)));
         assert_eq!(rows[1].label, None);
@@ -428,7 +514,7 @@ mod tests {
                 ("label", Arc::new(Int64Array::from(vec![1, 0])) as ArrayRef),
             ],
         );
-        let err = read_examples(&path, &pair_columns(), TWO)
+        let err = read_examples(&path, &pair_columns(), &TWO)
             .unwrap_err()
             .to_string();
         assert!(
@@ -450,7 +536,7 @@ mod tests {
                 ("label", Arc::new(Int64Array::from(vec![2])) as ArrayRef),
             ],
         );
-        let err = read_examples(&path, &pair_columns(), TWO)
+        let err = read_examples(&path, &pair_columns(), &TWO)
             .unwrap_err()
             .to_string();
         assert!(
@@ -469,7 +555,7 @@ mod tests {
                 ("label", Arc::new(Int64Array::from(vec![0])) as ArrayRef),
             ],
         );
-        let err = read_examples(&path, &pair_columns(), TWO)
+        let err = read_examples(&path, &pair_columns(), &TWO)
             .unwrap_err()
             .to_string();
         assert!(
@@ -481,7 +567,7 @@ mod tests {
             label: "y".into(),
             ..pair_columns()
         };
-        let err = read_examples(&path, &single, TWO).unwrap_err().to_string();
+        let err = read_examples(&path, &single, &TWO).unwrap_err().to_string();
         assert!(
             err.contains("no column `y`; its columns are: sentence1, sentence2, label"),
             "{err}"
@@ -506,8 +592,100 @@ mod tests {
                 ("label", Arc::new(Float64Array::from(vec![3.8])) as ArrayRef),
             ],
         );
-        let rows = read_examples(&path, &pair_columns(), LabelSpace { num_classes: 0 }).unwrap();
+        let rows = read_examples(&path, &pair_columns(), &LabelSpace::Scores).unwrap();
         assert_eq!(rows[0].label, Some(Label::Score(3.8)));
+    }
+
+    /// Text labels, as `run_glue_no_trainer.py` takes them: the training file's distinct labels
+    /// sorted are the classes, in every format; a label the training file lacks, or labels of
+    /// both kinds, are named errors.
+    #[test]
+    fn text_labels_are_the_training_files_sorted_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("train.csv");
+        std::fs::write(
+            &csv,
+            "sentence1,sentence2,label\na,b,not_equivalent\nc,d,equivalent\ne,f,not_equivalent\n",
+        )
+        .unwrap();
+        let jsonl = dir.path().join("train.jsonl");
+        std::fs::write(
+            &jsonl,
+            "{\"sentence1\": \"a\", \"sentence2\": \"b\", \"label\": \"not_equivalent\"}\n\
+             {\"sentence1\": \"c\", \"sentence2\": \"d\", \"label\": \"equivalent\"}\n\
+             {\"sentence1\": \"e\", \"sentence2\": \"f\", \"label\": \"not_equivalent\"}\n",
+        )
+        .unwrap();
+        let parquet = dir.path().join("train.parquet");
+        write_parquet(
+            &parquet,
+            vec![
+                (
+                    "sentence1",
+                    Arc::new(StringArray::from(vec!["a", "c", "e"])) as ArrayRef,
+                ),
+                (
+                    "sentence2",
+                    Arc::new(StringArray::from(vec!["b", "d", "f"])),
+                ),
+                (
+                    "label",
+                    Arc::new(StringArray::from(vec![
+                        "not_equivalent",
+                        "equivalent",
+                        "not_equivalent",
+                    ])),
+                ),
+            ],
+        );
+        let names = vec!["equivalent".to_string(), "not_equivalent".to_string()];
+        for path in [&csv, &jsonl, &parquet] {
+            assert_eq!(
+                label_names(path, &pair_columns()).unwrap(),
+                Some(names.clone()),
+                "{}",
+                path.display()
+            );
+            let rows =
+                read_examples(path, &pair_columns(), &LabelSpace::Names(names.clone())).unwrap();
+            let labels: Vec<_> = rows.iter().map(|r| r.label).collect();
+            let (equivalent, not) = (Some(Label::Class(0)), Some(Label::Class(1)));
+            assert_eq!(labels, [not, equivalent, not], "{}", path.display());
+        }
+        let numbers = dir.path().join("numbers.csv");
+        std::fs::write(&numbers, "sentence1,sentence2,label\na,b,1\n").unwrap();
+        assert_eq!(label_names(&numbers, &pair_columns()).unwrap(), None);
+
+        let only = LabelSpace::Names(vec!["equivalent".into()]);
+        let err = read_examples(&csv, &pair_columns(), &only)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "train.csv: column `label`, row 0: label \"not_equivalent\" is not one of \
+                          the training file's labels (equivalent)"
+            ),
+            "{err}"
+        );
+        let err = read_examples(&numbers, &pair_columns(), &LabelSpace::Names(names))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("label 1 is a number, but the training file's labels are names"),
+            "{err}"
+        );
+        let mixed = dir.path().join("mixed.csv");
+        std::fs::write(&mixed, "sentence1,sentence2,label\na,b,yes\nc,d,0\n").unwrap();
+        let err = label_names(&mixed, &pair_columns())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "mixed.csv: column `label`, row 1: label 0 is a number, but other labels \
+                          are text (e.g. \"yes\")"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -515,12 +693,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let csv_path = dir.path().join("d.csv");
         std::fs::write(&csv_path, "sentence1,sentence2,label\n\"a, b\",c,1\n").unwrap();
-        let rows = read_examples(&csv_path, &pair_columns(), TWO).unwrap();
+        let rows = read_examples(&csv_path, &pair_columns(), &TWO).unwrap();
         assert_eq!(rows[0].text_a, "a, b");
 
         let tsv_path = dir.path().join("d.tsv");
         std::fs::write(&tsv_path, "sentence1\tsentence2\tlabel\na\tc\tx\n").unwrap();
-        let err = read_examples(&tsv_path, &pair_columns(), TWO)
+        let err = read_examples(&tsv_path, &pair_columns(), &TWO)
             .unwrap_err()
             .to_string();
         assert!(
@@ -534,7 +712,7 @@ mod tests {
             "{\"sentence1\": \"a\", \"sentence2\": null, \"label\": 0}\n",
         )
         .unwrap();
-        let err = read_examples(&json_path, &pair_columns(), TWO)
+        let err = read_examples(&json_path, &pair_columns(), &TWO)
             .unwrap_err()
             .to_string();
         assert!(
@@ -543,12 +721,12 @@ mod tests {
         );
 
         std::fs::write(&json_path, "").unwrap();
-        let err = read_examples(&json_path, &pair_columns(), TWO)
+        let err = read_examples(&json_path, &pair_columns(), &TWO)
             .unwrap_err()
             .to_string();
         assert!(err.contains("the split is empty"), "{err}");
 
-        let err = read_examples(&dir.path().join("none.csv"), &pair_columns(), TWO)
+        let err = read_examples(&dir.path().join("none.csv"), &pair_columns(), &TWO)
             .unwrap_err()
             .to_string();
         assert!(

@@ -11,7 +11,7 @@ pub mod tokenize;
 use std::path::Path;
 
 pub use batch::{Batch, BatchPlan, PaddingBatcher, padding_ratio};
-pub use dataset::{Columns, Example, Label, LabelSpace, read_examples};
+pub use dataset::{Columns, Example, Label, LabelSpace, label_names, read_examples};
 pub use hub::{Hub, ModelFiles};
 pub use task::{GLUE_TASKS, MetricKind, Task};
 pub use tokenize::{Encoded, PairTokenizer, TokenizerFiles};
@@ -44,8 +44,10 @@ impl Task {
 
     /// The labels this task's files may hold.
     pub fn label_space(&self) -> LabelSpace {
-        LabelSpace {
-            num_classes: self.labels.len(),
+        if self.is_regression() {
+            LabelSpace::Scores
+        } else {
+            LabelSpace::Classes(self.labels.len())
         }
     }
 
@@ -60,7 +62,7 @@ impl Task {
             Some(path) => path.to_path_buf(),
             None => hub.dataset_file(GLUE_DATASET, &self.hub_file(split))?,
         };
-        read_examples(&path, &self.columns(), self.label_space())
+        read_examples(&path, &self.columns(), &self.label_space())
     }
 }
 

@@ -237,7 +237,7 @@ fn step_gradients(tiny: &Path, train_file: &str, group: &[Vec<usize>]) -> Vec<(S
     let device = cpu();
     let loaded = model_args(tiny).load(&device, None).unwrap();
     let task = Task::by_name("mrpc").unwrap();
-    let rows = read_examples(Path::new(train_file), &task.columns(), task.label_space()).unwrap();
+    let rows = read_examples(Path::new(train_file), &task.columns(), &task.label_space()).unwrap();
     let (train, _) = loaded.tokenizer.encode_all(&rows).unwrap();
     let batcher = PaddingBatcher {
         pad_id: loaded.tokenizer.pad_id(),

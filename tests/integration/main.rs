@@ -1,6 +1,7 @@
 //! burnbert's integration tests, in one binary so that Burn is linked once.
 
 mod common;
+mod datasets;
 #[cfg(feature = "mpi")]
 mod distributed;
 mod errors;

@@ -925,3 +925,130 @@ fn a_narrower_cpu_trains_to_the_same_result() {
         assert!((a - b).abs() <= 1e-5, "{what}: native {a}, {narrower} {b}");
     }
 }
+
+/// Labels that are text, as `run_glue_no_trainer.py` takes them: the training file's distinct
+/// labels, sorted, become the classes and the saved model's id2label/label2id; `eval` reads a
+/// file of those names through the model's id2label and agrees with what `train` reported;
+/// `predict` answers with the names; a validation label the training file lacks is refused
+/// with the file, row and label.
+#[test]
+fn text_labels_become_the_models_class_names() {
+    require_hf_home();
+    let dir = tempfile::tempdir().unwrap();
+    // MRPC's rows with its class names for labels (1 = equivalent), as CSV.
+    let write = |n: usize, skip: usize, path: &Path| {
+        let jsonl = path.with_extension("jsonl");
+        mrpc_rows(n, skip, &jsonl);
+        let mut csv = String::from("sentence1,sentence2,label\n");
+        for line in std::fs::read_to_string(&jsonl).unwrap().lines() {
+            let row: serde_json::Value = serde_json::from_str(line).unwrap();
+            let quote =
+                |v: &serde_json::Value| format!("\"{}\"", v.as_str().unwrap().replace('"', "\"\""));
+            let label = ["not_equivalent", "equivalent"][row["label"].as_u64().unwrap() as usize];
+            csv += &format!(
+                "{},{},{label}\n",
+                quote(&row["sentence1"]),
+                quote(&row["sentence2"])
+            );
+        }
+        std::fs::write(path, csv).unwrap();
+    };
+    let (train_file, validation_file, out) = (
+        dir.path().join("train.csv"),
+        dir.path().join("validation.csv"),
+        dir.path().join("run"),
+    );
+    write(16, 0, &train_file);
+    write(10, 100, &validation_file);
+    let train = |validation: &Path| {
+        run_program(
+            "train",
+            &[
+                "--model",
+                "sentence-transformers/all-MiniLM-L6-v2",
+                "--train-file",
+                train_file.to_str().unwrap(),
+                "--validation-file",
+                validation.to_str().unwrap(),
+                "--num-epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--output-dir",
+                out.to_str().unwrap(),
+                "--quiet",
+            ],
+        )
+    };
+    let trained = train(&validation_file);
+    assert!(
+        trained.status.success(),
+        "train failed: {}",
+        stderr(&trained)
+    );
+    let read = |path: PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let config = read(out.join("config.json"));
+    assert_eq!(
+        config["id2label"],
+        serde_json::json!({"0": "equivalent", "1": "not_equivalent"})
+    );
+    assert_eq!(
+        config["label2id"],
+        serde_json::json!({"equivalent": 0, "not_equivalent": 1})
+    );
+    let results = read(out.join("all_results.json"));
+
+    let evaluated = run_program(
+        "eval",
+        &[
+            "--model",
+            out.to_str().unwrap(),
+            "--file",
+            validation_file.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert!(
+        evaluated.status.success(),
+        "eval failed: {}",
+        stderr(&evaluated)
+    );
+    let evaluated: serde_json::Value = serde_json::from_str(stdout(&evaluated).trim()).unwrap();
+    assert_eq!(evaluated["examples"], 10);
+    for metric in ["accuracy", "f1"] {
+        let (a, b) = (
+            evaluated["metrics"][metric].as_f64().unwrap(),
+            results["eval"][metric].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-9, "{metric}: eval {a} vs train {b}");
+    }
+
+    let input = dir.path().join("input.jsonl");
+    mrpc_rows(4, 100, &input);
+    for answer in predict(out.to_str().unwrap(), &input) {
+        let label = answer["label"].as_str().unwrap();
+        assert!(
+            ["equivalent", "not_equivalent"].contains(&label),
+            "{answer}"
+        );
+    }
+
+    let unseen = dir.path().join("unseen.csv");
+    let text = std::fs::read_to_string(&validation_file).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let third = lines[3].rsplit_once(',').unwrap().0.to_string() + ",maybe";
+    lines[3] = &third;
+    std::fs::write(&unseen, lines.join("\n")).unwrap();
+    let refused = train(&unseen);
+    assert!(!refused.status.success());
+    let err = stderr(&refused);
+    assert!(
+        err.contains(
+            "unseen.csv: column `label`, row 2: label \"maybe\" is not one of the \
+                      training file's labels (equivalent, not_equivalent)"
+        ),
+        "{err}"
+    );
+}
