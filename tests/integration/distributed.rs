@@ -78,6 +78,24 @@ impl Tiny {
         }
     }
 
+    /// The tiny random-weight model of `model_type` that transformers saved
+    /// (`assets/fixtures/tiny-<model_type>/`), every dropout 0, with tiny-bert's tokenizer.
+    fn of_family(model_type: &str) -> Self {
+        let tiny = Self::new();
+        for file in ["config.json", "model.safetensors"] {
+            let from = fixture(&format!("tiny-{model_type}/{file}"));
+            std::fs::copy(from, tiny.model.join(file)).unwrap();
+        }
+        edit_config(&tiny.model, |config| {
+            for (key, value) in config.as_object_mut().unwrap() {
+                if key.contains("dropout") && value.is_number() {
+                    *value = 0.0.into();
+                }
+            }
+        });
+        tiny
+    }
+
     fn args(&self, out: &str, extra: &[&str]) -> Vec<String> {
         let out = self.dir.path().join(out);
         let mut args: Vec<String> = [
@@ -366,6 +384,36 @@ fn two_ranks_train_as_one_process_with_their_batches_together() {
         1e-5,
         (Weights::ButKeyBiases, 1e-5),
     );
+}
+
+/// The new families train under mpirun as BERT does: two ranks make the run of one process
+/// with two devices.
+#[test]
+fn every_family_trains_on_two_ranks_as_on_two_devices() {
+    for model_type in ["electra", "distilbert", "modernbert", "deberta-v2"] {
+        let tiny = Tiny::of_family(model_type);
+        let epochs = [
+            "--num-epochs",
+            "1",
+            "--learning-rate",
+            "1e-3",
+            "--batch-size",
+            "4",
+        ];
+        let ranks = mpirun(2, &tiny.args("ranks", &epochs)).output().unwrap();
+        succeeded(&ranks);
+        let workers = train(&tiny.args("workers", &[&epochs[..], &["--devices", "0,1"]].concat()));
+        succeeded(&workers);
+        let config = std::fs::read_to_string(tiny.out("ranks").join("config.json")).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+        assert_eq!(config["model_type"], model_type);
+        assert_same_run(
+            &tiny.out("ranks"),
+            &tiny.out("workers"),
+            1e-6,
+            (Weights::All, 1e-6),
+        );
+    }
 }
 
 /// Evaluation over 3 ranks gathers every example once, in file order: the metrics of one
