@@ -1,16 +1,21 @@
 //! `train`: fine-tune a BERT model on a GLUE task or your own data, the Hugging Face
 //! course's "full training" as one program. Defaults are the course's recipe.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use burn::data::dataloader::batcher::Batcher;
+use burn::tensor::Device;
 use burnbert::progress::{Progress, ReportTo, interrupt_flag};
-use burnbert::{ModelArgs, run};
+use burnbert::{MixedPrecision, ModelArgs, run};
 use burnbert_data::{
-    Columns, Encoded, LabelSpace, PaddingBatcher, Task, label_names, padding_ratio, read_examples,
+    Columns, Encoded, Example, Hub, LabelSpace, PaddingBatcher, Task, TokenizerFiles, label_names,
+    padding_ratio, read_examples,
 };
-use burnbert_train::{CheckpointDirs, Data, TrainOptions};
+use burnbert_model::ModelConfig;
+use burnbert_train::distributed::Ranks;
+use burnbert_train::{CheckpointDirs, Data, EpochResult, TrainOptions, Trained};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -94,6 +99,161 @@ impl Args {
     }
 }
 
+/// The training and validation rows, and the classes their labels name.
+struct Splits {
+    train: Vec<Example>,
+    validation: Vec<Example>,
+    labels: LabelSpace,
+    /// The classes' names, for the model's `id2label`.
+    label_names: Vec<String>,
+}
+
+impl Args {
+    /// The task's Hub splits, or the files given instead. Text labels in the training file
+    /// make its sorted names the classes (`run_glue_no_trainer.py`'s label list).
+    fn read_splits(&self, task: &Task, hub: &Hub) -> anyhow::Result<Splits> {
+        let columns = self.columns(task)?;
+        let names = match &self.train_file {
+            Some(path) => label_names(path, &columns)?,
+            None => None,
+        };
+        let (labels, label_names) = match names {
+            Some(names) => {
+                anyhow::ensure!(
+                    self.validation_file.is_some(),
+                    "the training file's labels are names ({}); pass --validation-file with \
+                     the same names (the task's Hub split has numbers)",
+                    names.join(", ")
+                );
+                anyhow::ensure!(
+                    names.len() == task.labels.len(),
+                    "the training file has {} labels ({}) but task {} has {} classes; choose \
+                     the --task whose classes these are",
+                    names.len(),
+                    names.join(", "),
+                    task.name,
+                    task.labels.len()
+                );
+                (LabelSpace::Names(names.clone()), names)
+            }
+            None => (task.label_space(), task.label_names()),
+        };
+        let read = |split: &str, file: &Option<PathBuf>| match file {
+            Some(path) => read_examples(path, &columns, &labels).map_err(anyhow::Error::from),
+            None => task
+                .load_split(hub, split, None)
+                .map_err(anyhow::Error::from),
+        };
+        let train = read("train", &self.train_file)?;
+        let validation = read(task.validation_splits[0], &self.validation_file)?;
+        anyhow::ensure!(
+            train.iter().all(|r| r.label.is_some()),
+            "the training split has unlabelled rows (label -1); train on a labelled split"
+        );
+        Ok(Splits {
+            train,
+            validation,
+            labels,
+            label_names,
+        })
+    }
+}
+
+impl Args {
+    /// Where checkpoints go (`OUTPUT_DIR/checkpoints`) and come from.
+    fn checkpoint_dirs(&self, options: &TrainOptions) -> anyhow::Result<CheckpointDirs> {
+        let dirs = CheckpointDirs {
+            save_to: self.output_dir.as_ref().map(|d| d.join("checkpoints")),
+            resume_from: self.resume_from_checkpoint.clone(),
+        };
+        anyhow::ensure!(
+            dirs.save_to.is_some() || options.checkpointing.is_none(),
+            "--checkpointing-steps needs --output-dir to write the checkpoints to"
+        );
+        Ok(dirs)
+    }
+
+    /// The run's progress output and logs; rank 0 alone writes files (the library saves its
+    /// checkpoints from rank 0 alone).
+    fn progress(&self, dirs: &CheckpointDirs, main_rank: bool) -> anyhow::Result<Progress> {
+        let writes_to = self.output_dir.as_deref().filter(|_| main_rank);
+        if let Some(dir) = writes_to {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
+        }
+        Progress::new(
+            writes_to,
+            dirs.resume_from.is_some(),
+            self.quiet,
+            self.report_to,
+        )
+    }
+}
+
+/// What the run is about to do: its world, its devices, its steps and their batch.
+fn announce(ranks: &Ranks, devices: &[Device], options: &TrainOptions, train_examples: usize) {
+    if ranks.world() > 1 {
+        println!(
+            "world: {}, {} device(s) each",
+            ranks.describe(),
+            devices.len()
+        );
+    }
+    let on: Vec<String> = devices.iter().map(burnbert_model::device_name).collect();
+    println!(
+        "training {} optimizer steps of effective batch {} on {}",
+        options.total_steps(train_examples),
+        effective_batch(options),
+        on.join(", ")
+    );
+}
+
+/// `all_results.json`: what the run measured and how it was set up.
+#[derive(serde::Serialize)]
+struct AllResults<'a> {
+    /// The last epoch's validation metrics.
+    eval: &'a BTreeMap<String, f64>,
+    epochs: &'a [EpochResult],
+    train_seconds: f64,
+    steps: usize,
+    skipped_nonfinite_steps: usize,
+    mixed_precision: MixedPrecision,
+    options: &'a TrainOptions,
+}
+
+/// The fine-tuned model in Hugging Face layout (config, weights, the tokenizer's own files)
+/// and `all_results.json`, into `dir`.
+fn save_outputs(
+    dir: &Path,
+    trained: &Trained,
+    config: &ModelConfig,
+    tokenizer: &TokenizerFiles,
+    last: &BTreeMap<String, f64>,
+    args: &Args,
+    options: &TrainOptions,
+) -> anyhow::Result<()> {
+    trained.model.save_pretrained(config, dir)?;
+    for file in tokenizer.files() {
+        let name = file.file_name().expect("tokenizer files are files");
+        std::fs::copy(file, dir.join(name))
+            .with_context(|| format!("cannot copy {} into {}", file.display(), dir.display()))?;
+    }
+    let results = AllResults {
+        eval: last,
+        epochs: &trained.state.epochs,
+        train_seconds: trained.seconds,
+        steps: trained.state.step,
+        skipped_nonfinite_steps: trained.state.skipped_nonfinite,
+        mixed_precision: args.model.mixed_precision,
+        options,
+    };
+    std::fs::write(
+        dir.join("all_results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     run(|| {
         let ranks = burnbert_train::distributed::init()?;
@@ -110,57 +270,19 @@ fn main() -> std::process::ExitCode {
         let gpu = !burnbert_model::is_cpu_backend(device);
         let hub = args.model.hub();
 
-        // Data first: a bad file fails in a second, not after the model has loaded. Text
-        // labels in the training file make its sorted names the classes.
-        let columns = args.columns(task)?;
-        let labels = match &args.train_file {
-            Some(path) => label_names(path, &columns)?.map(LabelSpace::Names),
-            None => None,
-        }
-        .unwrap_or_else(|| task.label_space());
-        let label_names = match &labels {
-            LabelSpace::Names(names) => {
-                anyhow::ensure!(
-                    args.validation_file.is_some(),
-                    "the training file's labels are names ({}); pass --validation-file with \
-                     the same names (the task's Hub split has numbers)",
-                    names.join(", ")
-                );
-                anyhow::ensure!(
-                    names.len() == task.labels.len(),
-                    "the training file has {} labels ({}) but task {} has {} classes; choose \
-                     the --task whose classes these are",
-                    names.len(),
-                    names.join(", "),
-                    task.name,
-                    task.labels.len()
-                );
-                names.clone()
-            }
-            _ => task.label_names(),
-        };
-        let load = |split: &str, file: &Option<PathBuf>| match file {
-            Some(path) => read_examples(path, &columns, &labels).map_err(anyhow::Error::from),
-            None => task
-                .load_split(&hub, split, None)
-                .map_err(anyhow::Error::from),
-        };
-        let train_rows = load("train", &args.train_file)?;
-        let validation_rows = load(task.validation_splits[0], &args.validation_file)?;
-        anyhow::ensure!(
-            train_rows.iter().all(|r| r.label.is_some()),
-            "the training split has unlabelled rows (label -1); train on a labelled split"
-        );
+        // Data first: a bad file fails in a second, not after the model has loaded.
+        let splits = args.read_splits(task, &hub)?;
+        let (train_rows, validation_rows) = (&splits.train, &splits.validation);
         let mut options = args.options(train_rows.len(), devices.len(), gpu)?;
         options.ranks = ranks.world();
 
         device.seed(options.seed);
-        let loaded = args.model.load(device, Some(&label_names))?;
+        let loaded = args.model.load(device, Some(&splits.label_names))?;
         if !args.quiet {
             println!("model {}: {}", args.model.model, loaded.report);
         }
-        let (train, took) = loaded.tokenizer.encode_all(&train_rows)?;
-        let (validation, _) = loaded.tokenizer.encode_all(&validation_rows)?;
+        let (train, took) = loaded.tokenizer.encode_all(train_rows)?;
+        let (validation, _) = loaded.tokenizer.encode_all(validation_rows)?;
         if !args.quiet {
             println!(
                 "tokenized {} training and {} validation examples in {:.2} s",
@@ -177,50 +299,18 @@ fn main() -> std::process::ExitCode {
             return dry_run(&train, &validation, &options, &batcher, device);
         }
 
-        let output_dir = args.output_dir.clone();
-        let dirs = CheckpointDirs {
-            save_to: output_dir.as_ref().map(|d| d.join("checkpoints")),
-            resume_from: args.resume_from_checkpoint.clone(),
-        };
-        anyhow::ensure!(
-            dirs.save_to.is_some() || options.checkpointing.is_none(),
-            "--checkpointing-steps needs --output-dir to write the checkpoints to"
-        );
-        // Rank 0 alone writes files (the library saves its checkpoints from rank 0 alone).
-        let writes_to = output_dir.as_deref().filter(|_| ranks.is_main());
-        if let Some(dir) = writes_to {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create --output-dir {}", dir.display()))?;
-        }
-        let mut progress = Progress::new(
-            writes_to,
-            dirs.resume_from.is_some(),
-            args.quiet,
-            args.report_to,
-        )?;
+        let dirs = args.checkpoint_dirs(&options)?;
+        let mut progress = args.progress(&dirs, ranks.is_main())?;
         // The ranks join NCCL now, on CUDA GPUs, so that the world printed says how they sum.
         ranks.connect(device)?;
         if !args.quiet {
-            if ranks.world() > 1 {
-                println!(
-                    "world: {}, {} device(s) each",
-                    ranks.describe(),
-                    devices.len()
-                );
-            }
-            let on: Vec<String> = devices.iter().map(burnbert_model::device_name).collect();
-            let on = on.join(", ");
-            println!(
-                "training {} optimizer steps of effective batch {} on {on}",
-                options.total_steps(train.len()),
-                effective_batch(&options)
-            );
+            announce(ranks, &devices, &options, train.len());
         }
         let data = Data {
             train: &train,
             validation: &validation,
             metrics: task.metrics,
-            num_classes: labels.num_classes(),
+            num_classes: splits.labels.num_classes(),
             batcher: &batcher,
         };
         let trained = burnbert_train::train(
@@ -247,26 +337,16 @@ fn main() -> std::process::ExitCode {
             trained.seconds,
             serde_json::to_string(&last)?
         );
-        if let Some(dir) = &output_dir {
-            trained.model.save_pretrained(&loaded.config, dir)?;
-            for file in loaded.files.tokenizer.files() {
-                let name = file.file_name().expect("tokenizer files are files");
-                std::fs::copy(file, dir.join(name)).with_context(|| {
-                    format!("cannot copy {} into {}", file.display(), dir.display())
-                })?;
-            }
-            let results = serde_json::json!({
-                "eval": last,
-                "epochs": trained.state.epochs,
-                "train_seconds": trained.seconds,
-                "steps": trained.state.step,
-                "skipped_nonfinite_steps": trained.state.skipped_nonfinite,
-                "mixed_precision": args.model.mixed_precision,
-                "options": options,
-            });
-            std::fs::write(
-                dir.join("all_results.json"),
-                serde_json::to_string_pretty(&results)?,
+        if let Some(dir) = &args.output_dir {
+            let tokenizer = &loaded.files.tokenizer;
+            save_outputs(
+                dir,
+                &trained,
+                &loaded.config,
+                tokenizer,
+                &last,
+                &args,
+                &options,
             )?;
             println!("saved the model and results to {}", dir.display());
         }
