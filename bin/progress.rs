@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use burnbert_eval::log::{EpochRecord, Record, RunLog, StepRecord, read_log};
-use burnbert_train::{EpochResult, Event, Observer};
+use burnbert_train::{Event, Observer};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::tensorboard::EventWriter;
@@ -116,12 +116,7 @@ impl Observer for Progress {
             }
             Event::Epoch(result) => {
                 self.terminal.note(&epoch_table(result));
-                self.record(Record::Epoch(EpochRecord {
-                    epoch: result.epoch,
-                    metrics: result.metrics.clone(),
-                    train_loss: result.train_loss,
-                    padding_ratio: result.padding_ratio,
-                }));
+                self.record(Record::Epoch(result.clone()));
             }
             Event::Saved(path) => self
                 .terminal
@@ -132,7 +127,7 @@ impl Observer for Progress {
 }
 
 /// `epoch 1 | train loss 0.5432 | padding 31.0% | accuracy 0.8100 | f1 0.8700`.
-fn epoch_table(result: &EpochResult) -> String {
+fn epoch_table(result: &EpochRecord) -> String {
     let mut table = format!(
         "epoch {} | train loss {:.4} | padding {:.1}%",
         result.epoch,

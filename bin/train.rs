@@ -13,9 +13,10 @@ use burnbert_data::{
     Columns, Encoded, Example, Hub, LabelSpace, PaddingBatcher, Task, TokenizerFiles, label_names,
     padding_ratio, read_examples,
 };
+use burnbert_eval::log::EpochRecord;
 use burnbert_model::ModelConfig;
 use burnbert_train::distributed::Ranks;
-use burnbert_train::{CheckpointDirs, Data, EpochResult, TrainOptions, Trained};
+use burnbert_train::{CheckpointDirs, Data, TrainOptions, Trained};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -213,7 +214,7 @@ fn announce(ranks: &Ranks, devices: &[Device], options: &TrainOptions, train_exa
 struct AllResults<'a> {
     /// The last epoch's validation metrics.
     eval: &'a BTreeMap<String, f64>,
-    epochs: &'a [EpochResult],
+    epochs: &'a [EpochRecord],
     train_seconds: f64,
     steps: usize,
     skipped_nonfinite_steps: usize,

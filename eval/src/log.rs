@@ -51,8 +51,13 @@ pub struct StepRecord {
 pub struct EpochRecord {
     /// 1-based.
     pub epoch: usize,
-    /// Metric name to value (NaN where it was not finite), the log's `eval` object.
-    #[serde(rename = "eval", deserialize_with = "nan_if_null_map")]
+    /// Metric name to value (NaN where it was not finite), the log's `eval` object
+    /// (`metrics` in checkpoints written before the training loop used this record).
+    #[serde(
+        rename = "eval",
+        alias = "metrics",
+        deserialize_with = "nan_if_null_map"
+    )]
     pub metrics: BTreeMap<String, f64>,
     /// Mean training loss over the epoch's steps.
     #[serde(deserialize_with = "nan_if_null")]
@@ -181,6 +186,20 @@ fn json_message(error: &serde_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A checkpoint written when the loop's epochs had a type of their own (with `metrics`
+    /// for `eval`) still loads.
+    #[test]
+    fn epoch_records_read_the_older_metrics_key() {
+        let old = r#"{"epoch": 2, "metrics": {"accuracy": 0.5, "f1": null}, "train_loss": 0.25, "padding_ratio": 0.3}"#;
+        let record: EpochRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (record.epoch, record.train_loss, record.padding_ratio),
+            (2, 0.25, 0.3)
+        );
+        assert_eq!(record.metrics["accuracy"], 0.5);
+        assert!(record.metrics["f1"].is_nan());
+    }
 
     /// What the writer writes, the reader reads back, NaN (JSON's `null`) included.
     #[test]

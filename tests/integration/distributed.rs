@@ -194,8 +194,8 @@ fn assert_same_run(
             assert!((u - v).abs() <= tolerance, "{p} {q}: {u} vs {v}");
         };
         close("train_loss", "");
-        close("metrics", "accuracy");
-        close("metrics", "f1");
+        close("eval", "accuracy");
+        close("eval", "f1");
     }
     let (a, b) = (weights(a), weights(b));
     assert_eq!(a.len(), b.len());

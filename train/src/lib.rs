@@ -21,24 +21,13 @@ use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use burnbert_data::{Encoded, MetricKind, PaddingBatcher, padding_ratio};
+use burnbert_eval::log::EpochRecord;
 use burnbert_eval::{Metrics, Predictions};
 use burnbert_model::{SequenceClassifier, on_each_device};
 use serde::{Deserialize, Serialize};
 
 pub use options::{Checkpointing, TrainOptions};
 pub use schedule::{Schedule, ScheduleKind};
-
-/// Validation results after one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochResult {
-    /// 1-based.
-    pub epoch: usize,
-    pub metrics: std::collections::BTreeMap<String, f64>,
-    /// Mean training loss over the epoch's steps.
-    pub train_loss: f64,
-    /// Padded tokens per real token in the epoch's training batches.
-    pub padding_ratio: f64,
-}
 
 /// What a run trains and evaluates on.
 pub struct Data<'a> {
@@ -97,7 +86,7 @@ pub enum Event<'a> {
         examples: usize,
     },
     /// An epoch ended and was evaluated.
-    Epoch(&'a EpochResult),
+    Epoch(&'a EpochRecord),
     /// A checkpoint was written here.
     Saved(&'a Path),
     /// The last epoch ended.
@@ -136,7 +125,7 @@ pub struct LoopState {
     /// Non-finite losses skipped so far (`--skip-nonfinite`).
     pub skipped_nonfinite: usize,
     /// Validation results of finished epochs.
-    pub epochs: Vec<EpochResult>,
+    pub epochs: Vec<EpochRecord>,
     /// What fixes the run's data stream and schedule ([`checkpoint::run_identity`]); a
     /// checkpoint resumes only into the same. `None` in checkpoints written before runs were
     /// recorded.
@@ -177,7 +166,7 @@ impl LoopState {
     }
 
     /// Keeps the epoch's validation result and moves to the next epoch.
-    fn epoch_done(&mut self, result: EpochResult) {
+    fn epoch_done(&mut self, result: EpochRecord) {
         self.epochs.push(result);
         self.epoch += 1;
         self.step_in_epoch = 0;
@@ -381,11 +370,11 @@ fn evaluate(
     references: &[f64],
     state: &LoopState,
     padding: f64,
-) -> EpochResult {
+) -> EpochRecord {
     let predictions = predict_on_all_ranks(model, data, options.eval_batch_size, devices);
     let mut metrics = Metrics::new(data.metrics, data.num_classes);
     metrics.add_batch(&predictions.predicted, references);
-    EpochResult {
+    EpochRecord {
         epoch: state.epoch + 1,
         metrics: metrics.compute(),
         train_loss: state.epoch_mean_loss(),
