@@ -13,29 +13,43 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::store::{
-    ApplyError, ApplyResult, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
-    PytorchStore, SafetensorsStore,
+    ApplyError, ApplyResult, BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot,
+    PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
 use burn::tensor::Device;
 
 use crate::config::{Family, ModelConfig};
 use crate::{ModelError, SequenceClassifier};
 
-/// Checkpoint key → module path, applied in order after [`prefix_rename`]. Older checkpoints
-/// name LayerNorm's parameters `gamma`/`beta`, which Burn's `LayerNorm` uses too.
-const LOAD_RENAMES: [(&str, &str); 5] = [
-    (r"\.LayerNorm\.", ".layer_norm."),
-    (r"\.attention\.self\.", ".attention.self_attention."),
-    (r"\.Wqkv\.", ".wqkv."),
-    (r"\.Wi\.", ".wi."),
-    (r"\.Wo\.", ".wo."),
+/// Module path fragments whose names differ in transformers' checkpoints, between dots.
+/// (Older checkpoints name LayerNorm's parameters `gamma`/`beta`, as Burn's `LayerNorm` does.)
+const RENAMES: [(&str, &str); 5] = [
+    ("layer_norm", "LayerNorm"),
+    ("attention.self_attention", "attention.self"),
+    ("wqkv", "Wqkv"),
+    ("wi", "Wi"),
+    ("wo", "Wo"),
 ];
 
-/// Real checkpoints come with or without the encoder's prefix (a fine-tuned
-/// `…ForSequenceClassification`, or a bare `…Model`): the bare encoder's top-level modules
-/// get the family's prefix.
-fn prefix_rename(family: Family) -> (&'static str, String) {
-    let pattern = match family {
+/// The pattern and replacement that rename the fragment `from` to `to` between dots.
+fn between_dots(from: &str, to: &str) -> (String, String) {
+    (
+        format!(r"\.{}\.", from.replace('.', r"\.")),
+        format!(".{to}."),
+    )
+}
+
+fn remapper(patterns: impl Iterator<Item = (String, String)>) -> KeyRemapper {
+    patterns.fold(KeyRemapper::new(), |remapper, (from, to)| {
+        remapper.add_pattern(from, to).expect("constant patterns")
+    })
+}
+
+/// Checkpoint key → module path. Real checkpoints come with or without the encoder's prefix
+/// (a fine-tuned `…ForSequenceClassification`, or a bare `…Model`): the bare encoder's
+/// top-level modules get the family's prefix first.
+fn load_remapper(family: Family) -> KeyRemapper {
+    let top = match family {
         Family::Bert => r"^(embeddings|encoder|pooler)\.",
         Family::Roberta => r"^(embeddings|encoder)\.",
         Family::DistilBert => r"^(embeddings|transformer)\.",
@@ -43,17 +57,21 @@ fn prefix_rename(family: Family) -> (&'static str, String) {
         Family::ModernBert => r"^(embeddings|layers|final_norm)\.",
         Family::DebertaV2 => r"^(embeddings|encoder)\.",
     };
-    (pattern, format!("{}.$1.", family.prefix()))
+    let prefix = (top.to_string(), format!("{}.$1.", family.prefix()));
+    let renames = RENAMES
+        .iter()
+        .map(|&(module, key)| between_dots(key, module));
+    remapper(std::iter::once(prefix).chain(renames))
 }
 
 /// Module path → checkpoint key, for saving in transformers' naming.
-const SAVE_RENAMES: [(&str, &str); 5] = [
-    (r"\.layer_norm\.", ".LayerNorm."),
-    (r"\.self_attention\.", ".self."),
-    (r"\.wqkv\.", ".Wqkv."),
-    (r"\.wi\.", ".Wi."),
-    (r"\.wo\.", ".Wo."),
-];
+fn save_remapper() -> KeyRemapper {
+    remapper(
+        RENAMES
+            .iter()
+            .map(|&(module, key)| between_dots(module, key)),
+    )
+}
 
 /// What happened to each weight, like the warning transformers prints after `from_pretrained`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -91,12 +109,11 @@ impl std::fmt::Display for LoadReport {
 
 /// The name a module path has in a transformers checkpoint.
 pub fn checkpoint_name(module_path: &str) -> String {
-    let name = module_path
-        .replace(".layer_norm.", ".LayerNorm.")
-        .replace(".self_attention.", ".self.")
-        .replace(".wqkv.", ".Wqkv.")
-        .replace(".wi.", ".Wi.")
-        .replace(".wo.", ".Wo.");
+    let name = RENAMES
+        .iter()
+        .fold(module_path.to_string(), |name, (module, key)| {
+            name.replace(&format!(".{module}."), &format!(".{key}."))
+        });
     // Only LayerNorm has `gamma` and `beta`, under any module name (DistilBERT's
     // `sa_layer_norm`); transformers calls them `weight` and `bias`.
     match name.rsplit_once('.') {
@@ -139,16 +156,13 @@ impl SequenceClassifier {
                     .into(),
             ));
         }
-        let (prefix_from, prefix_to) = prefix_rename(config.family);
+        let remapper = load_remapper(config.family);
         let result = if is_pytorch_file(weights) {
             let mut store = PytorchStore::from_file(weights)
                 .validate(false)
                 .allow_partial(true)
                 .skip_enum_variants(true)
-                .with_key_remapping(prefix_from, &prefix_to);
-            for (from, to) in LOAD_RENAMES {
-                store = store.with_key_remapping(from, to);
-            }
+                .remap(remapper);
             model.load_from(&mut store).map_err(|e| {
                 error(format!(
                     "not a readable PyTorch state dict ({e}); re-download it, or convert it to \
@@ -161,10 +175,7 @@ impl SequenceClassifier {
                 .validate(false)
                 .allow_partial(true)
                 .skip_enum_variants(true)
-                .with_key_remapping(prefix_from, &prefix_to);
-            for (from, to) in LOAD_RENAMES {
-                store = store.with_key_remapping(from, to);
-            }
+                .remap(remapper);
             model.load_from(&mut store).map_err(|e| {
                 error(format!(
                     "not a readable safetensors file ({e}); it may be truncated: re-download it"
@@ -187,10 +198,8 @@ impl SequenceClassifier {
             .clear_metadata()
             // transformers refuses safetensors files without this marker.
             .metadata("format", "pt")
-            .overwrite(true);
-        for (from, to) in SAVE_RENAMES {
-            store = store.with_key_remapping(from, to);
-        }
+            .overwrite(true)
+            .remap(save_remapper());
         self.clone()
             .valid()
             .save_into(&mut store)
