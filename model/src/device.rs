@@ -194,6 +194,7 @@ fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
              use --devices 0,1"
         ));
     }
+    let named = |name: &'static str| move |device| (device, name);
     match kind {
         "auto" if cuda_devices() > 0 => resolve("cuda"),
         "auto" if wgpu_gpu_found() => resolve("wgpu"),
@@ -207,70 +208,90 @@ fn resolve(spec: &str) -> Result<(Device, &'static str), String> {
             }
             Ok(cpu)
         }
-        "ndarray" => {
-            #[cfg(feature = "ndarray")]
-            #[allow(deprecated)]
-            // still the unit tests' backend, as the project intends
-            return Ok((Device::ndarray(), "ndarray"));
-            #[allow(unreachable_code)]
-            Err(unavailable("ndarray"))
-        }
-        "flex" => {
-            #[cfg(feature = "flex")]
-            return Ok((Device::flex(), "flex"));
-            #[allow(unreachable_code)]
-            Err(unavailable("flex"))
-        }
-        "wgpu" => {
-            #[cfg(feature = "wgpu")]
-            {
-                let adapters = enumerate("wgpu");
-                if adapters.is_empty() {
-                    return Err(format!(
-                        "device `{spec}`: no wgpu adapter found (no Vulkan, Metal, DirectX 12 or \
-                         OpenGL driver that wgpu can use); install your GPU's driver, or Mesa's \
-                         lavapipe for a software one, or use `--device cpu` to run on the CPU"
-                    ));
-                }
-                return match index {
-                    None => Ok((
-                        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-                        "wgpu",
-                    )),
-                    Some(i) => match adapters.get(i) {
-                        Some(device) => Ok((device.clone(), "wgpu")),
-                        None => Err(format!(
-                            "device `{spec}`: {} wgpu adapter(s) found, numbered from 0; use \
-                             `--device wgpu` for the default one",
-                            adapters.len()
-                        )),
-                    },
-                };
-            }
-            #[allow(unreachable_code)]
-            Err(unavailable("wgpu"))
-        }
-        "cuda" => {
-            #[cfg(feature = "cuda")]
-            {
-                let found = cuda_devices();
-                let index = index.unwrap_or(0);
-                if index >= found {
-                    return Err(format!(
-                        "device `{spec}`: {found} CUDA device(s) found (is the NVIDIA driver \
-                         installed?); use `--device cpu` to run on the CPU instead"
-                    ));
-                }
-                return Ok((Device::cuda(index), "cuda"));
-            }
-            #[allow(unreachable_code)]
-            Err(unavailable("cuda"))
-        }
+        "ndarray" => ndarray_device()
+            .map(named("ndarray"))
+            .ok_or_else(|| unavailable("ndarray")),
+        "flex" => flex_device()
+            .map(named("flex"))
+            .ok_or_else(|| unavailable("flex")),
+        "wgpu" => wgpu_device(spec, index)?
+            .map(named("wgpu"))
+            .ok_or_else(|| unavailable("wgpu")),
+        "cuda" => cuda_device(spec, index)?
+            .map(named("cuda"))
+            .ok_or_else(|| unavailable("cuda")),
         _ => Err(format!(
             "unknown device `{spec}`; this build has: {}",
             available_devices().join(", ")
         )),
     }
+}
+
+/// The ndarray device, in a build with it.
+fn ndarray_device() -> Option<Device> {
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)] // still the unit tests' backend, as the project intends
+    return Some(Device::ndarray());
+    #[cfg(not(feature = "ndarray"))]
+    None
+}
+
+/// The flex device, in a build with it.
+fn flex_device() -> Option<Device> {
+    #[cfg(feature = "flex")]
+    return Some(Device::flex());
+    #[cfg(not(feature = "flex"))]
+    None
+}
+
+/// wgpu's default adapter, or adapter `index`.
+#[cfg(feature = "wgpu")]
+fn wgpu_device(spec: &str, index: Option<usize>) -> Result<Option<Device>, String> {
+    let adapters = enumerate("wgpu");
+    if adapters.is_empty() {
+        return Err(format!(
+            "device `{spec}`: no wgpu adapter found (no Vulkan, Metal, DirectX 12 or OpenGL \
+             driver that wgpu can use); install your GPU's driver, or Mesa's lavapipe for a \
+             software one, or use `--device cpu` to run on the CPU"
+        ));
+    }
+    match index {
+        None => Ok(Some(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))),
+        Some(i) => match adapters.get(i) {
+            Some(device) => Ok(Some(device.clone())),
+            None => Err(format!(
+                "device `{spec}`: {} wgpu adapter(s) found, numbered from 0; use \
+                 `--device wgpu` for the default one",
+                adapters.len()
+            )),
+        },
+    }
+}
+
+/// None: this build has no wgpu.
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device(_spec: &str, _index: Option<usize>) -> Result<Option<Device>, String> {
+    Ok(None)
+}
+
+/// CUDA device `index` (0 by default).
+#[cfg(feature = "cuda")]
+fn cuda_device(spec: &str, index: Option<usize>) -> Result<Option<Device>, String> {
+    let found = cuda_devices();
+    let index = index.unwrap_or(0);
+    if index >= found {
+        return Err(format!(
+            "device `{spec}`: {found} CUDA device(s) found (is the NVIDIA driver installed?); \
+             use `--device cpu` to run on the CPU instead"
+        ));
+    }
+    Ok(Some(Device::cuda(index)))
+}
+
+/// None: this build has no CUDA.
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(_spec: &str, _index: Option<usize>) -> Result<Option<Device>, String> {
+    Ok(None)
 }
 
 /// Whether wgpu has an adapter that is a GPU. Software adapters (Mesa's lavapipe, llvmpipe)
