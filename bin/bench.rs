@@ -21,11 +21,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
-use burn::optim::GradientsParams;
-use burn::tensor::{Device, DeviceConfig, DeviceError, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Device, DeviceConfig, DeviceError, FloatDType};
 use burnbert::{MixedPrecision, run};
-use burnbert_model::{BertInput, Family, Labels, ModelConfig, SequenceClassifier};
+use burnbert_data::{Encoded, Label, PaddingBatcher};
+use burnbert_model::{Family, ModelConfig, SequenceClassifier};
+use burnbert_train::{Data, optimizer_step};
 use clap::{Parser, ValueEnum};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -185,19 +187,7 @@ fn main() -> std::process::ExitCode {
             config.max_position_embeddings
         );
         let started = Instant::now();
-        let mut device = burnbert_model::parse_device(&args.device).map_err(anyhow::Error::msg)?;
-        // The default float type must be set before the first tensor exists on the device.
-        device
-            .configure(DeviceConfig::default().float_dtype(args.dtype.float()))
-            .map_err(|e| match e {
-                DeviceError::UnsupportedDType { device, .. } => anyhow::anyhow!(
-                    "--dtype {} is not supported on {device}; use --dtype f32 (f16 and bf16 \
-                     need a GPU backend such as --device cuda)",
-                    flag_name(args.dtype)
-                ),
-                other => other.into(),
-            })?;
-        device.seed(args.seed);
+        let device = device(&args)?;
         anyhow::ensure!(
             args.mixed_precision == MixedPrecision::No || matches!(args.dtype, Dtype::F32),
             "--mixed-precision keeps the weights in f32: give it without --dtype"
@@ -205,36 +195,8 @@ fn main() -> std::process::ExitCode {
         let compute_dtype = args.mixed_precision.compute_dtype(&device)?;
         let model = SequenceClassifier::new(&config, &device).with_compute_dtype(compute_dtype);
         let parameters = model.num_params();
-        let total_steps = args.warmup + args.steps;
 
-        let (timings, final_loss) = match args.mode {
-            Mode::Train => {
-                let device = device.clone().autodiff();
-                let batch = random_batch(&config, &args, &device);
-                let mut optimizer = burnbert_train::optim::adamw(WEIGHT_DECAY);
-                let model = model.to_device(&device).train();
-                let (timings, loss) = run_steps(&device, total_steps, started, model, |model| {
-                    let output = model.forward(
-                        batch.input.clone(),
-                        Some(Labels::Classes(batch.labels.clone())),
-                    );
-                    let loss = output.loss.expect("labels were given");
-                    let grads = GradientsParams::from_grads(loss.backward(), &model);
-                    (optimizer.step(LEARNING_RATE, model, grads), loss)
-                })?;
-                (timings, Some(loss.into_scalar::<f32>()))
-            }
-            Mode::Infer => {
-                let batch = random_batch(&config, &args, &device);
-                let model = model.valid();
-                let (timings, _logits) =
-                    run_steps(&device, total_steps, started, model, |model| {
-                        let logits = model.forward(batch.input.clone(), None).logits;
-                        (model, logits)
-                    })?;
-                (timings, None)
-            }
-        };
+        let (timings, final_loss) = measure(&args, &config, model, &device, started)?;
 
         let timed = &timings.step_seconds[args.warmup..];
         let median = median(timed);
@@ -276,6 +238,80 @@ fn main() -> std::process::ExitCode {
 }
 
 /// A preset by name, else a `config.json` read from the path given.
+/// The device `--device` names, its default float type `--dtype`, seeded with `--seed`.
+fn device(args: &Args) -> anyhow::Result<Device> {
+    let mut device = burnbert_model::parse_device(&args.device).map_err(anyhow::Error::msg)?;
+    // The default float type must be set before the first tensor exists on the device.
+    device
+        .configure(DeviceConfig::default().float_dtype(args.dtype.float()))
+        .map_err(|e| match e {
+            DeviceError::UnsupportedDType { device, .. } => anyhow::anyhow!(
+                "--dtype {} is not supported on {device}; use --dtype f32 (f16 and bf16 \
+                 need a GPU backend such as --device cuda)",
+                flag_name(args.dtype)
+            ),
+            other => other.into(),
+        })?;
+    device.seed(args.seed);
+    Ok(device)
+}
+
+/// Runs the warm-up and timed steps of `--mode` on one batch of random rows: the step `train`
+/// takes, or a forward pass. Returns the timings and the last training loss.
+fn measure(
+    args: &Args,
+    config: &ModelConfig,
+    model: SequenceClassifier,
+    device: &Device,
+    started: Instant,
+) -> anyhow::Result<(Timings, Option<f32>)> {
+    let total_steps = args.warmup + args.steps;
+    let rows = random_rows(config, args);
+    let batcher = PaddingBatcher {
+        pad_id: config.pad_token_id.unwrap_or(0) as u32,
+        pad_to_multiple_of: args.seq,
+    };
+    let measured = match args.mode {
+        // The step `train` takes, on the same batch every time.
+        Mode::Train => {
+            let devices = [device.clone().autodiff()];
+            let data = Data {
+                train: &rows,
+                validation: &[],
+                metrics: &[],
+                num_classes: config.label_count(),
+                batcher: &batcher,
+            };
+            let group = [(0..rows.len()).collect::<Vec<_>>()];
+            let mut optimizer = burnbert_train::optim::adamw(WEIGHT_DECAY);
+            let model = model.to_device(&devices[0]).train();
+            let (timings, loss) = run_steps(device, total_steps, started, model, |model| {
+                let (model, loss, _) = optimizer_step(
+                    model,
+                    &mut optimizer,
+                    &group,
+                    &data,
+                    &devices,
+                    LEARNING_RATE,
+                    None,
+                );
+                (model, loss)
+            })?;
+            (timings, Some(loss))
+        }
+        Mode::Infer => {
+            let batch = batcher.batch(rows, device);
+            let model = model.valid();
+            let (timings, _logits) = run_steps(device, total_steps, started, model, |model| {
+                let logits = model.forward(batch.input.clone(), None).logits;
+                (model, logits)
+            })?;
+            (timings, None)
+        }
+    };
+    Ok(measured)
+}
+
 fn model_config(shape: &str) -> anyhow::Result<ModelConfig> {
     if let Some((_, text)) = PRESETS.iter().find(|(name, _)| *name == shape) {
         return ModelConfig::from_json(text).map_err(|e| anyhow::anyhow!("preset {shape}: {e}"));
@@ -308,52 +344,36 @@ fn real_tokens_per_row(seq: usize) -> usize {
     seq - seq / 4
 }
 
-/// One batch reused by every step, with its labels.
-struct Batch {
-    input: BertInput,
-    labels: Tensor<1, Int>,
-}
-
-/// Random token ids in `[0, vocab_size)` other than the pad id, with the last quarter of each
-/// row padded (the config's `pad_token_id`, else 0; attention mask 0), one segment, and random
-/// class labels.
-fn random_batch(config: &ModelConfig, args: &Args, device: &Device) -> Batch {
+/// The rows of the one batch every step takes: random token ids in `[0, vocab_size)` other
+/// than the pad id, `seq` less a quarter of them (the batcher pads the rest: the config's
+/// `pad_token_id`, else 0, with attention mask 0), one segment, and random class labels.
+fn random_rows(config: &ModelConfig, args: &Args) -> Vec<Encoded> {
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let (rows, seq) = (args.batch, args.seq);
-    let real = real_tokens_per_row(seq);
+    let real = real_tokens_per_row(args.seq);
     let pad_id = config.pad_token_id.unwrap_or(0) as i64;
     let vocab = config.vocab_size as i64;
     // Draw from the vocabulary less the pad id, then step over it.
     let skip_pad = (0..vocab).contains(&pad_id) && vocab > 1;
     let real_token = |rng: &mut StdRng| {
-        if skip_pad {
+        let id = if skip_pad {
             let id = rng.random_range(0..vocab - 1);
             if id >= pad_id { id + 1 } else { id }
         } else {
             rng.random_range(0..vocab)
-        }
+        };
+        id as u32
     };
-    let mut ids = Vec::with_capacity(rows * seq);
-    let mut mask = Vec::with_capacity(rows * seq);
-    for _ in 0..rows {
-        ids.extend((0..real).map(|_| real_token(&mut rng)));
-        ids.extend(std::iter::repeat_n(pad_id, seq - real));
-        mask.extend(std::iter::repeat_n(1i64, real));
-        mask.extend(std::iter::repeat_n(0i64, seq - real));
-    }
-    let classes = config.label_count() as i64;
-    let labels: Vec<i64> = (0..rows).map(|_| rng.random_range(0..classes)).collect();
-    let tensor = |values: Vec<i64>| {
-        Tensor::<2, Int>::from_data(TensorData::new(values, [rows, seq]), device)
-    };
-    Batch {
-        input: BertInput {
-            input_ids: tensor(ids),
-            token_type_ids: tensor(vec![0; rows * seq]),
-            attention_mask: tensor(mask),
-        },
-        labels: Tensor::from_data(TensorData::new(labels, [rows]), device),
-    }
+    let ids: Vec<Vec<u32>> = (0..args.batch)
+        .map(|_| (0..real).map(|_| real_token(&mut rng)).collect())
+        .collect();
+    let classes = config.label_count();
+    ids.into_iter()
+        .map(|input_ids| Encoded {
+            input_ids,
+            token_type_ids: vec![0; real],
+            label: Some(Label::Class(rng.random_range(0..classes))),
+        })
+        .collect()
 }
 
 /// What `run_steps` measured.

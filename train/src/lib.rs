@@ -212,16 +212,18 @@ pub fn train(
         let groups: Vec<&[Vec<usize>]> = batches.chunks(options.micro_batches_per_step()).collect();
         for group in state.remaining(&groups)? {
             seed_dropout(&devices, options.seed, state.step);
-            let (grads, loss, examples) =
-                accumulate_gradients(&model, group, data.train, data.batcher, &devices);
             let lr = schedule.lr(state.step);
-            if loss.is_finite() {
-                let grads = match options.max_grad_norm {
-                    Some(max_norm) => optim::clip_grad_norm(&model, grads, max_norm).0,
-                    None => grads,
-                };
-                model = optimizer.step(lr, model, grads);
-            } else if !options.skip_nonfinite {
+            let (stepped, loss, examples) = optimizer_step(
+                model,
+                &mut optimizer,
+                group,
+                data,
+                &devices,
+                lr,
+                options.max_grad_norm,
+            );
+            model = stepped;
+            if !loss.is_finite() && !options.skip_nonfinite {
                 return Err(TrainError::NonFinite {
                     loss,
                     step: state.step + 1,
@@ -274,6 +276,31 @@ pub fn train(
         state,
         seconds,
     })
+}
+
+/// One optimizer step of [`train`]: the micro-batches of `group` forward and backward on
+/// `devices` (and on every rank), their gradients summed, clipped to `max_grad_norm`, and
+/// applied at `lr`. A step whose loss is not finite leaves the model as it was. Returns the
+/// model, the mean loss and the number of examples.
+pub fn optimizer_step(
+    model: SequenceClassifier,
+    optimizer: &mut ModuleOptimizer,
+    group: &[Vec<usize>],
+    data: &Data,
+    devices: &[Device],
+    lr: f64,
+    max_grad_norm: Option<f64>,
+) -> (SequenceClassifier, f32, usize) {
+    let (grads, loss, examples) =
+        accumulate_gradients(&model, group, data.train, data.batcher, devices);
+    if !loss.is_finite() {
+        return (model, loss, examples);
+    }
+    let grads = match max_grad_norm {
+        Some(max_norm) => optim::clip_grad_norm(&model, grads, max_norm).0,
+        None => grads,
+    };
+    (optimizer.step(lr, model, grads), loss, examples)
 }
 
 /// The model on the training device, a new optimizer and loop state, or those of the
