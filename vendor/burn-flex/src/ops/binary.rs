@@ -1,4 +1,8 @@
 //! Binary tensor operations (add, sub, mul, div).
+//!
+//! burnbert patch (every changed place is marked `burnbert patch`): the loops run through
+//! `crate::parallel` (over the threads, vectorised for the CPU), the half types through
+//! `ViaF32`, and so every operation these functions take gained `Copy + Send + Sync`.
 
 use alloc::vec::Vec;
 use burn_backend::{DType, Element};
@@ -6,6 +10,7 @@ use burn_std::{Bytes, Shape, bf16, f16};
 
 use crate::FlexTensor;
 use crate::layout::Layout;
+// burnbert patch: f16 and bf16 through f32 inside the parallel loops
 use crate::parallel::ViaF32;
 use crate::strided_index::StridedIter;
 
@@ -36,6 +41,7 @@ pub fn binary_op<F32Op, F64Op>(
     simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
+    // burnbert patch: Send + Sync, for the parallel loops
     F32Op: Fn(f32, f32) -> f32 + Copy + Send + Sync,
     F64Op: Fn(f64, f64) -> f64 + Copy + Send + Sync,
 {
@@ -49,6 +55,7 @@ where
     match dtype {
         DType::F32 => binary_op_f32(lhs, rhs, f32_op, simd_hint),
         DType::F64 => binary_op_typed(lhs, rhs, f64_op),
+        // burnbert patch: ViaF32 instead of a conversion per element
         DType::F16 => binary_op_typed::<f16, _>(lhs, rhs, ViaF32(f32_op)),
         DType::BF16 => binary_op_typed::<bf16, _>(lhs, rhs, ViaF32(f32_op)),
         _ => panic!("binary_op: unsupported dtype {:?}", dtype),
@@ -64,6 +71,7 @@ fn binary_op_f32<Op>(
     simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
+    // burnbert patch: Send + Sync, for the parallel loops
     Op: Fn(f32, f32) -> f32 + Copy + Send + Sync,
 {
     // In-place SIMD fast path: lhs unique contiguous at offset 0, rhs
@@ -79,6 +87,7 @@ where
         let lhs_storage: &mut [f32] = lhs.storage_mut();
         let l_slice = &mut lhs_storage[..l_end];
 
+        // burnbert patch: the SIMD loop over the threads
         crate::parallel::zip_chunks(l_slice, r_slice, |l, r| match simd_op {
             BinaryOp::Add => simd::add_inplace_f32(l, r),
             BinaryOp::Sub => simd::sub_inplace_f32(l, r),
@@ -104,6 +113,7 @@ where
         let rhs_storage: &mut [f32] = rhs.storage_mut();
         let r_slice = &mut rhs_storage[..r_end];
 
+        // burnbert patch: the SIMD loop over the threads
         crate::parallel::zip_chunks(r_slice, l_slice, |r, l| match simd_op {
             BinaryOp::Add => simd::add_inplace_f32(r, l),
             BinaryOp::Sub => simd::rsub_inplace_f32(r, l),
@@ -135,6 +145,7 @@ fn binary_op_f32<Op>(
     _simd_hint: Option<BinaryOp>,
 ) -> FlexTensor
 where
+    // burnbert patch: Send + Sync, for the parallel loops
     Op: Fn(f32, f32) -> f32 + Copy + Send + Sync,
 {
     binary_op_typed(lhs, rhs, op)
@@ -144,6 +155,7 @@ where
 pub(crate) fn binary_op_typed<E, Op>(mut lhs: FlexTensor, mut rhs: FlexTensor, op: Op) -> FlexTensor
 where
     E: Element + bytemuck::Pod,
+    // burnbert patch: an operation the parallel loops take by value
     Op: crate::parallel::BinaryFn<E>,
 {
     let call = move |a: E, b: E| op.apply(a, b);
@@ -157,6 +169,7 @@ where
         let rhs_storage: &[E] = rhs.storage();
         let r_slice = &rhs_storage[r_start..r_end];
         let lhs_storage: &mut [E] = lhs.storage_mut();
+        // burnbert patch: over the threads
         crate::parallel::zip_in_place(&mut lhs_storage[..l_end], r_slice, op);
         return lhs;
     }
@@ -177,6 +190,7 @@ where
     {
         let rhs_storage: &[E] = rhs.storage();
         let lhs_storage: &mut [E] = lhs.storage_mut();
+        // burnbert patch: the operation by value
         crate::zip::zip_apply_inplace(&nest, lhs_storage, rhs_storage, call);
         return lhs;
     }
@@ -186,6 +200,7 @@ where
     {
         let lhs_storage: &[E] = lhs.storage();
         let rhs_storage: &mut [E] = rhs.storage_mut();
+        // burnbert patch: the operation by value
         crate::zip::zip_apply_inplace(&nest, rhs_storage, lhs_storage, |r, l| call(l, r));
         return rhs;
     }
@@ -204,6 +219,7 @@ where
         (Some((l_start, l_end)), Some((r_start, r_end))) => {
             let l_slice = &lhs_storage[l_start..l_end];
             let r_slice = &rhs_storage[r_start..r_end];
+            // burnbert patch: over the threads
             crate::parallel::zip_map_collect(l_slice, r_slice, op)
         }
         // Strided/broadcast fallback: collapse both layouts into a
@@ -211,6 +227,7 @@ where
         // loop. Only negative-stride (flipped) or over-rank layouts
         // fall through to the per-element StridedIter odometer.
         _ => {
+            // burnbert patch: the operation by value (in each branch)
             if let Some(result) =
                 crate::zip::zip_map(lhs_storage, lhs.layout(), rhs_storage, rhs.layout(), call)
             {
@@ -221,6 +238,7 @@ where
             } else {
                 let lhs_iter = StridedIter::new(lhs.layout());
                 let rhs_iter = StridedIter::new(rhs.layout());
+                // burnbert patch: the operation by value
                 lhs_iter
                     .zip(rhs_iter)
                     .map(|(li, ri)| call(lhs_storage[li], rhs_storage[ri]))
@@ -275,6 +293,7 @@ pub fn scalar_op<F32Op, F64Op>(
     f64_op: F64Op,
 ) -> FlexTensor
 where
+    // burnbert patch: Send + Sync, for the parallel loops
     F32Op: Fn(f32, f32) -> f32 + Copy + Send + Sync,
     F64Op: Fn(f64, f64) -> f64 + Copy + Send + Sync,
 {
@@ -304,6 +323,7 @@ where
 pub(crate) fn scalar_op_typed<E, Op>(mut tensor: FlexTensor, scalar: E, op: Op) -> FlexTensor
 where
     E: Element + bytemuck::Pod,
+    // burnbert patch: Send + Sync, for the parallel loops
     Op: Fn(E, E) -> E + Copy + Send + Sync,
 {
     // In-place fast path: unique, contiguous at offset 0
@@ -311,6 +331,7 @@ where
         && let Some((0, end)) = tensor.layout().contiguous_offsets()
     {
         let storage: &mut [E] = tensor.storage_mut();
+        // burnbert patch: over the threads
         crate::parallel::map_in_place(&mut storage[..end], move |x| op(x, scalar));
         return tensor;
     }
@@ -322,6 +343,7 @@ where
 
     let result: Vec<E> = match tensor.layout().contiguous_offsets() {
         Some((start, end)) => {
+            // burnbert patch: over the threads
             crate::parallel::map_collect(&storage[start..end], move |x| op(x, scalar))
         }
         None => StridedIter::new(tensor.layout())
@@ -348,6 +370,7 @@ fn make_tensor<E: bytemuck::Pod + Send + Sync>(
 /// Supports all integer dtypes: I64, I32, I16, I8, U64, U32, U16, U8.
 pub fn int_binary_op<Op>(lhs: FlexTensor, rhs: FlexTensor, op: Op) -> FlexTensor
 where
+    // burnbert patch: Send + Sync, for the parallel loops
     Op: Fn(i64, i64) -> i64 + Copy + Send + Sync,
 {
     debug_assert_eq!(lhs.dtype(), rhs.dtype(), "int_binary_op: dtype mismatch");
@@ -376,6 +399,7 @@ where
 /// Note: scalar is truncated to target dtype (matches PyTorch).
 pub fn int_scalar_op<Op>(tensor: FlexTensor, scalar: i64, op: Op) -> FlexTensor
 where
+    // burnbert patch: Send + Sync, for the parallel loops
     Op: Fn(i64, i64) -> i64 + Copy + Send + Sync,
 {
     let dtype = tensor.dtype();

@@ -1,4 +1,7 @@
 //! Comparison operations returning boolean tensors.
+//!
+//! burnbert patch: the comparisons' operations gained `Sync` (the four `where` clauses that
+//! say so), as the broadcast traversals of `crate::zip` that they reach now run over threads.
 
 use alloc::boxed::Box;
 #[cfg(feature = "simd")]
@@ -27,6 +30,7 @@ pub fn compare<F32Cmp, F64Cmp>(
     simd_hint: Option<CompareOp>,
 ) -> FlexTensor
 where
+    // burnbert patch: Sync, for the threaded traversals
     F32Cmp: Fn(f32, f32) -> bool + Copy + Sync,
     F64Cmp: Fn(f64, f64) -> bool + Copy + Sync,
 {
@@ -60,6 +64,7 @@ fn compare_f32<Cmp>(
     simd_hint: Option<CompareOp>,
 ) -> FlexTensor
 where
+    // burnbert patch: Sync, for the threaded traversals
     Cmp: Fn(f32, f32) -> bool + Sync,
 {
     // SIMD fast path: both tensors contiguous
@@ -275,6 +280,7 @@ fn compare_typed<E, Cmp>(
 ) -> FlexTensor
 where
     E: Element + Pod,
+    // burnbert patch: Sync, for the threaded traversals
     Cmp: Fn(E, E) -> bool + Sync,
 {
     let shape = lhs.layout().shape().clone();
@@ -513,6 +519,7 @@ fn compare_int<I64Cmp, U64Cmp>(
     u64_cmp: U64Cmp,
 ) -> FlexTensor
 where
+    // burnbert patch: Sync, for the threaded traversals
     I64Cmp: Fn(i64, i64) -> bool + Sync,
     U64Cmp: Fn(u64, u64) -> bool + Sync,
 {
