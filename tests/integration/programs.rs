@@ -312,6 +312,7 @@ fn safetensors_file(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<u8>)> {
 /// the input's key names and shapes under the family's prefix (`electra.`, `distilbert.`)
 /// with every tensor changed by training, and the tokenizer; the loss is finite, and `eval`
 /// and `predict` load that directory and reproduce the validation metrics `train` reported.
+/// With wgpu compiled in, `train` and `eval` do the same on it.
 #[test]
 fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
     require_hf_home();
@@ -510,6 +511,57 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
                 (probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-5,
                 "{model_type}: {line}"
             );
+        }
+
+        // The same on wgpu (Mesa's lavapipe in CI): train, then eval of the saved directory
+        // reproduces the metrics train reported.
+        #[cfg(feature = "wgpu")]
+        {
+            let gpu_out = dir.path().join(format!("{model_type}-wgpu"));
+            let gpu_out = gpu_out.to_str().unwrap();
+            let files = ["--train-file", train_file.to_str().unwrap()];
+            let validation = ["--validation-file", validation_file.to_str().unwrap()];
+            let run = ["--num-epochs", "1", "--batch-size", "8", "--quiet"];
+            let on_wgpu = ["--device", "wgpu", "--output-dir", gpu_out];
+            let model_arg = ["--model", model.to_str().unwrap()];
+            let args = [&model_arg[..], &files, &validation, &run, &on_wgpu].concat();
+            let trained = run_program("train", &args);
+            assert!(
+                trained.status.success(),
+                "{model_type}: train on wgpu failed: {}",
+                stderr(&trained)
+            );
+            let results = read_json(&Path::new(gpu_out).join("all_results.json"));
+            assert_eq!(results["steps"], 2, "{model_type} on wgpu");
+            let evaluated = run_program(
+                "eval",
+                &[
+                    "--model",
+                    gpu_out,
+                    "--file",
+                    validation_file.to_str().unwrap(),
+                    "--json",
+                    "--device",
+                    "wgpu",
+                ],
+            );
+            assert!(
+                evaluated.status.success(),
+                "{model_type}: eval on wgpu failed: {}",
+                stderr(&evaluated)
+            );
+            let evaluated: serde_json::Value =
+                serde_json::from_str(stdout(&evaluated).trim()).unwrap();
+            for metric in ["accuracy", "f1"] {
+                let (a, b) = (
+                    evaluated["metrics"][metric].as_f64().unwrap(),
+                    results["eval"][metric].as_f64().unwrap(),
+                );
+                assert!(
+                    (a - b).abs() < 1e-9,
+                    "{model_type} on wgpu: {metric}: eval {a} vs train {b}"
+                );
+            }
         }
     }
 }
