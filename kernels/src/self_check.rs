@@ -279,162 +279,217 @@ const ROWS: usize = 6;
 /// weights)`. With `check.fault`, the kernel's output or gradient is off, as a wrong kernel's
 /// would be.
 fn check_kernel(check: &Check, kernel: Kernel) -> Result<(), String> {
-    let device = check.device;
-    let mut draws = Draws(0x9e37_79b9_7f4a_7c15);
-    let vector = draws.take(WIDTH);
-    let [matrix, residual] = [(); 2].map(|()| draws.take(ROWS * WIDTH));
-    let [gamma, beta] = [(); 2].map(|()| draws.take(WIDTH));
-    let rows = |x: &Tensor<1>| x.clone().reshape([ROWS, WIDTH]);
-    let eps = 1e-12;
+    let operands = Operands::draw();
     match kernel {
-        Kernel::LayerNorm => check.compare(
-            [matrix, gamma, beta],
-            |[x, g, b]| {
-                flat(crate::layer_norm::layer_norm(
-                    rows(x),
-                    g.clone(),
-                    b.clone(),
-                    eps,
+        Kernel::LayerNorm => check_layer_norm(check, operands),
+        Kernel::AddNorm => check_add_norm(check, operands),
+        Kernel::BiasGelu => check_bias_gelu(check, operands),
+        Kernel::SplitHeads => check_split_heads(check, operands),
+        Kernel::MergeHeads => check_merge_heads(check, operands),
+        Kernel::MaskedSoftmax => check_masked_softmax(check, operands),
+        Kernel::Dropout => check_dropout(check, operands),
+        Kernel::AdamwStep => {
+            let mut draws = operands.draws;
+            check.adamw([(); 4].map(|()| draws.take(ROWS * WIDTH)))
+        }
+    }
+}
+
+/// The row-wise kernels' inputs, drawn in one fixed order; the other checks draw theirs
+/// after them from `draws`.
+struct Operands {
+    draws: Draws,
+    vector: Vec<f32>,
+    matrix: Vec<f32>,
+    residual: Vec<f32>,
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl Operands {
+    fn draw() -> Self {
+        let mut draws = Draws(0x9e37_79b9_7f4a_7c15);
+        let vector = draws.take(WIDTH);
+        let [matrix, residual] = [(); 2].map(|()| draws.take(ROWS * WIDTH));
+        let [gamma, beta] = [(); 2].map(|()| draws.take(WIDTH));
+        Self {
+            draws,
+            vector,
+            matrix,
+            residual,
+            gamma,
+            beta,
+        }
+    }
+}
+
+/// A flat input as the row-wise kernels' `[ROWS, WIDTH]`.
+fn rows(x: &Tensor<1>) -> Tensor<2> {
+    x.clone().reshape([ROWS, WIDTH])
+}
+
+/// BERT's LayerNorm epsilon.
+const EPS: f64 = 1e-12;
+
+fn check_layer_norm(check: &Check, o: Operands) -> Result<(), String> {
+    check.compare(
+        [o.matrix, o.gamma, o.beta],
+        |[x, g, b]| {
+            flat(crate::layer_norm::layer_norm(
+                rows(x),
+                g.clone(),
+                b.clone(),
+                EPS,
+            ))
+        },
+        |[x, g, b]| flat(module::layer_norm(rows(x), g.clone(), Some(b.clone()), EPS)),
+    )
+}
+
+/// Without dropout and with the dropout kernel's mask.
+fn check_add_norm(check: &Check, o: Operands) -> Result<(), String> {
+    [false, true].into_iter().try_for_each(|dropout| {
+        let mask = dropout.then(|| check.mask());
+        check.compare(
+            [
+                o.matrix.clone(),
+                o.vector.clone(),
+                o.residual.clone(),
+                o.gamma.clone(),
+                o.beta.clone(),
+            ],
+            |[h, bias, r, g, b]| {
+                let gamma_beta = [g.clone(), b.clone()];
+                let mask = mask.clone();
+                flat(add_norm_with(
+                    rows(h),
+                    bias.clone(),
+                    rows(r),
+                    gamma_beta,
+                    EPS,
+                    mask,
                 ))
             },
-            |[x, g, b]| flat(module::layer_norm(rows(x), g.clone(), Some(b.clone()), eps)),
-        ),
-        Kernel::AddNorm => [false, true].into_iter().try_for_each(|dropout| {
-            let mask = dropout.then(|| check.mask());
-            check.compare(
-                [
-                    matrix.clone(),
-                    vector.clone(),
-                    residual.clone(),
-                    gamma.clone(),
-                    beta.clone(),
-                ],
-                |[h, bias, r, g, b]| {
-                    let gamma_beta = [g.clone(), b.clone()];
-                    let mask = mask.clone();
-                    flat(add_norm_with(
-                        rows(h),
-                        bias.clone(),
-                        rows(r),
-                        gamma_beta,
-                        eps,
-                        mask,
-                    ))
-                },
-                |[h, bias, r, g, b]| {
-                    let biased = rows(h) + bias.clone().unsqueeze();
-                    let dropped = match dropout {
-                        true => biased * check.mask_values([ROWS, WIDTH]),
-                        false => biased,
-                    };
-                    flat(module::layer_norm(
-                        dropped + rows(r),
-                        g.clone(),
-                        Some(b.clone()),
-                        eps,
-                    ))
-                },
-            )
-        }),
-        Kernel::BiasGelu => check.compare(
-            [matrix, vector],
-            |[x, bias]| flat(crate::gelu::bias_gelu(rows(x), bias.clone())),
-            |[x, bias]| {
-                // The exact GELU, `v · (1 + erf(v / √2)) / 2`, which Burn differentiates
-                // exactly (its own `gelu`'s backward is the tanh approximation's).
-                let v = rows(x) + bias.clone().unsqueeze();
-                let phi = (v.clone() / std::f32::consts::SQRT_2).erf().add_scalar(1.0) / 2.0;
-                flat(v * phi)
+            |[h, bias, r, g, b]| {
+                let biased = rows(h) + bias.clone().unsqueeze();
+                let dropped = match dropout {
+                    true => biased * check.mask_values([ROWS, WIDTH]),
+                    false => biased,
+                };
+                flat(module::layer_norm(
+                    dropped + rows(r),
+                    g.clone(),
+                    Some(b.clone()),
+                    EPS,
+                ))
             },
-        ),
-        Kernel::SplitHeads => {
-            let (batch, seq, heads, head_dim) = (2, 5, 4, 6);
-            let width = heads * head_dim;
-            check.compare(
-                [draws.take(batch * seq * width), draws.take(width)],
-                |[x, bias]| {
-                    let x = x.clone().reshape([batch, seq, width]);
-                    flat(crate::heads::split_heads(x, bias.clone(), heads))
-                },
-                |[x, bias]| {
-                    let x = x.clone().reshape([batch, seq, width]) + bias.clone().unsqueeze();
-                    flat(x.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2))
-                },
-            )
-        }
-        Kernel::MergeHeads => {
-            let shape = [2, 4, 5, 6];
-            // Contiguous heads, and heads stored as `[batch, heads, head_dim, seq]` and merged
-            // from their transposed view.
-            let transposed = [2, 4, 6, 5];
-            let both = |merge: fn(Tensor<4>) -> Tensor<3>, x: &Tensor<1>, y: &Tensor<1>| {
-                let y = y.clone().reshape(transposed).swap_dims(2, 3);
-                Tensor::cat(
-                    vec![flat(merge(x.clone().reshape(shape))), flat(merge(y))],
-                    0,
-                )
-            };
-            let n = shape.iter().product();
-            check.compare(
-                [draws.take(n), draws.take(n)],
-                |[x, y]| both(crate::heads::merge_heads, x, y),
-                |[x, y]| both(|h| h.swap_dims(1, 2).reshape([2, 5, 24]), x, y),
-            )
-        }
-        Kernel::MaskedSoftmax => {
-            // Two rows of a batch, the second with its last 37 keys padded; scores of a few
-            // units, as attention's are.
-            let (keys, padded) = (150, 37);
-            let shape = [2, 3, 5, keys];
-            let padding: Vec<i64> = (0..2 * keys)
-                .map(|i| (i >= 2 * keys - padded) as i64)
-                .collect();
-            let padding = Tensor::<2, Int>::from_data(TensorData::new(padding, [2, keys]), device)
-                .equal_elem(1)
-                .reshape([2, 1, 1, keys]);
-            let scores = draws
-                .take(shape.iter().product())
-                .iter()
-                .map(|v| v * 8.0)
-                .collect();
-            let divisor = 8.0;
-            check.compare(
-                [scores],
-                |[x]| {
-                    flat(crate::softmax::masked_softmax(
-                        x.clone().reshape(shape),
-                        padding.clone(),
-                        divisor,
-                    ))
-                },
-                |[x]| {
-                    let scores = x.clone().reshape(shape).div_scalar(divisor);
-                    flat(softmax(scores.mask_fill(padding.clone(), f32::MIN), 3))
-                },
-            )
-        }
-        Kernel::Dropout => {
-            let values = check.mask_values([ROWS, WIDTH]);
-            // Keeping 0.9 of 1200: 1080, with a standard deviation of 10.4.
-            let kept = values
-                .clone()
-                .not_equal_elem(0.0)
-                .int()
-                .sum()
-                .into_scalar::<i64>();
-            if (kept - 1080).abs() > 60 {
-                return Err(format!(
-                    "it kept {kept} of 1200 elements, asked to keep 0.9"
-                ));
-            }
-            check.compare(
-                [matrix],
-                |[x]| flat(crate::dropout::dropout_with(rows(x), check.mask())),
-                |[x]| flat(rows(x) * values.clone()),
-            )
-        }
-        Kernel::AdamwStep => check.adamw([(); 4].map(|()| draws.take(ROWS * WIDTH))),
+        )
+    })
+}
+
+fn check_bias_gelu(check: &Check, o: Operands) -> Result<(), String> {
+    check.compare(
+        [o.matrix, o.vector],
+        |[x, bias]| flat(crate::gelu::bias_gelu(rows(x), bias.clone())),
+        |[x, bias]| {
+            // The exact GELU, `v · (1 + erf(v / √2)) / 2`, which Burn differentiates
+            // exactly (its own `gelu`'s backward is the tanh approximation's).
+            let v = rows(x) + bias.clone().unsqueeze();
+            let phi = (v.clone() / std::f32::consts::SQRT_2).erf().add_scalar(1.0) / 2.0;
+            flat(v * phi)
+        },
+    )
+}
+
+fn check_split_heads(check: &Check, mut o: Operands) -> Result<(), String> {
+    let (batch, seq, heads, head_dim) = (2, 5, 4, 6);
+    let width = heads * head_dim;
+    check.compare(
+        [o.draws.take(batch * seq * width), o.draws.take(width)],
+        |[x, bias]| {
+            let x = x.clone().reshape([batch, seq, width]);
+            flat(crate::heads::split_heads(x, bias.clone(), heads))
+        },
+        |[x, bias]| {
+            let x = x.clone().reshape([batch, seq, width]) + bias.clone().unsqueeze();
+            flat(x.reshape([batch, seq, heads, head_dim]).swap_dims(1, 2))
+        },
+    )
+}
+
+/// Contiguous heads, and heads stored as `[batch, heads, head_dim, seq]` and merged from
+/// their transposed view.
+fn check_merge_heads(check: &Check, mut o: Operands) -> Result<(), String> {
+    let shape = [2, 4, 5, 6];
+    let transposed = [2, 4, 6, 5];
+    let both = |merge: fn(Tensor<4>) -> Tensor<3>, x: &Tensor<1>, y: &Tensor<1>| {
+        let y = y.clone().reshape(transposed).swap_dims(2, 3);
+        Tensor::cat(
+            vec![flat(merge(x.clone().reshape(shape))), flat(merge(y))],
+            0,
+        )
+    };
+    let n = shape.iter().product();
+    check.compare(
+        [o.draws.take(n), o.draws.take(n)],
+        |[x, y]| both(crate::heads::merge_heads, x, y),
+        |[x, y]| both(|h| h.swap_dims(1, 2).reshape([2, 5, 24]), x, y),
+    )
+}
+
+/// Two rows of a batch, the second with its last 37 keys padded; scores of a few units, as
+/// attention's are.
+fn check_masked_softmax(check: &Check, mut o: Operands) -> Result<(), String> {
+    let (keys, padded) = (150, 37);
+    let shape = [2, 3, 5, keys];
+    let padding: Vec<i64> = (0..2 * keys)
+        .map(|i| (i >= 2 * keys - padded) as i64)
+        .collect();
+    let padding = Tensor::<2, Int>::from_data(TensorData::new(padding, [2, keys]), check.device)
+        .equal_elem(1)
+        .reshape([2, 1, 1, keys]);
+    let scores = o
+        .draws
+        .take(shape.iter().product())
+        .iter()
+        .map(|v| v * 8.0)
+        .collect();
+    let divisor = 8.0;
+    check.compare(
+        [scores],
+        |[x]| {
+            flat(crate::softmax::masked_softmax(
+                x.clone().reshape(shape),
+                padding.clone(),
+                divisor,
+            ))
+        },
+        |[x]| {
+            let scores = x.clone().reshape(shape).div_scalar(divisor);
+            flat(softmax(scores.mask_fill(padding.clone(), f32::MIN), 3))
+        },
+    )
+}
+
+fn check_dropout(check: &Check, o: Operands) -> Result<(), String> {
+    let values = check.mask_values([ROWS, WIDTH]);
+    // Keeping 0.9 of 1200: 1080, with a standard deviation of 10.4.
+    let kept = values
+        .clone()
+        .not_equal_elem(0.0)
+        .int()
+        .sum()
+        .into_scalar::<i64>();
+    if (kept - 1080).abs() > 60 {
+        return Err(format!(
+            "it kept {kept} of 1200 elements, asked to keep 0.9"
+        ));
     }
+    check.compare(
+        [o.matrix],
+        |[x]| flat(crate::dropout::dropout_with(rows(x), check.mask())),
+        |[x]| flat(rows(x) * values.clone()),
+    )
 }
 
 /// One check of the kernels on a device: the autodiff device, the fault injected into the
