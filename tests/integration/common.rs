@@ -99,6 +99,34 @@ pub fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32, what: &str
     );
 }
 
+/// `model`'s logits and mean loss on `input` with the reference's `labels` are the reference's
+/// `logits` and `loss`, within `tolerance`.
+pub fn assert_logits_and_loss(
+    model: &SequenceClassifier,
+    input: BertInput,
+    reference: &Value,
+    tolerance: f32,
+    what: &str,
+) {
+    let labels = ints(&reference["labels"]);
+    let labels = burnbert_model::Labels::Classes(Tensor::from_data(
+        TensorData::new(labels.clone(), [labels.len()]),
+        &input.input_ids.device(),
+    ));
+    let output = model.forward(input, Some(labels));
+    assert_close(
+        &values(output.logits),
+        &floats(&reference["logits"]),
+        tolerance,
+        &format!("{what}: logits"),
+    );
+    let loss = values(output.loss.unwrap())[0];
+    assert!(
+        (loss - reference["loss"].as_f64().unwrap() as f32).abs() < tolerance,
+        "{what}: loss {loss}"
+    );
+}
+
 /// Says why a test cannot run and lets it pass, unless `BURNBERT_REQUIRE_ALL_TESTS` is set (as
 /// `scripts/test` sets it): then a missing prerequisite fails the test instead.
 pub fn skip_unless_required(why: &str) {

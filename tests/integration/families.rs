@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::tensor::{Device, Tensor, TensorData};
-use burnbert_model::{Family, Labels, ModelConfig, SequenceClassifier};
+use burn::tensor::Device;
+use burnbert_model::{Family, ModelConfig, SequenceClassifier};
 use safetensors::SafeTensors;
 
 use crate::common::*;
@@ -84,24 +84,7 @@ fn check_forward(dir: &Path, family: Family, device: &Device) {
         TOLERANCE,
         &what("last_hidden_state"),
     );
-    let labels = ints(&reference["labels"]);
-    let labels = Labels::Classes(Tensor::from_data(
-        TensorData::new(labels.clone(), [labels.len()]),
-        device,
-    ));
-    let output = model.forward(input, Some(labels));
-    assert_close(
-        &values(output.logits),
-        &floats(&reference["logits"]),
-        TOLERANCE,
-        &what("logits"),
-    );
-    assert_close(
-        &values(output.loss.unwrap()),
-        &[reference["loss"].as_f64().unwrap() as f32],
-        TOLERANCE,
-        &what("loss"),
-    );
+    assert_logits_and_loss(&model, input, &reference, TOLERANCE, &what("forward"));
 }
 
 /// The tensors of a safetensors file by name, as f32 bits with their shapes.

@@ -43,6 +43,44 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `eval --json` of `model` on `file` (with `extra` flags), which must succeed.
+fn eval_json(model: &str, file: &Path, extra: &[&str]) -> serde_json::Value {
+    let args = [
+        &["--model", model, "--file", file.to_str().unwrap(), "--json"],
+        extra,
+    ]
+    .concat();
+    let evaluated = run_program("eval", &args);
+    assert!(
+        evaluated.status.success(),
+        "eval of {model} {extra:?} failed: {}",
+        stderr(&evaluated)
+    );
+    serde_json::from_str(stdout(&evaluated).trim()).unwrap()
+}
+
+/// `eval`'s metrics are those `train` reported in all_results.json.
+fn assert_eval_reproduces_train(
+    evaluated: &serde_json::Value,
+    results: &serde_json::Value,
+    what: &str,
+) {
+    for metric in ["accuracy", "f1"] {
+        let (a, b) = (
+            evaluated["metrics"][metric].as_f64().unwrap(),
+            results["eval"][metric].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() < 1e-9,
+            "{what}: {metric}: eval {a} vs train {b}"
+        );
+    }
+}
+
 /// The first `n` rows of the cached MRPC validation split as JSON lines.
 fn mrpc_rows(n: usize, skip: usize, path: &Path) {
     let task = burnbert_data::Task::by_name("mrpc").unwrap();
@@ -117,12 +155,9 @@ fn train_then_predict_and_eval_the_saved_model() {
             "{file} missing from the output directory"
         );
     }
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let config = read_json(&out.join("config.json"));
     assert_eq!(config["id2label"]["1"], "equivalent");
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("all_results.json")).unwrap())
-            .unwrap();
+    let results = read_json(&out.join("all_results.json"));
     assert_eq!(results["steps"], 2);
 
     // eval on the same split reproduces what train printed for the final model.
@@ -162,13 +197,7 @@ fn train_then_predict_and_eval_the_saved_model() {
     for picture in ["loss.png", "learning_rate.png", "eval.png"] {
         assert!(out.join(picture).is_file(), "train drew no {picture}");
     }
-    for metric in ["accuracy", "f1"] {
-        let (a, b) = (
-            evaluated["metrics"][metric].as_f64().unwrap(),
-            results["eval"][metric].as_f64().unwrap(),
-        );
-        assert!((a - b).abs() < 1e-9, "{metric}: eval {a} vs train {b}");
-    }
+    assert_eval_reproduces_train(&evaluated, &results, "");
     // On two devices (CPU workers), in batches of 3: the same examples, the same metrics.
     let on_two = run_program(
         "eval",
@@ -361,9 +390,6 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
             &["dim", "n_layers", "embedding_size"],
         ),
     ];
-    let read_json = |path: &Path| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    };
     for (model_type, prefix, foreign) in families {
         let fixture_dir = fixture(&format!("tiny-{model_type}"));
         let model = dir.path().join(format!("{model_type}-model"));
@@ -488,16 +514,7 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
         );
         let evaluated: serde_json::Value = serde_json::from_str(stdout(&evaluated).trim()).unwrap();
         assert_eq!(evaluated["examples"], 10, "{model_type}");
-        for metric in ["accuracy", "f1"] {
-            let (a, b) = (
-                evaluated["metrics"][metric].as_f64().unwrap(),
-                results["eval"][metric].as_f64().unwrap(),
-            );
-            assert!(
-                (a - b).abs() < 1e-9,
-                "{model_type}: {metric}: eval {a} vs train {b}"
-            );
-        }
+        assert_eval_reproduces_train(&evaluated, &results, model_type);
         let lines = predict(out_str, &validation_file);
         assert_eq!(lines.len(), 10, "{model_type}");
         for line in &lines {
@@ -533,35 +550,8 @@ fn every_family_trains_evaluates_and_predicts_from_its_own_directory() {
             );
             let results = read_json(&Path::new(gpu_out).join("all_results.json"));
             assert_eq!(results["steps"], 2, "{model_type} on wgpu");
-            let evaluated = run_program(
-                "eval",
-                &[
-                    "--model",
-                    gpu_out,
-                    "--file",
-                    validation_file.to_str().unwrap(),
-                    "--json",
-                    "--device",
-                    "wgpu",
-                ],
-            );
-            assert!(
-                evaluated.status.success(),
-                "{model_type}: eval on wgpu failed: {}",
-                stderr(&evaluated)
-            );
-            let evaluated: serde_json::Value =
-                serde_json::from_str(stdout(&evaluated).trim()).unwrap();
-            for metric in ["accuracy", "f1"] {
-                let (a, b) = (
-                    evaluated["metrics"][metric].as_f64().unwrap(),
-                    results["eval"][metric].as_f64().unwrap(),
-                );
-                assert!(
-                    (a - b).abs() < 1e-9,
-                    "{model_type} on wgpu: {metric}: eval {a} vs train {b}"
-                );
-            }
+            let evaluated = eval_json(gpu_out, &validation_file, &["--device", "wgpu"]);
+            assert_eval_reproduces_train(&evaluated, &results, &format!("{model_type} on wgpu"));
         }
     }
 }
@@ -955,10 +945,7 @@ fn a_narrower_cpu_trains_to_the_same_result() {
         .output()
         .unwrap();
     assert!(emulated.status.success(), "{}", stderr(&emulated));
-    let results = |name: &str| -> serde_json::Value {
-        let path = dir.path().join(name).join("all_results.json");
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    };
+    let results = |name: &str| read_json(&dir.path().join(name).join("all_results.json"));
     let (native, emulated) = (results("native"), results("narrower"));
     for (what, a, b) in [
         (
@@ -1038,10 +1025,7 @@ fn text_labels_become_the_models_class_names() {
         "train failed: {}",
         stderr(&trained)
     );
-    let read = |path: PathBuf| -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    };
-    let config = read(out.join("config.json"));
+    let config = read_json(&out.join("config.json"));
     assert_eq!(
         config["id2label"],
         serde_json::json!({"0": "equivalent", "1": "not_equivalent"})
@@ -1050,32 +1034,11 @@ fn text_labels_become_the_models_class_names() {
         config["label2id"],
         serde_json::json!({"equivalent": 0, "not_equivalent": 1})
     );
-    let results = read(out.join("all_results.json"));
+    let results = read_json(&out.join("all_results.json"));
 
-    let evaluated = run_program(
-        "eval",
-        &[
-            "--model",
-            out.to_str().unwrap(),
-            "--file",
-            validation_file.to_str().unwrap(),
-            "--json",
-        ],
-    );
-    assert!(
-        evaluated.status.success(),
-        "eval failed: {}",
-        stderr(&evaluated)
-    );
-    let evaluated: serde_json::Value = serde_json::from_str(stdout(&evaluated).trim()).unwrap();
+    let evaluated = eval_json(out.to_str().unwrap(), &validation_file, &[]);
     assert_eq!(evaluated["examples"], 10);
-    for metric in ["accuracy", "f1"] {
-        let (a, b) = (
-            evaluated["metrics"][metric].as_f64().unwrap(),
-            results["eval"][metric].as_f64().unwrap(),
-        );
-        assert!((a - b).abs() < 1e-9, "{metric}: eval {a} vs train {b}");
-    }
+    assert_eval_reproduces_train(&evaluated, &results, "");
 
     let input = dir.path().join("input.jsonl");
     mrpc_rows(4, 100, &input);
