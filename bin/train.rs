@@ -105,8 +105,17 @@ struct Splits {
     train: Vec<Example>,
     validation: Vec<Example>,
     labels: LabelSpace,
-    /// The classes' names, for the model's `id2label`.
-    label_names: Vec<String>,
+}
+
+impl Splits {
+    /// The classes' names, for the model's `id2label`: the training file's where its labels
+    /// are text, else the task's.
+    fn label_names(&self, task: &Task) -> Vec<String> {
+        match &self.labels {
+            LabelSpace::Names(names) => names.clone(),
+            _ => task.label_names(),
+        }
+    }
 }
 
 impl Args {
@@ -118,7 +127,7 @@ impl Args {
             Some(path) => label_names(path, &columns)?,
             None => None,
         };
-        let (labels, label_names) = match names {
+        let labels = match names {
             Some(names) => {
                 anyhow::ensure!(
                     self.validation_file.is_some(),
@@ -135,9 +144,9 @@ impl Args {
                     task.name,
                     task.labels.len()
                 );
-                (LabelSpace::Names(names.clone()), names)
+                LabelSpace::Names(names)
             }
-            None => (task.label_space(), task.label_names()),
+            None => task.label_space(),
         };
         let read = |split: &str, file: &Option<PathBuf>| match file {
             Some(path) => read_examples(path, &columns, &labels).map_err(anyhow::Error::from),
@@ -155,7 +164,6 @@ impl Args {
             train,
             validation,
             labels,
-            label_names,
         })
     }
 }
@@ -278,7 +286,7 @@ fn main() -> std::process::ExitCode {
         options.ranks = ranks.world();
 
         device.seed(options.seed);
-        let loaded = args.model.load(device, Some(&splits.label_names))?;
+        let loaded = args.model.load(device, Some(&splits.label_names(task)))?;
         if !args.quiet {
             println!("model {}: {}", args.model.model, loaded.report);
         }

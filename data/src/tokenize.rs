@@ -285,6 +285,19 @@ fn config_flag(config: Option<&Path>, name: &str, default: bool) -> Result<bool,
     }
 }
 
+/// The id of `token` in `model`, which the tokenizer's template needs; where `path` lacks it
+/// the error says "has no `token` `missing`".
+fn required_id(
+    model: &impl Model,
+    path: &Path,
+    token: &str,
+    missing: &str,
+) -> Result<u32, DataError> {
+    model
+        .token_to_id(token)
+        .ok_or_else(|| invalid(path, format!("has no {token} {missing}")))
+}
+
 /// The vocabulary's special tokens marked special, as transformers adds them: their spelling
 /// in a text is the token, whole.
 fn add_special_tokens(
@@ -312,14 +325,7 @@ fn word_piece(vocab: &Path, lowercase: bool) -> Result<Tokenizer, DataError> {
         .max_input_chars_per_word(100)
         .build()
         .map_err(|e| invalid(vocab, format!("not a readable vocab.txt ({e})")))?;
-    let id = |token: &str| {
-        model.token_to_id(token).ok_or_else(|| {
-            invalid(
-                vocab,
-                format!("has no {token} token; is it BERT's vocabulary?"),
-            )
-        })
-    };
+    let id = |token| required_id(&model, vocab, token, "token; is it BERT's vocabulary?");
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
     id("[UNK]")?;
     let mut tokenizer = Tokenizer::new(model);
@@ -355,14 +361,7 @@ fn byte_level_bpe(vocab: &Path, merges: &Path) -> Result<Tokenizer, DataError> {
                 ),
             )
         })?;
-    let id = |token: &str| {
-        model.token_to_id(token).ok_or_else(|| {
-            invalid(
-                vocab,
-                format!("has no {token} token; is it RoBERTa's vocabulary?"),
-            )
-        })
-    };
+    let id = |token| required_id(&model, vocab, token, "token; is it RoBERTa's vocabulary?");
     let (bos, eos) = (id("<s>")?, id("</s>")?);
     let mut tokenizer = Tokenizer::new(model);
     tokenizer
@@ -413,14 +412,7 @@ fn deberta_unigram(path: &Path, options: SentencePieceOptions) -> Result<Tokeniz
     let unk_id = usize::try_from(spm.unk_id).ok();
     let model = Unigram::from(vocab, unk_id, false)
         .map_err(|e| invalid(path, format!("its pieces: {e}")))?;
-    let id = |token: &str| {
-        model.token_to_id(token).ok_or_else(|| {
-            invalid(
-                path,
-                format!("has no {token} piece; is it DeBERTa-v3's spm.model?"),
-            )
-        })
-    };
+    let id = |token| required_id(&model, path, token, "piece; is it DeBERTa-v3's spm.model?");
     let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
 
     let mut normalizers: Vec<NormalizerWrapper> = Vec::new();
