@@ -24,7 +24,7 @@ use anyhow::Context;
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::tensor::{Device, DeviceConfig, DeviceError, FloatDType};
-use burnbert::{MixedPrecision, run};
+use burnbert::{MixedPrecision, PaddingFree, run};
 use burnbert_data::{Encoded, Label, PaddingBatcher};
 use burnbert_model::{Family, ModelConfig, SequenceClassifier};
 use burnbert_train::{Data, optimizer_step};
@@ -93,6 +93,9 @@ struct Args {
     /// --mixed-precision bf16`, and PyTorch's autocast).
     #[arg(long, value_enum, default_value_t = MixedPrecision::No)]
     mixed_precision: MixedPrecision,
+    /// As `train --padding-free`.
+    #[arg(long, value_enum, default_value_t = PaddingFree::Auto)]
+    padding_free: PaddingFree,
     #[arg(long, value_enum, default_value_t = Mode::Train)]
     mode: Mode,
     /// auto, cpu, ndarray, flex, wgpu[:N] or cuda[:N], as compiled in.
@@ -147,6 +150,7 @@ struct Report {
     mode: Mode,
     dtype: Dtype,
     mixed_precision: MixedPrecision,
+    padding_free: bool,
     device: String,
     batch: usize,
     seq: usize,
@@ -193,7 +197,9 @@ fn main() -> std::process::ExitCode {
             "--mixed-precision keeps the weights in f32: give it without --dtype"
         );
         let compute_dtype = args.mixed_precision.compute_dtype(&device)?;
-        let model = SequenceClassifier::new(&config, &device).with_compute_dtype(compute_dtype);
+        let model = SequenceClassifier::new(&config, &device)
+            .with_compute_dtype(compute_dtype)
+            .with_padding_free(args.padding_free.on(&device));
         let parameters = model.num_params();
 
         let (timings, final_loss) = measure(&args, &config, model, &device, started)?;
@@ -213,6 +219,7 @@ fn main() -> std::process::ExitCode {
             mode: args.mode,
             dtype: args.dtype,
             mixed_precision: args.mixed_precision,
+            padding_free: args.padding_free.on(&device),
             device: format!("{device:?}"),
             batch: args.batch,
             seq: args.seq,

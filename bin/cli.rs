@@ -39,6 +39,32 @@ pub struct ModelArgs {
     /// f32, as Accelerate's `--mixed_precision bf16`.
     #[arg(long, value_enum, default_value_t = MixedPrecision::No)]
     pub mixed_precision: MixedPrecision,
+    /// `true`: the encoder works on the batch's real tokens only, `false`: on every position,
+    /// padding included. The results are the same; `auto` takes the faster, padding-free on
+    /// the CPU and padded on GPUs.
+    #[arg(long, value_enum, default_value_t = PaddingFree::Auto)]
+    pub padding_free: PaddingFree,
+}
+
+/// Whether the encoder skips padding ([`SequenceClassifier::with_padding_free`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaddingFree {
+    /// Padding-free on the CPU backends; padded on GPUs, where it has not been measured faster.
+    Auto,
+    True,
+    False,
+}
+
+impl PaddingFree {
+    /// Whether to skip padding on `device`.
+    pub fn on(self, device: &Device) -> bool {
+        match self {
+            PaddingFree::Auto => burnbert_model::is_cpu_backend(device),
+            PaddingFree::True => true,
+            PaddingFree::False => false,
+        }
+    }
 }
 
 /// Accelerate's `mixed_precision` setting. fp16 is not offered: it needs loss scaling to keep
@@ -164,7 +190,9 @@ impl ModelArgs {
         let compute_dtype = self.mixed_precision.compute_dtype(device)?;
         let (model, report) = SequenceClassifier::from_pretrained(&config, &files.weights, device)
             .with_context(|| format!("loading model `{}`", self.model))?;
-        let model = model.with_compute_dtype(compute_dtype);
+        let model = model
+            .with_compute_dtype(compute_dtype)
+            .with_padding_free(self.padding_free.on(device));
         Ok(LoadedModel {
             model,
             config,

@@ -14,15 +14,15 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, Embedding, Linear};
-use burn::tensor::{Bool, Device, FloatDType, Int, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::classifier::{
-    Labels, SequenceClassifierOutput, compute_in, first_token, loss, padding_mask,
+    Execution, Labels, SequenceClassifierOutput, first_token, loss, padding_mask,
 };
 use crate::config::{Activation, ModelConfig};
 use crate::init;
 use crate::layer_norm::LayerNorm;
-use crate::ops::{self, dense, dropout};
+use crate::ops::{self, Layout, dense, dropout};
 
 /// One batch of tokenized text, as the tokenizer gives it.
 #[derive(Debug, Clone)]
@@ -73,27 +73,45 @@ impl BertEmbeddings {
     }
 
     /// Embeddings at the absolute positions 0..seq, the same for every row (transformers'
-    /// `position_ids`).
-    pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
-        let [batch, seq] = input_ids.dims();
-        let positions = Tensor::<1, Int>::arange(0..seq as i64, &input_ids.device())
-            .unsqueeze::<2>()
-            .expand([batch, seq]);
-        self.forward_at(input_ids, token_type_ids, positions)
+    /// `position_ids`), in `layout`.
+    ///
+    /// # Shapes
+    ///
+    /// `input_ids` and `token_type_ids` `[batch, seq]`; the output is `[batch, seq, width]`,
+    /// or `[1, tokens, width]` packed.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        layout: &Layout,
+    ) -> Tensor<3> {
+        let positions = absolute_positions(&input_ids);
+        self.forward_at(input_ids, token_type_ids, positions, layout)
     }
 
-    /// Embeddings at the given positions, `[batch, seq]` each.
+    /// Embeddings at the given positions, `[batch, seq]` each, in `layout`.
     pub fn forward_at(
         &self,
         input_ids: Tensor<2, Int>,
         token_type_ids: Tensor<2, Int>,
         positions: Tensor<2, Int>,
+        layout: &Layout,
     ) -> Tensor<3> {
-        let x = self.word_embeddings.forward(input_ids)
-            + self.position_embeddings.forward(positions)
-            + self.token_type_embeddings.forward(token_type_ids);
+        let x = self.word_embeddings.forward(layout.pack_ids(input_ids))
+            + self.position_embeddings.forward(layout.pack_ids(positions))
+            + self
+                .token_type_embeddings
+                .forward(layout.pack_ids(token_type_ids));
         dropout(&self.dropout, self.layer_norm.forward(x))
     }
+}
+
+/// Positions 0..seq in every row of `[batch, seq]` ids.
+pub(crate) fn absolute_positions(input_ids: &Tensor<2, Int>) -> Tensor<2, Int> {
+    let [batch, seq] = input_ids.dims();
+    Tensor::<1, Int>::arange(0..seq as i64, &input_ids.device())
+        .unsqueeze::<2>()
+        .expand([batch, seq])
 }
 
 /// Multi-head scaled dot-product self-attention (transformers' `BertSelfAttention`).
@@ -118,11 +136,17 @@ impl BertSelfAttention {
         }
     }
 
-    /// `padding` is true at padded key positions, `[batch, 1, 1, seq]`.
-    pub fn forward(&self, hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
+    /// `padding` is true at padded key positions, `[batch, 1, 1, seq]`; `hidden` is in
+    /// `layout`, and so is the output.
+    pub fn forward(
+        &self,
+        hidden: Tensor<3>,
+        padding: Tensor<4, Bool>,
+        layout: &Layout,
+    ) -> Tensor<3> {
         let [q, k, v] = [&self.query, &self.key, &self.value]
-            .map(|dense| ops::split_heads(dense, &hidden, self.num_heads));
-        ops::self_attention(q, k, v, padding, &self.dropout)
+            .map(|dense| ops::split_heads(dense, &hidden, self.num_heads, layout));
+        ops::self_attention(q, k, v, padding, &self.dropout, layout)
     }
 }
 
@@ -175,8 +199,13 @@ impl BertAttention {
         }
     }
 
-    pub fn forward(&self, hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
-        let attended = self.self_attention.forward(hidden.clone(), padding);
+    pub fn forward(
+        &self,
+        hidden: Tensor<3>,
+        padding: Tensor<4, Bool>,
+        layout: &Layout,
+    ) -> Tensor<3> {
+        let attended = self.self_attention.forward(hidden.clone(), padding, layout);
         self.output.forward(attended, hidden)
     }
 }
@@ -220,8 +249,13 @@ impl BertLayer {
         }
     }
 
-    pub fn forward(&self, hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
-        let attended = self.attention.forward(hidden, padding);
+    pub fn forward(
+        &self,
+        hidden: Tensor<3>,
+        padding: Tensor<4, Bool>,
+        layout: &Layout,
+    ) -> Tensor<3> {
+        let attended = self.attention.forward(hidden, padding, layout);
         self.output
             .forward(self.intermediate.forward(attended.clone()), attended)
     }
@@ -242,9 +276,15 @@ impl BertEncoder {
         }
     }
 
-    pub fn forward(&self, mut hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
+    /// `hidden` in `layout`, and the output too.
+    pub fn forward(
+        &self,
+        mut hidden: Tensor<3>,
+        padding: Tensor<4, Bool>,
+        layout: &Layout,
+    ) -> Tensor<3> {
         for layer in &self.layer {
-            hidden = layer.forward(hidden, padding.clone());
+            hidden = layer.forward(hidden, padding.clone(), layout);
         }
         hidden
     }
@@ -274,10 +314,9 @@ pub struct BertModel {
     pub embeddings: BertEmbeddings,
     pub encoder: BertEncoder,
     pub pooler: Option<BertPooler>,
-    /// Mixed precision: the float type the encoder and pooler compute in, when it is not the
-    /// parameters' own ([`crate::SequenceClassifier::with_compute_dtype`]).
+    /// Mixed precision and padding-free execution ([`crate::SequenceClassifier`]).
     #[module(skip)]
-    pub(crate) compute_dtype: Option<FloatDType>,
+    pub(crate) execution: Execution,
 }
 
 impl BertModel {
@@ -286,22 +325,25 @@ impl BertModel {
             embeddings: BertEmbeddings::new(config, config.hidden_size, device),
             encoder: BertEncoder::new(config, device),
             pooler: Some(BertPooler::new(config, device)),
-            compute_dtype: None,
+            execution: Execution::default(),
         }
     }
 
     /// Runs the embeddings in the parameters' float type (a lookup of f32 rows is cheaper
     /// than casting a 30,522-row table), the encoder and pooler in the mixed-precision type if
-    /// one is set, and returns the outputs in the parameters' type again.
+    /// one is set, and returns the outputs in the parameters' type again. Padding-free, the
+    /// last hidden state is zero at padded positions.
     pub fn forward(&self, input: BertInput) -> BertOutput {
+        let layout = self.execution.layout(&input.attention_mask);
         let padding = padding_mask(input.attention_mask);
         let embedded = self
             .embeddings
-            .forward(input.input_ids, input.token_type_ids);
+            .forward(input.input_ids, input.token_type_ids, &layout);
         let param_dtype = embedded.dtype();
-        let last_hidden_state = self
+        let hidden = self
             .encoder
-            .forward(compute_in(embedded, self.compute_dtype), padding);
+            .forward(self.execution.compute_in(embedded), padding, &layout);
+        let last_hidden_state = layout.unpack(hidden);
         let pooler_output = self
             .pooler
             .as_ref()

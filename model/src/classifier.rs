@@ -7,6 +7,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Bool, Device, FloatDType, Int, Tensor};
 
 use crate::config::{Family, ModelConfig};
+use crate::ops::Layout;
 use crate::{
     BertForSequenceClassification, BertInput, DebertaV2ForSequenceClassification,
     DistilBertForSequenceClassification, ElectraForSequenceClassification,
@@ -94,31 +95,50 @@ impl SequenceClassifier {
     /// stay in the parameters' type; LayerNorm and the attention's softmax accumulate in f32.
     /// `None` computes everything in the parameters' type.
     pub fn with_compute_dtype(mut self, dtype: Option<FloatDType>) -> Self {
-        *self.compute_dtype_mut() = dtype;
+        self.execution_mut().compute_dtype = dtype;
         self
     }
 
     /// The mixed-precision type the encoder computes in, if any
     /// ([`Self::with_compute_dtype`]).
     pub fn compute_dtype(&self) -> Option<FloatDType> {
+        self.execution().compute_dtype
+    }
+
+    /// Padding-free execution: after the embeddings, the encoder works on the batch's real
+    /// tokens only, so no dense layer, LayerNorm, activation or dropout runs on padding
+    /// ([`crate::ops::Layout`]). The same model on the same batch: logits, loss and gradients
+    /// are the padded path's up to float summation order; dropout draws one mask value per
+    /// real token, so its random stream differs. `false` (the default) runs every position.
+    pub fn with_padding_free(mut self, padding_free: bool) -> Self {
+        self.execution_mut().padding_free = padding_free;
+        self
+    }
+
+    /// Whether the encoder skips padding ([`Self::with_padding_free`]).
+    pub fn padding_free(&self) -> bool {
+        self.execution().padding_free
+    }
+
+    fn execution(&self) -> &Execution {
         match self {
-            Self::Bert(model) => model.bert.compute_dtype,
-            Self::Roberta(model) => model.roberta.compute_dtype,
-            Self::DistilBert(model) => model.distilbert.compute_dtype,
-            Self::Electra(model) => model.electra.compute_dtype,
-            Self::ModernBert(model) => model.model.compute_dtype,
-            Self::DebertaV2(model) => model.deberta.compute_dtype,
+            Self::Bert(model) => &model.bert.execution,
+            Self::Roberta(model) => &model.roberta.execution,
+            Self::DistilBert(model) => &model.distilbert.execution,
+            Self::Electra(model) => &model.electra.execution,
+            Self::ModernBert(model) => &model.model.execution,
+            Self::DebertaV2(model) => &model.deberta.execution,
         }
     }
 
-    fn compute_dtype_mut(&mut self) -> &mut Option<FloatDType> {
+    fn execution_mut(&mut self) -> &mut Execution {
         match self {
-            Self::Bert(model) => &mut model.bert.compute_dtype,
-            Self::Roberta(model) => &mut model.roberta.compute_dtype,
-            Self::DistilBert(model) => &mut model.distilbert.compute_dtype,
-            Self::Electra(model) => &mut model.electra.compute_dtype,
-            Self::ModernBert(model) => &mut model.model.compute_dtype,
-            Self::DebertaV2(model) => &mut model.deberta.compute_dtype,
+            Self::Bert(model) => &mut model.bert.execution,
+            Self::Roberta(model) => &mut model.roberta.execution,
+            Self::DistilBert(model) => &mut model.distilbert.execution,
+            Self::Electra(model) => &mut model.electra.execution,
+            Self::ModernBert(model) => &mut model.model.execution,
+            Self::DebertaV2(model) => &mut model.deberta.execution,
         }
     }
 }
@@ -150,11 +170,28 @@ pub(crate) fn padding_mask(attention_mask: Tensor<2, Int>) -> Tensor<4, Bool> {
     attention_mask.equal_elem(0).reshape([batch, 1, 1, seq])
 }
 
-/// `hidden` in the mixed-precision type, if one is set.
-pub(crate) fn compute_in(hidden: Tensor<3>, dtype: Option<FloatDType>) -> Tensor<3> {
-    match dtype {
-        Some(dtype) => hidden.cast(dtype),
-        None => hidden,
+/// How a family's encoder runs, beside its weights.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Execution {
+    /// Mixed precision: the float type the encoder computes in, when it is not the
+    /// parameters' own ([`SequenceClassifier::with_compute_dtype`]).
+    pub compute_dtype: Option<FloatDType>,
+    /// Real tokens only, in a [`Layout::Packed`] row ([`SequenceClassifier::with_padding_free`]).
+    pub padding_free: bool,
+}
+
+impl Execution {
+    /// `hidden` in the mixed-precision type, if one is set.
+    pub fn compute_in(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match self.compute_dtype {
+            Some(dtype) => hidden.cast(dtype),
+            None => hidden,
+        }
+    }
+
+    /// The layout of a batch with this `attention_mask`, `[batch, seq]`.
+    pub fn layout(&self, attention_mask: &Tensor<2, Int>) -> Layout {
+        Layout::new(attention_mask, self.padding_free)
     }
 }
 

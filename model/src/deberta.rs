@@ -13,14 +13,14 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, Embedding, Linear};
-use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::bert::{BertAddNorm, BertInput, BertIntermediate};
-use crate::classifier::{Labels, SequenceClassifierOutput, compute_in, first_token, loss};
+use crate::classifier::{Execution, Labels, SequenceClassifierOutput, first_token, loss};
 use crate::config::{Activation, DebertaV2Options, ModelConfig};
 use crate::init;
 use crate::layer_norm::LayerNorm;
-use crate::ops::{self, dense, dropout};
+use crate::ops::{self, Layout, dense, dropout};
 
 fn options(config: &ModelConfig) -> &DebertaV2Options {
     config
@@ -116,7 +116,15 @@ impl DebertaV2Embeddings {
         }
     }
 
-    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2, Int>) -> Tensor<3> {
+    /// In `layout`: `[batch, seq, hidden]`, or `[1, tokens, hidden]` packed.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        layout: &Layout,
+    ) -> Tensor<3> {
+        let (input_ids, attention_mask) =
+            (layout.pack_ids(input_ids), layout.pack_ids(attention_mask));
         let [batch, seq] = input_ids.dims();
         let x = self.word_embeddings.forward(input_ids);
         let x = match &self.embed_proj {
@@ -173,14 +181,16 @@ impl DisentangledSelfAttention {
         mask: Tensor<4, Bool>,
         relative_embeddings: Tensor<2>,
         indices: &[Tensor<2, Int>; 2],
+        layout: &Layout,
     ) -> Tensor<3> {
         let [q, k, v] = [&self.query_proj, &self.key_proj, &self.value_proj]
-            .map(|dense| ops::split_heads(dense, &hidden, self.num_heads));
+            .map(|dense| ops::split_heads(dense, &hidden, self.num_heads, layout));
         let head_dim = q.dims()[3];
         let relative = dropout(&self.pos_dropout, relative_embeddings)
             .cast(hidden.dtype())
             .unsqueeze_dim::<3>(0);
-        let positions = |dense: &Linear| ops::split_heads(dense, &relative, self.num_heads);
+        let positions =
+            |dense: &Linear| ops::split_heads(dense, &relative, self.num_heads, &Layout::Padded);
         let pos_key = self.c2p.then(|| positions(&self.key_proj));
         let pos_query = self.p2c.then(|| positions(&self.query_proj));
         let parts = 1 + usize::from(self.c2p) + usize::from(self.p2c);
@@ -188,7 +198,7 @@ impl DisentangledSelfAttention {
         let scores = ops::disentangled_scores(q, k, pos_query, pos_key, index, transposed_index);
         let divisor = ((head_dim * parts) as f64).sqrt();
         let probabilities = ops::masked_softmax(scores, mask, divisor);
-        ops::merge_heads(dropout(&self.dropout, probabilities).matmul(v))
+        ops::merge_heads(dropout(&self.dropout, probabilities).matmul(v), layout)
     }
 }
 
@@ -226,12 +236,14 @@ impl DebertaV2Layer {
         mask: Tensor<4, Bool>,
         relative_embeddings: Tensor<2>,
         indices: &[Tensor<2, Int>; 2],
+        layout: &Layout,
     ) -> Tensor<3> {
         let attended = self.attention.self_attention.forward(
             hidden.clone(),
             mask,
             relative_embeddings,
             indices,
+            layout,
         );
         let attended = self.attention.output.forward(attended, hidden);
         self.output
@@ -256,9 +268,9 @@ pub struct DebertaV2Model {
     pub encoder: DebertaV2Encoder,
     #[module(skip)]
     positions: RelativePositions,
-    /// Mixed precision, as [`crate::BertModel`]'s.
+    /// Mixed precision and padding-free execution, as [`crate::BertModel`]'s.
     #[module(skip)]
-    pub(crate) compute_dtype: Option<FloatDType>,
+    pub(crate) execution: Execution,
 }
 
 impl DebertaV2Model {
@@ -280,7 +292,7 @@ impl DebertaV2Model {
                 buckets: options.position_buckets,
                 max_distance: options.max_relative_distance(config) as i64,
             },
-            compute_dtype: None,
+            execution: Execution::default(),
         }
     }
 
@@ -303,20 +315,21 @@ impl DebertaV2Model {
         let mask = seen.bool_not();
         let indices = relative_indices(seq, &self.positions, &device);
 
+        let layout = self.execution.layout(&input.attention_mask);
         let embedded = self
             .embeddings
-            .forward(input.input_ids, input.attention_mask);
+            .forward(input.input_ids, input.attention_mask, &layout);
         let param_dtype = embedded.dtype();
         let relative = self.encoder.rel_embeddings.weight.val();
         let relative = match &self.encoder.layer_norm {
             Some(norm) => norm.forward(relative),
             None => relative,
         };
-        let mut hidden = compute_in(embedded, self.compute_dtype);
+        let mut hidden = self.execution.compute_in(embedded);
         for layer in &self.encoder.layer {
-            hidden = layer.forward(hidden, mask.clone(), relative.clone(), &indices);
+            hidden = layer.forward(hidden, mask.clone(), relative.clone(), &indices, &layout);
         }
-        hidden.cast(param_dtype)
+        layout.unpack(hidden).cast(param_dtype)
     }
 }
 

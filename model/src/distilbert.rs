@@ -10,16 +10,16 @@
 use burn::module::Module;
 use burn::nn::{Dropout, Embedding, Linear};
 use burn::tensor::activation::relu;
-use burn::tensor::{Bool, Device, FloatDType, Int, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor};
 
-use crate::bert::BertInput;
+use crate::bert::{BertInput, absolute_positions};
 use crate::classifier::{
-    Labels, SequenceClassifierOutput, compute_in, first_token, loss, padding_mask,
+    Execution, Labels, SequenceClassifierOutput, first_token, loss, padding_mask,
 };
 use crate::config::{Activation, ModelConfig};
 use crate::init;
 use crate::layer_norm::LayerNorm;
-use crate::ops::{self, dense, dropout};
+use crate::ops::{self, Layout, dense, dropout};
 
 /// Word and position embeddings, summed, normalised and dropped out (transformers'
 /// `Embeddings`).
@@ -47,13 +47,10 @@ impl DistilBertEmbeddings {
         }
     }
 
-    pub fn forward(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
-        let [batch, seq] = input_ids.dims();
-        let positions = Tensor::<1, Int>::arange(0..seq as i64, &input_ids.device())
-            .unsqueeze::<2>()
-            .expand([batch, seq]);
-        let x =
-            self.word_embeddings.forward(input_ids) + self.position_embeddings.forward(positions);
+    pub fn forward(&self, input_ids: Tensor<2, Int>, layout: &Layout) -> Tensor<3> {
+        let positions = layout.pack_ids(absolute_positions(&input_ids));
+        let x = self.word_embeddings.forward(layout.pack_ids(input_ids))
+            + self.position_embeddings.forward(positions);
         dropout(&self.dropout, self.layer_norm.forward(x))
     }
 }
@@ -84,10 +81,15 @@ impl MultiHeadSelfAttention {
     }
 
     /// The attended context before `out_lin`, which the block's Add & Norm applies.
-    pub fn forward(&self, hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        hidden: Tensor<3>,
+        padding: Tensor<4, Bool>,
+        layout: &Layout,
+    ) -> Tensor<3> {
         let [q, k, v] = [&self.q_lin, &self.k_lin, &self.v_lin]
-            .map(|dense| ops::split_heads(dense, &hidden, self.n_heads));
-        ops::self_attention(q, k, v, padding, &self.dropout)
+            .map(|dense| ops::split_heads(dense, &hidden, self.n_heads, layout));
+        ops::self_attention(q, k, v, padding, &self.dropout, layout)
     }
 }
 
@@ -134,8 +136,13 @@ impl TransformerBlock {
         }
     }
 
-    pub fn forward(&self, hidden: Tensor<3>, padding: Tensor<4, Bool>) -> Tensor<3> {
-        let context = self.attention.forward(hidden.clone(), padding);
+    pub fn forward(
+        &self,
+        hidden: Tensor<3>,
+        padding: Tensor<4, Bool>,
+        layout: &Layout,
+    ) -> Tensor<3> {
+        let context = self.attention.forward(hidden.clone(), padding, layout);
         let attended = ops::add_norm(
             &self.attention.out_lin,
             &self.no_dropout,
@@ -165,9 +172,9 @@ pub struct Transformer {
 pub struct DistilBertModel {
     pub embeddings: DistilBertEmbeddings,
     pub transformer: Transformer,
-    /// Mixed precision, as [`crate::BertModel`]'s.
+    /// Mixed precision and padding-free execution, as [`crate::BertModel`]'s.
     #[module(skip)]
-    pub(crate) compute_dtype: Option<FloatDType>,
+    pub(crate) execution: Execution,
 }
 
 impl DistilBertModel {
@@ -179,21 +186,22 @@ impl DistilBertModel {
                     .map(|_| TransformerBlock::new(config, device))
                     .collect(),
             },
-            compute_dtype: None,
+            execution: Execution::default(),
         }
     }
 
     /// The last hidden state, `[batch, seq, dim]`, in the parameters' float type; DistilBERT
     /// reads no token types.
     pub fn forward(&self, input: BertInput) -> Tensor<3> {
+        let layout = self.execution.layout(&input.attention_mask);
         let padding = padding_mask(input.attention_mask);
-        let embedded = self.embeddings.forward(input.input_ids);
+        let embedded = self.embeddings.forward(input.input_ids, &layout);
         let param_dtype = embedded.dtype();
-        let mut hidden = compute_in(embedded, self.compute_dtype);
+        let mut hidden = self.execution.compute_in(embedded);
         for layer in &self.transformer.layer {
-            hidden = layer.forward(hidden, padding.clone());
+            hidden = layer.forward(hidden, padding.clone(), &layout);
         }
-        hidden.cast(param_dtype)
+        layout.unpack(hidden).cast(param_dtype)
     }
 }
 

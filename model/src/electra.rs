@@ -8,10 +8,10 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
-use burn::tensor::{Device, FloatDType, Tensor};
+use burn::tensor::{Device, Tensor};
 
 use crate::bert::{BertEmbeddings, BertEncoder, BertInput};
-use crate::classifier::{Labels, SequenceClassifierOutput, compute_in, loss, padding_mask};
+use crate::classifier::{Execution, Labels, SequenceClassifierOutput, loss, padding_mask};
 use crate::config::ModelConfig;
 use crate::init;
 use crate::ops;
@@ -24,9 +24,9 @@ pub struct ElectraModel {
     /// `embedding_size → hidden_size`, present only where they differ.
     pub embeddings_project: Option<Linear>,
     pub encoder: BertEncoder,
-    /// Mixed precision, as [`crate::BertModel`]'s.
+    /// Mixed precision and padding-free execution, as [`crate::BertModel`]'s.
     #[module(skip)]
-    pub(crate) compute_dtype: Option<FloatDType>,
+    pub(crate) execution: Execution,
 }
 
 impl ElectraModel {
@@ -37,24 +37,26 @@ impl ElectraModel {
             embeddings_project: (width != config.hidden_size)
                 .then(|| init::linear(config, width, config.hidden_size, device)),
             encoder: BertEncoder::new(config, device),
-            compute_dtype: None,
+            execution: Execution::default(),
         }
     }
 
     /// The last hidden state, `[batch, seq, hidden]`, in the parameters' float type.
     pub fn forward(&self, input: BertInput) -> Tensor<3> {
+        let layout = self.execution.layout(&input.attention_mask);
         let padding = padding_mask(input.attention_mask);
         let embedded = self
             .embeddings
-            .forward(input.input_ids, input.token_type_ids);
+            .forward(input.input_ids, input.token_type_ids, &layout);
         let embedded = match &self.embeddings_project {
             Some(project) => ops::per_token(project, embedded),
             None => embedded,
         };
         let param_dtype = embedded.dtype();
-        self.encoder
-            .forward(compute_in(embedded, self.compute_dtype), padding)
-            .cast(param_dtype)
+        let hidden = self
+            .encoder
+            .forward(self.execution.compute_in(embedded), padding, &layout);
+        layout.unpack(hidden).cast(param_dtype)
     }
 }
 

@@ -12,16 +12,16 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, Embedding, Linear};
-use burn::tensor::{Bool, Device, FloatDType, Int, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::bert::BertInput;
 use crate::classifier::{
-    Labels, SequenceClassifierOutput, compute_in, first_token, loss, padding_mask,
+    Execution, Labels, SequenceClassifierOutput, first_token, loss, padding_mask,
 };
 use crate::config::{Activation, AttentionType, ModelConfig, ModernBertOptions, Pooling};
 use crate::init;
 use crate::layer_norm::LayerNorm;
-use crate::ops::{self, dense, dropout};
+use crate::ops::{self, Layout, dense, dropout};
 
 fn options(config: &ModelConfig) -> &ModernBertOptions {
     config
@@ -96,11 +96,13 @@ impl ModernBertAttention {
         hidden: Tensor<3>,
         mask: Tensor<4, Bool>,
         rotary: &(Tensor<2>, Tensor<2>),
+        layout: &Layout,
     ) -> Tensor<3> {
-        let [batch, seq, width] = hidden.dims();
-        let head_dim = width / self.num_heads;
         // `Wqkv`'s output is (3, heads, head_dim) per token: queries, then keys, then values.
-        let qkv = ops::per_token(&self.wqkv, hidden)
+        let qkv = layout.unpack(ops::per_token(&self.wqkv, hidden));
+        let [batch, seq, width] = qkv.dims();
+        let head_dim = width / 3 / self.num_heads;
+        let qkv = qkv
             .reshape([batch, seq, 3, self.num_heads, head_dim])
             .swap_dims(1, 3); // [batch, heads, 3, seq, head_dim]
         let part = |i: usize| {
@@ -111,7 +113,7 @@ impl ModernBertAttention {
         let (cos, sin) = rotary;
         let q = ops::rotary(part(0), cos, sin);
         let k = ops::rotary(part(1), cos, sin);
-        let context = ops::self_attention(q, k, part(2), mask, &self.dropout);
+        let context = ops::self_attention(q, k, part(2), mask, &self.dropout, layout);
         dropout(&self.dropout, ops::per_token(&self.wo, context))
     }
 }
@@ -178,12 +180,13 @@ impl ModernBertEncoderLayer {
         hidden: Tensor<3>,
         mask: Tensor<4, Bool>,
         rotary: &(Tensor<2>, Tensor<2>),
+        layout: &Layout,
     ) -> Tensor<3> {
         let normed = match &self.attn_norm {
             Some(norm) => norm.forward(hidden.clone()),
             None => hidden.clone(),
         };
-        let hidden = hidden + self.attn.forward(normed, mask, rotary);
+        let hidden = hidden + self.attn.forward(normed, mask, rotary, layout);
         hidden.clone() + self.mlp.forward(self.mlp_norm.forward(hidden))
     }
 }
@@ -201,9 +204,9 @@ pub struct ModernBertModel {
     local_attention: usize,
     #[module(skip)]
     head_dim: usize,
-    /// Mixed precision, as [`crate::BertModel`]'s.
+    /// Mixed precision and padding-free execution, as [`crate::BertModel`]'s.
     #[module(skip)]
-    pub(crate) compute_dtype: Option<FloatDType>,
+    pub(crate) execution: Execution,
 }
 
 impl ModernBertModel {
@@ -222,7 +225,7 @@ impl ModernBertModel {
             .map(|attention| options.rope_theta(attention)),
             local_attention: options.local_attention,
             head_dim: config.head_dim(),
-            compute_dtype: None,
+            execution: Execution::default(),
         }
     }
 
@@ -231,6 +234,7 @@ impl ModernBertModel {
     pub fn forward(&self, input: BertInput) -> Tensor<3> {
         let [batch, seq] = input.attention_mask.dims();
         let device = input.input_ids.device();
+        let layout = self.execution.layout(&input.attention_mask);
         let padding = padding_mask(input.attention_mask);
         // transformers' `create_bidirectional_sliding_window_mask` on the eager path: a query
         // sees the keys within `local_attention / 2` positions.
@@ -248,18 +252,19 @@ impl ModernBertModel {
             .rope_theta
             .map(|theta| ops::rotary_tables(seq, self.head_dim, theta, &device));
 
-        let embedded = self.embeddings.forward(input.input_ids);
+        let embedded = self.embeddings.forward(layout.pack_ids(input.input_ids));
         let param_dtype = embedded.dtype();
-        let mut hidden = compute_in(embedded, self.compute_dtype);
+        let mut hidden = self.execution.compute_in(embedded);
         for layer in &self.layers {
-            hidden = match layer.attention_type {
-                AttentionType::FullAttention => layer.forward(hidden, padding.clone(), &full_rope),
-                AttentionType::SlidingAttention => {
-                    layer.forward(hidden, sliding.clone(), &sliding_rope)
-                }
+            let (mask, rope) = match layer.attention_type {
+                AttentionType::FullAttention => (padding.clone(), &full_rope),
+                AttentionType::SlidingAttention => (sliding.clone(), &sliding_rope),
             };
+            hidden = layer.forward(hidden, mask, rope, &layout);
         }
-        self.final_norm.forward(hidden).cast(param_dtype)
+        layout
+            .unpack(self.final_norm.forward(hidden))
+            .cast(param_dtype)
     }
 }
 

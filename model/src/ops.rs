@@ -12,7 +12,7 @@ use burn::nn::{Dropout, Linear};
 use burn::tensor::activation::{gelu, gelu_approximate, relu, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Distribution, FloatDType, Tensor};
+use burn::tensor::{Bool, DType, Distribution, FloatDType, IndexingUpdateOp, Int, Tensor};
 use burnbert_kernels::{self as kernels, Kernel};
 
 use crate::config::Activation;
@@ -23,6 +23,102 @@ use crate::layer_norm::LayerNorm;
 /// Whether `dtype` is a 16-bit float, whose sums burnbert widens to f32.
 pub(crate) fn is_half(dtype: DType) -> bool {
     matches!(dtype, DType::F16 | DType::BF16)
+}
+
+/// Where a batch's tokens sit in the per-token tensors, `[rows, tokens, width]`.
+///
+/// Padding-free execution, as FlashAttention's variable-length path and transformers'
+/// ModernBERT unpadding: after the embeddings, the real tokens of the batch are one
+/// `[1, tokens, width]` row, and every per-token operation (the dense layers, LayerNorm,
+/// Add & Norm, GELU, dropout) runs on real tokens only. The attention scatters its queries,
+/// keys and values back into `[batch, seq]` for the scores ([`split_heads`]) and gathers the
+/// real tokens' context again ([`merge_heads`]): it is a small share of a layer's work, and
+/// one gather and one scatter each way cost less in Burn's autodiff than cutting the row into
+/// sequences, where every slice's backward writes a gradient the size of the whole row.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per forward pass, borrowed by every layer
+pub enum Layout {
+    /// `[batch, seq, width]`, padding included, as the batch came.
+    Padded,
+    /// `[1, tokens, width]`: the real tokens only, sequence after sequence.
+    Packed {
+        /// Each real token's index in the flattened `[batch × seq]`, `[tokens]`.
+        real: Tensor<1, Int>,
+        batch: usize,
+        seq: usize,
+    },
+}
+
+impl Layout {
+    /// Packed where `padding_free` is asked and `attention_mask` (`[batch, seq]`, 0 at padding)
+    /// has any padding; padded otherwise.
+    pub fn new(attention_mask: &Tensor<2, Int>, padding_free: bool) -> Self {
+        let [batch, seq] = attention_mask.dims();
+        if !padding_free {
+            return Self::Padded;
+        }
+        let real: Vec<i64> = attention_mask
+            .to_data()
+            .iter::<i64>()
+            .enumerate()
+            .filter(|&(_, mask)| mask != 0)
+            .map(|(index, _)| index as i64)
+            .collect();
+        if real.len() == batch * seq {
+            return Self::Padded;
+        }
+        let real = Tensor::from_data(
+            burn::tensor::TensorData::new(real.clone(), [real.len()]),
+            &attention_mask.device(),
+        );
+        Self::Packed { real, batch, seq }
+    }
+
+    /// Ids or positions of the batch, `[batch, seq]`, in this layout's rows: `[1, tokens]`
+    /// when packed.
+    pub fn pack_ids(&self, ids: Tensor<2, Int>) -> Tensor<2, Int> {
+        match self {
+            Self::Padded => ids,
+            Self::Packed { real, batch, seq } => {
+                let tokens = real.dims()[0];
+                ids.reshape([batch * seq])
+                    .select(0, real.clone())
+                    .reshape([1, tokens])
+            }
+        }
+    }
+
+    /// `[batch, seq, width]` in this layout: `[1, tokens, width]` when packed.
+    pub fn pack(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Padded => x,
+            Self::Packed { real, batch, seq } => {
+                let ([_, _, width], tokens) = (x.dims(), real.dims()[0]);
+                x.reshape([batch * seq, width])
+                    .select(0, real.clone())
+                    .reshape([1, tokens, width])
+            }
+        }
+    }
+
+    /// This layout's rows back in `[batch, seq, width]`, zeros at padding.
+    pub fn unpack(&self, x: Tensor<3>) -> Tensor<3> {
+        match self {
+            Self::Padded => x,
+            Self::Packed { real, batch, seq } => {
+                let [_, tokens, width] = x.dims();
+                let zeros = Tensor::zeros([batch * seq, width], (&x.device(), x.dtype()));
+                zeros
+                    .select_assign(
+                        0,
+                        real.clone(),
+                        x.reshape([tokens, width]),
+                        IndexingUpdateOp::Add,
+                    )
+                    .reshape([*batch, *seq, width])
+            }
+        }
+    }
 }
 
 /// `linear.forward(x)` in `x`'s float type. Under mixed precision
@@ -115,42 +211,46 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
 }
 
 /// `dense(hidden)` split into the attention's heads, as transformers'
-/// `self.query(hidden).view(batch, seq, heads, head_dim).transpose(1, 2)`. On the CPU the heads
-/// are a view, which flex multiplies faster than it copies it; the GPU kernel makes them
-/// contiguous and adds the bias on the way (cubek's matrix product copies a head-split view
-/// before every product that reads it).
+/// `self.query(hidden).view(batch, seq, heads, head_dim).transpose(1, 2)`; a packed `hidden`
+/// ([`Layout`]) is projected as it is and its heads laid out in `[batch, seq]`, zeros at
+/// padding. On the CPU the heads are a view, which flex multiplies faster than it copies it;
+/// the GPU kernel makes them contiguous and adds the bias on the way (cubek's matrix product
+/// copies a head-split view before every product that reads it).
 ///
 /// # Shapes
 ///
-/// `hidden` `[batch, seq, hidden]`; the output is `[batch, heads, seq, hidden / heads]`.
-pub fn split_heads(dense: &Linear, hidden: &Tensor<3>, heads: usize) -> Tensor<4> {
+/// `hidden` `[batch, seq, hidden]`, or `[1, tokens, hidden]` packed; the output is
+/// `[batch, heads, seq, hidden / heads]`.
+pub fn split_heads(dense: &Linear, hidden: &Tensor<3>, heads: usize, layout: &Layout) -> Tensor<4> {
     if let Some(bias) = &dense.bias
         && kernels::applies(Kernel::SplitHeads, &hidden.device())
     {
-        let product = per_token_unbiased(dense, hidden.clone());
+        let product = layout.unpack(per_token_unbiased(dense, hidden.clone()));
         return kernels::split_heads(product, bias.val(), heads);
     }
-    let [batch, seq, _] = hidden.dims();
-    let output = per_token(dense, hidden.clone());
-    let head_dim = output.dims()[2] / heads;
+    let output = layout.unpack(per_token(dense, hidden.clone()));
+    let [batch, seq, width] = output.dims();
+    let head_dim = width / heads;
     output
         .reshape([batch, seq, heads, head_dim])
         .swap_dims(1, 2)
 }
 
-/// Heads merged back into one row per token.
+/// Heads merged back into one row per token, in `layout`.
 ///
 /// # Shapes
 ///
-/// `heads` `[batch, heads, seq, head_dim]`; the output is `[batch, seq, heads × head_dim]`.
-pub fn merge_heads(heads: Tensor<4>) -> Tensor<3> {
+/// `heads` `[batch, heads, seq, head_dim]`; the output is `[batch, seq, heads × head_dim]`, or
+/// `[1, tokens, heads × head_dim]` packed.
+pub fn merge_heads(heads: Tensor<4>, layout: &Layout) -> Tensor<3> {
     if kernels::applies(Kernel::MergeHeads, &heads.device()) {
-        return kernels::merge_heads(heads);
+        return layout.pack(kernels::merge_heads(heads));
     }
     let [batch, count, seq, head_dim] = heads.dims();
-    heads
+    let merged = heads
         .swap_dims(1, 2)
-        .reshape([batch, seq, count * head_dim])
+        .reshape([batch, seq, count * head_dim]);
+    layout.pack(merged)
 }
 
 /// The attention's probabilities: `softmax(scores / √head_dim)` over the keys, padded keys
@@ -250,13 +350,15 @@ pub fn disentangled_scores(
 ///
 /// `q`, `k` and `v` `[batch, heads, seq, head_dim]`; `mask` (true at the keys a query does
 /// not see) `[batch, 1, 1, seq]` for padding alone, `[batch, 1, seq, seq]` where it differs by
-/// query (ModernBERT's sliding window). The output is `[batch, seq, heads × head_dim]`.
+/// query (ModernBERT's sliding window). The output is `[batch, seq, heads × head_dim]`, or
+/// `[1, tokens, heads × head_dim]` in a packed `layout`.
 pub fn self_attention(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
     mask: Tensor<4, Bool>,
     dropout_layer: &Dropout,
+    layout: &Layout,
 ) -> Tensor<3> {
     let [batch, heads, seq, head_dim] = q.dims();
     let per_query = mask.dims()[2] > 1;
@@ -273,7 +375,7 @@ pub fn self_attention(
         let mask = mask.expand([batch, heads, seq, seq]);
         attention(q, k, v, Some(mask), None, AttentionModuleOptions::default())
     };
-    merge_heads(context)
+    merge_heads(context, layout)
 }
 
 /// `cos` and `sin` of rotary position embeddings, for positions `0..seq` and one head of

@@ -8,11 +8,11 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, Linear};
-use burn::tensor::{Device, FloatDType, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 use crate::bert::{BertEmbeddings, BertEncoder, BertInput};
 use crate::classifier::{
-    Labels, SequenceClassifierOutput, compute_in, first_token, loss, padding_mask,
+    Execution, Labels, SequenceClassifierOutput, first_token, loss, padding_mask,
 };
 use crate::config::{Activation, ModelConfig};
 use crate::init;
@@ -26,9 +26,9 @@ pub struct RobertaModel {
     pub encoder: BertEncoder,
     #[module(skip)]
     padding_idx: usize,
-    /// Mixed precision, as [`crate::BertModel`]'s.
+    /// Mixed precision and padding-free execution, as [`crate::BertModel`]'s.
     #[module(skip)]
-    pub(crate) compute_dtype: Option<FloatDType>,
+    pub(crate) execution: Execution,
 }
 
 impl RobertaModel {
@@ -37,22 +37,24 @@ impl RobertaModel {
             embeddings: BertEmbeddings::new(config, config.hidden_size, device),
             encoder: crate::bert::BertEncoder::new(config, device),
             padding_idx: config.padding_idx(),
-            compute_dtype: None,
+            execution: Execution::default(),
         }
     }
 
     /// The last hidden state, `[batch, seq, hidden]`, in the parameters' float type.
     pub fn forward(&self, input: BertInput) -> Tensor<3> {
+        let layout = self.execution.layout(&input.attention_mask);
         let padding = padding_mask(input.attention_mask);
         let positions = position_ids(input.input_ids.clone(), self.padding_idx);
         let token_types = input.input_ids.zeros_like();
         let embedded = self
             .embeddings
-            .forward_at(input.input_ids, token_types, positions);
+            .forward_at(input.input_ids, token_types, positions, &layout);
         let param_dtype = embedded.dtype();
-        self.encoder
-            .forward(compute_in(embedded, self.compute_dtype), padding)
-            .cast(param_dtype)
+        let hidden = self
+            .encoder
+            .forward(self.execution.compute_in(embedded), padding, &layout);
+        layout.unpack(hidden).cast(param_dtype)
     }
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use burnbert::{MixedPrecision, ModelArgs};
+use burnbert::{MixedPrecision, ModelArgs, PaddingFree};
 
 use crate::common::*;
 
@@ -24,6 +24,7 @@ pub fn model_args(dir: &Path) -> ModelArgs {
         device: "cpu".into(),
         devices: None,
         mixed_precision: MixedPrecision::No,
+        padding_free: PaddingFree::Auto,
     }
 }
 

@@ -8,6 +8,7 @@ mod errors;
 mod families;
 mod fuzz;
 mod multi_device;
+mod padding_free;
 mod parity;
 mod programs;
 mod tokenization;

@@ -135,20 +135,20 @@ fn tolerances(device: &Device) -> &'static Tolerances {
 }
 
 /// transformers' names of the parameters whose gradient is zero in exact arithmetic.
-fn zero_gradient(name: &str) -> bool {
+pub fn zero_gradient(name: &str) -> bool {
     name.ends_with("attention.self.key.bias") || name.ends_with("attention.k_lin.bias")
 }
 
 /// A parameter or its gradient, in transformers' naming and PyTorch's layout (`Linear`
 /// weights `[out, in]`; Burn stores them `[in, out]`).
-struct Named {
-    name: String,
-    shape: Vec<usize>,
-    values: Vec<f32>,
+pub struct Named {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
 }
 
 /// Every parameter of `model`, or its gradient in `grads`, in module order.
-fn named(model: &SequenceClassifier, grads: Option<&GradientsParams>) -> Vec<Named> {
+pub fn named(model: &SequenceClassifier, grads: Option<&GradientsParams>) -> Vec<Named> {
     struct Collect<'a> {
         path: ModulePath,
         grads: Option<&'a GradientsParams>,
