@@ -22,10 +22,16 @@ What runs:
   torch.inference_mode() in eval mode.
 - burnbert: `bench --json` with the same arguments, in its own process, after PyTorch.
 
-Both use one fixed batch: random token ids other than the pad id, the last quarter of every row
-padded with the config's pad_token_id (0 where it has none; attention mask 0), token type 0
-where the model has token types (type_vocab_size above 1), random labels. Warm-up steps are not timed; each timed step ends with a device
-synchronisation; the median step time gives samples/s.
+Both use the same batches: random token ids other than the pad id, padded with the config's
+pad_token_id (0 where it has none; attention mask 0), token type 0 where the model has token
+types (type_vocab_size above 1), random labels. With --lengths fixed (the default) every step
+takes one batch whose rows have the last quarter padded, and the median step time gives
+samples/s. With --lengths mrpc the steps take real MRPC batches: the lengths of MRPC's 408
+validation pairs as all-MiniLM-L6-v2's tokenizer cuts them
+(assets/fixtures/mrpc_validation_token_ids.json), --batch consecutive pairs a step, each batch
+padded to its longest row as DataCollatorWithPadding pads; the mean of the timed steps gives
+samples/s. Warm-up steps are not timed; each timed step ends with a device synchronisation.
+burnbert's bench runs padding-free on the CPU (its default, `--padding-free auto`).
 
 Precision (--dtype):
 - f32: both in float32.
@@ -79,10 +85,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model-shape", default="bert-base",
                         help=f"{', '.join(PRESETS)}, or the path of a config.json")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--seq", type=int, default=128,
+                        help="positions per row (--lengths fixed), the longest row (mrpc)")
+    parser.add_argument("--lengths", choices=["fixed", "mrpc"], default="fixed",
+                        help="the rows' lengths: fixed, or real MRPC batches")
     parser.add_argument("--steps", type=int, default=20, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--mode", choices=["train", "infer"], default="train")
+    parser.add_argument("--gradient-checkpointing", action="store_true",
+                        help="train with model.gradient_checkpointing_enable(), and burnbert's "
+                             "bench with --gradient-checkpointing")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--dtype", choices=["f32", "tf32", "bf16"], default="f32")
     parser.add_argument("--attention", choices=["sdpa", "eager"], default="sdpa",
@@ -160,6 +172,16 @@ def real_tokens_per_row(seq: int) -> int:
     return seq - seq // 4
 
 
+def row_lengths(args: argparse.Namespace) -> list[list[int]]:
+    """Each batch's row lengths, as burnbert's bench makes them: one batch of --batch rows of
+    --seq less a quarter, or MRPC's validation pairs (at most --seq long) --batch at a time."""
+    if args.lengths == "fixed":
+        return [[real_tokens_per_row(args.seq)] * args.batch]
+    pairs = json.loads((REPO / "assets/fixtures/mrpc_validation_token_ids.json").read_text())
+    lengths = [min(len(ids), args.seq) for ids in pairs["input_ids"]]
+    return [lengths[i:i + args.batch] for i in range(0, len(lengths), args.batch)]
+
+
 def run_pytorch(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     import torch
@@ -192,26 +214,36 @@ def run_pytorch(args: argparse.Namespace) -> dict:
         config, attn_implementation=attention).to(device)
     parameters = sum(p.numel() for p in model.parameters())
 
-    rows, seq, real = args.batch, args.seq, real_tokens_per_row(args.seq)
     pad_id = getattr(config, "pad_token_id", None) or 0
-    input_ids = random_ids(rows, seq, config.vocab_size, pad_id)
-    attention_mask = torch.ones(rows, seq, dtype=torch.long)
-    attention_mask[:, real:] = 0
-    input_ids[:, real:] = pad_id
-    labels = torch.randint(0, config.num_labels, (rows,))
-    batch = {
-        "input_ids": input_ids.to(device),
-        "attention_mask": attention_mask.to(device),
-    }
     # Only where the model has token types: DistilBERT, ModernBERT and DeBERTa-v3 have none,
     # RoBERTa one (its default ids are zeros).
-    if ("token_type_ids" in inspect.signature(model.forward).parameters
-            and getattr(config, "type_vocab_size", 0) > 1):
-        batch["token_type_ids"] = torch.zeros(rows, seq, dtype=torch.long, device=device)
-    labels = labels.to(device)
+    token_types = ("token_type_ids" in inspect.signature(model.forward).parameters
+                   and getattr(config, "type_vocab_size", 0) > 1)
+
+    def make_batch(lengths: list[int]) -> tuple[dict, "torch.Tensor"]:
+        rows = len(lengths)
+        seq = args.seq if args.lengths == "fixed" else max(lengths)
+        input_ids = random_ids(rows, seq, config.vocab_size, pad_id)
+        attention_mask = torch.ones(rows, seq, dtype=torch.long)
+        for row, length in enumerate(lengths):
+            attention_mask[row, length:] = 0
+            input_ids[row, length:] = pad_id
+        batch = {
+            "input_ids": input_ids.to(device),
+            "attention_mask": attention_mask.to(device),
+        }
+        if token_types:
+            batch["token_type_ids"] = torch.zeros(rows, seq, dtype=torch.long, device=device)
+        labels = torch.randint(0, config.num_labels, (rows,)).to(device)
+        return batch, labels
+
+    all_lengths = row_lengths(args)
+    batches = [make_batch(lengths) for lengths in all_lengths]
     autocast = torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.dtype == "bf16")
 
     if args.mode == "train":
+        if args.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
         model.train()
         excluded = no_decay_parameters(model)
         decay = [p for p in model.parameters() if id(p) not in excluded]
@@ -223,7 +255,7 @@ def run_pytorch(args: argparse.Namespace) -> dict:
             fused=args.device == "cuda",
         )
 
-        def step():
+        def step(batch, labels):
             with autocast:
                 loss = model(**batch, labels=labels).loss
             loss.backward()
@@ -233,20 +265,28 @@ def run_pytorch(args: argparse.Namespace) -> dict:
     else:
         model.eval()
 
-        def step():
+        def step(batch, _labels):
             with torch.inference_mode(), autocast:
                 return model(**batch).logits
 
     times, first_step_done, output = [], None, None
-    for _ in range(args.warmup + args.steps):
+    for index in range(args.warmup + args.steps):
         clock = time.perf_counter()
-        output = step()
+        output = step(*batches[index % len(batches)])
         sync()
         times.append(time.perf_counter() - clock)
         if first_step_done is None:
             first_step_done = time.perf_counter() - clock_started
     timed = times[args.warmup:]
     median = statistics.median(timed)
+    timed_lengths = [all_lengths[i % len(all_lengths)]
+                     for i in range(args.warmup, args.warmup + args.steps)]
+    real = sum(sum(lengths) for lengths in timed_lengths) / args.steps
+    padded = sum((args.seq if args.lengths == "fixed" else max(lengths)) * len(lengths)
+                 for lengths in timed_lengths) / args.steps
+    # As burnbert's bench: the median step where every step is alike, else the mean.
+    seconds = median if args.lengths == "fixed" else sum(timed) / args.steps
+    rows = args.batch
     result = {
         "program": "pytorch",
         "torch": torch.__version__,
@@ -259,14 +299,15 @@ def run_pytorch(args: argparse.Namespace) -> dict:
         "dtype": args.dtype,
         "device": args.device,
         "batch": rows,
-        "seq": seq,
-        "real_tokens_per_row": real,
+        "seq": args.seq,
+        "lengths": args.lengths,
+        "real_tokens_per_row": real / rows,
         "warmup": args.warmup,
         "step_seconds": timed,
         "median_step_seconds": median,
-        "samples_per_second": rows / median,
-        "tokens_per_second": rows * seq / median,
-        "real_tokens_per_second": rows * real / median,
+        "samples_per_second": rows / seconds,
+        "tokens_per_second": padded / seconds,
+        "real_tokens_per_second": real / seconds,
         "time_to_first_step_seconds": first_step_done,
         "import_seconds": clock_started - started,
         # ru_maxrss is in KiB on Linux.
@@ -287,8 +328,10 @@ def run_burnbert(args: argparse.Namespace) -> dict:
     mixed_precision = "bf16" if args.dtype == "bf16" else "no"
     command = [
         str(binary), "--model-shape", args.model_shape, "--batch", str(args.batch),
-        "--seq", str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--seq", str(args.seq), "--lengths", args.lengths, "--steps", str(args.steps),
+        "--warmup", str(args.warmup),
         "--mode", args.mode, "--mixed-precision", mixed_precision, "--device", args.device,
+        *(["--gradient-checkpointing"] if args.gradient_checkpointing else []),
         "--seed", str(args.seed), "--json",
     ]
     env = dict(os.environ)
@@ -338,7 +381,8 @@ def main() -> None:
                           "ratio_burnbert_over_pytorch": ratio}))
         return
     print(f"{args.model_shape} {args.mode} {args.dtype} on {args.device}: batch {args.batch} × "
-          f"seq {args.seq} ({real_tokens_per_row(args.seq)} real tokens per row), "
+          f"seq {args.seq}, {args.lengths} lengths "
+          f"({pytorch['real_tokens_per_row']:.1f} real tokens per row), "
           f"{args.steps} steps after {args.warmup} warm-up, {pytorch['threads']} torch threads, "
           f"{pytorch['model_type']} with {pytorch['attention']} attention")
     print(f"  pytorch  (torch {pytorch['torch']}, transformers {pytorch['transformers']}): "

@@ -2,16 +2,18 @@
 //! random tokens, so that it can be set beside PyTorch (`bench/compare.py`) on the same machine.
 //! The family (BERT, RoBERTa, ModernBERT, ...) is the shape's `model_type`, as in `train`.
 //!
-//! Every step gets the same batch: `--batch` rows of `--seq` random token ids, random labels.
-//! Padded positions hold the config's `pad_token_id` (0 where it has none; RoBERTa's is 1,
-//! ModernBERT's 50283), and the real tokens are drawn from the rest of the vocabulary, never
-//! the pad id, as `bench/compare.py` does: RoBERTa numbers its positions by the pad id, so a
-//! real token equal to it would change the batch.
+//! With `--lengths fixed` (the default) every step gets the same batch: `--batch` rows of
+//! `--seq` random token ids, random labels. Padded positions hold the config's `pad_token_id`
+//! (0 where it has none; RoBERTa's is 1, ModernBERT's 50283), and the real tokens are drawn
+//! from the rest of the vocabulary, never the pad id, as `bench/compare.py` does: RoBERTa
+//! numbers its positions by the pad id, so a real token equal to it would change the batch.
 //! The PyTorch reference numbers in `shared/README.md` have "1/4 of each row padded"; read
 //! literally, every row here ends in the same `seq / 4` (rounded down) padded positions, rather
-//! than having a length drawn at random. Neither burnbert nor transformers skips padded
-//! positions, so the padding changes none of the work, only how many of the tokens per second are
-//! real ones, and a fixed share makes that count exact and the same on both sides.
+//! than having a length drawn at random, so that the count of real tokens is exact and the same
+//! on both sides. With `--lengths mrpc` the steps take real MRPC batches instead: the lengths of
+//! MRPC's validation pairs, `--batch` at a time, each batch padded to its longest row.
+//! burnbert skips the padded positions where it runs padding-free (`--padding-free`);
+//! transformers computes them.
 //!
 //! A train step is forward + loss + backward + AdamW step; an infer step is a forward pass
 //! of the model in validation mode, without autodiff. The first `--warmup` steps are not
@@ -27,7 +29,7 @@ use burn::tensor::{Device, DeviceConfig, DeviceError, FloatDType};
 use burnbert::{MixedPrecision, PaddingFree, run};
 use burnbert_data::{Encoded, Label, PaddingBatcher};
 use burnbert_model::{Family, ModelConfig, SequenceClassifier};
-use burnbert_train::{Data, optimizer_step};
+use burnbert_train::{Data, World, optimizer_step};
 use clap::{Parser, ValueEnum};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -77,9 +79,12 @@ struct Args {
     /// Rows per step.
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Tokens per row, padding included.
+    /// Tokens per row, padding included (`--lengths fixed`); the longest row (`mrpc`).
     #[arg(long, default_value_t = 128)]
     seq: usize,
+    /// The rows' lengths.
+    #[arg(long, value_enum, default_value_t = Lengths::Fixed)]
+    lengths: Lengths,
     /// Timed steps.
     #[arg(long, default_value_t = 20)]
     steps: usize,
@@ -93,6 +98,9 @@ struct Args {
     /// --mixed-precision bf16`, and PyTorch's autocast).
     #[arg(long, value_enum, default_value_t = MixedPrecision::No)]
     mixed_precision: MixedPrecision,
+    /// As `train --gradient-checkpointing` (train mode).
+    #[arg(long)]
+    gradient_checkpointing: bool,
     /// As `train --padding-free`.
     #[arg(long, value_enum, default_value_t = PaddingFree::Auto)]
     padding_free: PaddingFree,
@@ -127,6 +135,22 @@ impl Dtype {
     }
 }
 
+/// How long the rows of the steps' batches are; their tokens are random either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Lengths {
+    /// One batch for every step: `--seq` positions a row, the last quarter of them padding.
+    Fixed,
+    /// Real MRPC batches: the lengths of MRPC's 408 validation pairs as all-MiniLM-L6-v2's
+    /// tokenizer cuts them (`assets/fixtures/mrpc_validation_token_ids.json`), `--batch`
+    /// consecutive pairs a step, each batch padded to its longest row, as the course's
+    /// `DataCollatorWithPadding` pads.
+    Mrpc,
+}
+
+/// MRPC's validation pairs, tokenized: their lengths give `--lengths mrpc` its rows.
+const MRPC_VALIDATION: &str = include_str!("../assets/fixtures/mrpc_validation_token_ids.json");
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Mode {
@@ -151,15 +175,19 @@ struct Report {
     dtype: Dtype,
     mixed_precision: MixedPrecision,
     padding_free: bool,
+    gradient_checkpointing: bool,
     device: String,
     batch: usize,
     seq: usize,
-    /// Real (unpadded) tokens in each row.
-    real_tokens_per_row: usize,
+    lengths: Lengths,
+    /// Real (unpadded) tokens in each row, on average over the timed steps.
+    real_tokens_per_row: f64,
     warmup: usize,
     /// Seconds of each timed step.
     step_seconds: Vec<f64>,
     median_step_seconds: f64,
+    /// From the median step with `--lengths fixed`, where every step is alike; from all the
+    /// timed steps with `mrpc`, whose batches differ.
     samples_per_second: f64,
     /// All positions, padding included.
     tokens_per_second: f64,
@@ -202,11 +230,24 @@ fn main() -> std::process::ExitCode {
             .with_padding_free(args.padding_free.on(&device));
         let parameters = model.num_params();
 
-        let (timings, final_loss) = measure(&args, &config, model, &device, started)?;
+        let workload = workload(&config, &args)?;
+        let (timings, final_loss) = measure(&args, &config, &workload, model, &device, started)?;
 
         let timed = &timings.step_seconds[args.warmup..];
         let median = median(timed);
-        let real = real_tokens_per_row(args.seq);
+        let timed_steps = args.warmup..args.warmup + args.steps;
+        let [real, padded] = [true, false].map(|real| {
+            timed_steps
+                .clone()
+                .map(|step| workload.tokens(step, real))
+                .sum::<usize>() as f64
+        });
+        // The seconds that one step's rows, on average, take.
+        let seconds = match args.lengths {
+            Lengths::Fixed => median,
+            Lengths::Mrpc => timed.iter().sum::<f64>() / args.steps as f64,
+        };
+        let per_step = |tokens: f64| tokens / args.steps as f64;
         let report = Report {
             program: "burnbert",
             model_shape: args.model_shape.clone(),
@@ -220,16 +261,18 @@ fn main() -> std::process::ExitCode {
             dtype: args.dtype,
             mixed_precision: args.mixed_precision,
             padding_free: args.padding_free.on(&device),
+            gradient_checkpointing: args.gradient_checkpointing,
             device: format!("{device:?}"),
             batch: args.batch,
             seq: args.seq,
-            real_tokens_per_row: real,
+            lengths: args.lengths,
+            real_tokens_per_row: per_step(real) / args.batch as f64,
             warmup: args.warmup,
             step_seconds: timed.to_vec(),
             median_step_seconds: median,
-            samples_per_second: args.batch as f64 / median,
-            tokens_per_second: (args.batch * args.seq) as f64 / median,
-            real_tokens_per_second: (args.batch * real) as f64 / median,
+            samples_per_second: args.batch as f64 / seconds,
+            tokens_per_second: per_step(padded) / seconds,
+            real_tokens_per_second: per_step(real) / seconds,
             time_to_first_step_seconds: timings.first_step_done.as_secs_f64(),
             peak_rss_bytes: peak_rss_bytes(),
             device_reserved_bytes: timings.device_reserved_bytes,
@@ -263,42 +306,108 @@ fn device(args: &Args) -> anyhow::Result<Device> {
     Ok(device)
 }
 
-/// Runs the warm-up and timed steps of `--mode` on one batch of random rows: the step `train`
+/// The random rows the steps take and which of them each step takes.
+struct Workload {
+    rows: Vec<Encoded>,
+    /// Step `i` takes the rows `batches[i % batches.len()]`.
+    batches: Vec<Vec<usize>>,
+    /// Pads each batch to a multiple of this many positions.
+    pad_to_multiple_of: usize,
+}
+
+impl Workload {
+    fn batch(&self, step: usize) -> &[usize] {
+        &self.batches[step % self.batches.len()]
+    }
+
+    /// The real tokens of step `step`'s batch, or its positions, padding included.
+    fn tokens(&self, step: usize, real: bool) -> usize {
+        let lengths = self
+            .batch(step)
+            .iter()
+            .map(|&i| self.rows[i].input_ids.len());
+        if real {
+            return lengths.sum();
+        }
+        let longest = lengths.clone().max().unwrap_or(0);
+        let padded = longest.div_ceil(self.pad_to_multiple_of) * self.pad_to_multiple_of;
+        padded * self.batch(step).len()
+    }
+}
+
+/// The rows of `--lengths`: one batch of `--batch` rows of `--seq` less a quarter, or MRPC's
+/// validation pairs' lengths (at most `--seq`) in batches of `--batch`.
+fn workload(config: &ModelConfig, args: &Args) -> anyhow::Result<Workload> {
+    Ok(match args.lengths {
+        Lengths::Fixed => Workload {
+            rows: random_rows(
+                config,
+                args,
+                &vec![real_tokens_per_row(args.seq); args.batch],
+            ),
+            batches: vec![(0..args.batch).collect()],
+            pad_to_multiple_of: args.seq,
+        },
+        Lengths::Mrpc => {
+            let pairs: serde_json::Value = serde_json::from_str(MRPC_VALIDATION)?;
+            let lengths: Vec<usize> = pairs["input_ids"]
+                .as_array()
+                .context("the MRPC fixture has no input_ids")?
+                .iter()
+                .map(|ids| ids.as_array().map_or(0, Vec::len).min(args.seq))
+                .collect();
+            let indices: Vec<usize> = (0..lengths.len()).collect();
+            Workload {
+                rows: random_rows(config, args, &lengths),
+                batches: indices.chunks(args.batch).map(<[usize]>::to_vec).collect(),
+                pad_to_multiple_of: 1,
+            }
+        }
+    })
+}
+
+/// Runs the warm-up and timed steps of `--mode` on the workload's batches: the step `train`
 /// takes, or a forward pass. Returns the timings and the last training loss.
 fn measure(
     args: &Args,
     config: &ModelConfig,
+    workload: &Workload,
     model: SequenceClassifier,
     device: &Device,
     started: Instant,
 ) -> anyhow::Result<(Timings, Option<f32>)> {
     let total_steps = args.warmup + args.steps;
-    let rows = random_rows(config, args);
     let batcher = PaddingBatcher {
         pad_id: config.pad_token_id.unwrap_or(0) as u32,
-        pad_to_multiple_of: args.seq,
+        pad_to_multiple_of: workload.pad_to_multiple_of,
     };
+    let mut step = 0..;
     let measured = match args.mode {
-        // The step `train` takes, on the same batch every time.
+        // The step `train` takes.
         Mode::Train => {
-            let devices = [device.clone().autodiff()];
+            let options = burnbert_train::TrainOptions {
+                gradient_checkpointing: args.gradient_checkpointing,
+                ..Default::default()
+            };
+            let devices = [options.training_device(device)];
             let data = Data {
-                train: &rows,
+                train: &workload.rows,
                 validation: &[],
                 metrics: &[],
                 num_classes: config.label_count(),
                 batcher: &batcher,
             };
-            let group = [(0..rows.len()).collect::<Vec<_>>()];
             let mut optimizer = burnbert_train::optim::adamw(WEIGHT_DECAY);
-            let model = model.to_device(&devices[0]).train();
+            let model =
+                burnbert_train::tracked_on(model.to_device(&devices[0]).train(), &devices[0]);
             let (timings, loss) = run_steps(device, total_steps, started, model, |model| {
+                let group = [workload.batch(step.next().unwrap()).to_vec()];
                 let (model, loss, _) = optimizer_step(
                     model,
                     &mut optimizer,
                     &group,
                     &data,
-                    &devices,
+                    World::new(&devices),
                     LEARNING_RATE,
                     None,
                 );
@@ -307,9 +416,17 @@ fn measure(
             (timings, Some(loss))
         }
         Mode::Infer => {
-            let batch = batcher.batch(rows, device);
+            let batches: Vec<_> = workload
+                .batches
+                .iter()
+                .map(|rows| {
+                    let rows = rows.iter().map(|&i| workload.rows[i].clone()).collect();
+                    batcher.batch(rows, device)
+                })
+                .collect();
             let model = model.valid();
             let (timings, _logits) = run_steps(device, total_steps, started, model, |model| {
+                let batch = &batches[step.next().unwrap() % batches.len()];
                 let logits = model.forward(batch.input.clone(), None).logits;
                 (model, logits)
             })?;
@@ -351,12 +468,11 @@ fn real_tokens_per_row(seq: usize) -> usize {
     seq - seq / 4
 }
 
-/// The rows of the one batch every step takes: random token ids in `[0, vocab_size)` other
-/// than the pad id, `seq` less a quarter of them (the batcher pads the rest: the config's
-/// `pad_token_id`, else 0, with attention mask 0), one segment, and random class labels.
-fn random_rows(config: &ModelConfig, args: &Args) -> Vec<Encoded> {
+/// Rows of the given lengths: random token ids in `[0, vocab_size)` other than the pad id
+/// (the batcher pads the rest: the config's `pad_token_id`, else 0, with attention mask 0),
+/// one segment, and random class labels.
+fn random_rows(config: &ModelConfig, args: &Args, lengths: &[usize]) -> Vec<Encoded> {
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let real = real_tokens_per_row(args.seq);
     let pad_id = config.pad_token_id.unwrap_or(0) as i64;
     let vocab = config.vocab_size as i64;
     // Draw from the vocabulary less the pad id, then step over it.
@@ -370,14 +486,15 @@ fn random_rows(config: &ModelConfig, args: &Args) -> Vec<Encoded> {
         };
         id as u32
     };
-    let ids: Vec<Vec<u32>> = (0..args.batch)
-        .map(|_| (0..real).map(|_| real_token(&mut rng)).collect())
+    let ids: Vec<Vec<u32>> = lengths
+        .iter()
+        .map(|&len| (0..len).map(|_| real_token(&mut rng)).collect())
         .collect();
     let classes = config.label_count();
     ids.into_iter()
         .map(|input_ids| Encoded {
+            token_type_ids: vec![0; input_ids.len()],
             input_ids,
-            token_type_ids: vec![0; real],
             label: Some(Label::Class(rng.random_range(0..classes))),
         })
         .collect()
@@ -458,7 +575,7 @@ fn mib(bytes: u64) -> String {
 
 fn human_line(r: &Report) -> String {
     let mut line = format!(
-        "{} {} {} on {}: batch {} × seq {} ({} real tokens per row), median step {:.1} ms over {} \
+        "{} {} {} on {}: batch {} × seq {} ({:.1} real tokens per row), median step {:.1} ms over {} \
          steps after {} warm-up: {:.1} samples/s, {:.0} tokens/s ({:.0} real); first step done \
          after {:.2} s",
         r.model_shape,

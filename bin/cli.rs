@@ -2,6 +2,7 @@
 //! turning errors into one clear line and a non-zero exit code; and `train`'s reporting
 //! (progress, metrics log, plots, TensorBoard).
 
+pub mod plot;
 pub mod progress;
 pub mod tensorboard;
 
@@ -10,7 +11,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use burn::tensor::{DType, Device, FloatDType};
-use burnbert_data::{Hub, ModelFiles, PairTokenizer};
+use burnbert_data::{Encoded, Example, Hub, ModelFiles, PairTokenizer};
+use burnbert_eval::Predictions;
 use burnbert_model::{LoadReport, ModelConfig, SequenceClassifier};
 
 /// Flags every program takes to find a model.
@@ -40,8 +42,9 @@ pub struct ModelArgs {
     #[arg(long, value_enum, default_value_t = MixedPrecision::No)]
     pub mixed_precision: MixedPrecision,
     /// `true`: the encoder works on the batch's real tokens only, `false`: on every position,
-    /// padding included. The results are the same; `auto` takes the faster, padding-free on
-    /// the CPU and padded on GPUs.
+    /// padding included. The same model, equal up to float rounding (dropout draws its masks
+    /// per real token, so a run with dropout differs); `auto` is padding-free on the CPU and
+    /// padded on GPUs.
     #[arg(long, value_enum, default_value_t = PaddingFree::Auto)]
     pub padding_free: PaddingFree,
 }
@@ -92,6 +95,84 @@ impl MixedPrecision {
                  use --device cuda or --device flex, or leave --mixed-precision at `no`"
             ),
         }
+    }
+}
+
+/// Flags for inputs longer than the model takes, shared by `eval` and `predict`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LongInputArgs {
+    /// Cut an input longer than --max-length into windows that overlap by this many tokens
+    /// and combine the windows' logits (transformers' `stride` with
+    /// `return_overflowing_tokens=True`; of a pair, the longer sentence is cut and the other
+    /// kept whole in every window). Without it, long inputs are truncated.
+    #[arg(long)]
+    pub stride: Option<usize>,
+    /// How the windows' logits make the input's: their mean, or each output's maximum.
+    #[arg(long, value_enum, default_value_t = Combine::Mean, requires = "stride")]
+    pub combine_windows: Combine,
+}
+
+/// `--combine-windows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Combine {
+    Mean,
+    Max,
+}
+
+impl LongInputArgs {
+    /// The rows the model reads for `examples` and, with --stride, the example each row (a
+    /// window) belongs to.
+    pub fn encode(
+        &self,
+        tokenizer: &PairTokenizer,
+        examples: &[Example],
+    ) -> anyhow::Result<(Vec<Encoded>, Option<Vec<usize>>)> {
+        Ok(match self.stride {
+            None => (tokenizer.encode_all(examples)?.0, None),
+            Some(stride) => {
+                let (windows, owners) = tokenizer.encode_windows(examples, stride)?;
+                (windows, Some(owners))
+            }
+        })
+    }
+
+    /// One prediction per example from those of its rows: the windows' logits combined, where
+    /// `owners` (from [`Self::encode`]) says which example each row is.
+    pub fn combine(
+        &self,
+        rows: Predictions,
+        owners: Option<&[usize]>,
+        examples: usize,
+    ) -> Predictions {
+        let Some(owners) = owners else {
+            return rows;
+        };
+        let mut combined: Vec<Option<(Vec<f32>, usize)>> = vec![None; examples];
+        for (logits, &owner) in rows.logits.into_iter().zip(owners) {
+            match &mut combined[owner] {
+                None => combined[owner] = Some((logits, 1)),
+                Some((sum, count)) => {
+                    for (into, value) in sum.iter_mut().zip(logits) {
+                        *into = match self.combine_windows {
+                            Combine::Mean => *into + value,
+                            Combine::Max => into.max(value),
+                        };
+                    }
+                    *count += 1;
+                }
+            }
+        }
+        let logits = combined
+            .into_iter()
+            .map(|entry| {
+                let (mut logits, count) = entry.expect("every example has a window");
+                if self.combine_windows == Combine::Mean {
+                    logits.iter_mut().for_each(|l| *l /= count as f32);
+                }
+                logits
+            })
+            .collect();
+        Predictions::from_logits(logits)
     }
 }
 
@@ -370,5 +451,27 @@ mod tests {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn glibc_takes_the_allocator_settings() {
         assert!(super::keep_freed_memory());
+    }
+
+    /// Hand-computed: example 0 has windows 0 and 2, example 1 window 1 alone.
+    #[test]
+    fn windows_combine_into_their_examples_logits() {
+        use super::{Combine, LongInputArgs, Predictions};
+        let windows =
+            || Predictions::from_logits(vec![vec![1.0, 4.0], vec![2.0, -1.0], vec![3.0, 1.0]]);
+        let owners = [0, 1, 0];
+        let combine = |how| LongInputArgs {
+            stride: Some(8),
+            combine_windows: how,
+        };
+        let mean = combine(Combine::Mean).combine(windows(), Some(&owners), 2);
+        assert_eq!(mean.logits, [vec![2.0, 2.5], vec![2.0, -1.0]]);
+        assert_eq!(mean.predicted, [1.0, 0.0]);
+        let max = combine(Combine::Max).combine(windows(), Some(&owners), 2);
+        assert_eq!(max.logits, [vec![3.0, 4.0], vec![2.0, -1.0]]);
+        assert_eq!(max.predicted, [1.0, 0.0]);
+        // Without --stride the rows are the examples.
+        let plain = combine(Combine::Mean).combine(windows(), None, 3);
+        assert_eq!(plain, windows());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use burnbert::{ModelArgs, run};
+use burnbert::{LongInputArgs, ModelArgs, run};
 use burnbert_data::{LabelSpace, PaddingBatcher, Task, label_names, read_examples};
 use burnbert_eval::Metrics;
 use clap::Parser;
@@ -13,6 +13,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    long_inputs: LongInputArgs,
     #[arg(long, default_value = "mrpc")]
     task: String,
     /// The split of `nyu-mll/glue` to evaluate (validation, test, train, ...).
@@ -76,39 +78,40 @@ fn main() -> std::process::ExitCode {
             task.name,
             task.num_outputs()
         );
-        let (examples, _) = loaded.tokenizer.encode_all(&rows)?;
-        let references = burnbert_eval::references(&examples).ok_or_else(|| {
-            anyhow::anyhow!(
-                "split `{}` has unlabelled rows (label -1): nothing to score against",
-                args.split
-            )
-        })?;
+        let (examples, windows) = args.long_inputs.encode(&loaded.tokenizer, &rows)?;
+        let references =
+            burnbert_eval::references(rows.iter().map(|row| row.label)).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "split `{}` has unlabelled rows (label -1): nothing to score against",
+                    args.split
+                )
+            })?;
         let batcher = PaddingBatcher {
             pad_id: loaded.tokenizer.pad_id(),
             pad_to_multiple_of: 1,
         };
         let started = std::time::Instant::now();
-        let predictions = burnbert_eval::predict(
-            &loaded.model,
-            &examples,
-            &batcher,
-            args.batch_size,
-            &devices,
+        let predictions = args.long_inputs.combine(
+            burnbert_eval::predict(
+                &loaded.model,
+                &examples,
+                &batcher,
+                args.batch_size,
+                &devices,
+            ),
+            windows.as_deref(),
+            rows.len(),
         );
         let seconds = started.elapsed().as_secs_f64();
         let mut metrics = Metrics::new(task.metrics, task.labels.len());
         metrics.add_batch(&predictions.predicted, &references);
         let results = metrics.compute();
         if let Some(path) = &args.confusion_matrix {
-            burnbert_eval::plot::plot_confusion_matrix(
-                &metrics.confusion_matrix(),
-                &class_names,
-                path,
-            )?;
+            burnbert::plot::plot_confusion_matrix(&metrics.confusion_matrix(), &class_names, path)?;
         }
         if args.json {
             let device = burnbert_model::device_name(&devices[0]);
-            let record = serde_json::json!({"task": task.name, "split": args.split, "examples": examples.len(), "device": device, "seconds": seconds, "metrics": results});
+            let record = serde_json::json!({"task": task.name, "split": args.split, "examples": rows.len(), "device": device, "seconds": seconds, "metrics": results});
             println!("{record}");
         } else {
             let on: Vec<String> = devices.iter().map(burnbert_model::device_name).collect();
@@ -116,7 +119,7 @@ fn main() -> std::process::ExitCode {
                 "{} {} ({} examples) on {} in {seconds:.2} s",
                 task.name,
                 args.split,
-                examples.len(),
+                rows.len(),
                 on.join(", ")
             );
             for (name, value) in &results {

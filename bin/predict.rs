@@ -4,11 +4,11 @@
 //! for stdin. Output: one JSON line per input, in order, with `logits`, `probabilities`
 //! and `label` (the config's id2label name, else the class index).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 
 use anyhow::Context;
-use burnbert::{ModelArgs, run};
-use burnbert_data::{Example, PaddingBatcher};
+use burnbert::{LongInputArgs, ModelArgs, run};
+use burnbert_data::{Example, PaddingBatcher, read_unlabelled_json_lines};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -16,6 +16,8 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    long_inputs: LongInputArgs,
     /// JSON lines with `sentence1` and optionally `sentence2`; `-` reads stdin.
     #[arg(long)]
     input: String,
@@ -25,30 +27,13 @@ struct Args {
 }
 
 fn read_inputs(input: &str) -> anyhow::Result<Vec<Example>> {
-    let reader: Box<dyn BufRead> = if input == "-" {
-        Box::new(BufReader::new(std::io::stdin()))
+    let examples = if input == "-" {
+        read_unlabelled_json_lines(std::io::stdin().lock(), "standard input")?
     } else {
-        Box::new(BufReader::new(
-            std::fs::File::open(input).with_context(|| format!("cannot open --input {input}"))?,
-        ))
+        let file =
+            std::fs::File::open(input).with_context(|| format!("cannot open --input {input}"))?;
+        read_unlabelled_json_lines(BufReader::new(file), input)?
     };
-    let mut examples = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line = line.with_context(|| format!("{input}: line {}", n + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("{input}: line {}", n + 1);
-        let value: serde_json::Value = serde_json::from_str(&line).with_context(at)?;
-        let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_string);
-        let text_a = text("sentence1")
-            .with_context(|| format!("{}: needs a string field `sentence1`", at()))?;
-        examples.push(Example {
-            text_a,
-            text_b: text("sentence2"),
-            label: None,
-        });
-    }
     Ok(examples)
 }
 
@@ -61,13 +46,16 @@ fn main() -> std::process::ExitCode {
         let loaded = args.model.load(&devices[0], None)?;
         loaded.warn_if_head_untrained(&args.model.model);
         let examples = read_inputs(&args.input)?;
-        let (encoded, _) = loaded.tokenizer.encode_all(&examples)?;
+        let (encoded, windows) = args.long_inputs.encode(&loaded.tokenizer, &examples)?;
         let batcher = PaddingBatcher {
             pad_id: loaded.tokenizer.pad_id(),
             pad_to_multiple_of: 1,
         };
-        let predictions =
-            burnbert_eval::predict(&loaded.model, &encoded, &batcher, args.batch_size, &devices);
+        let predictions = args.long_inputs.combine(
+            burnbert_eval::predict(&loaded.model, &encoded, &batcher, args.batch_size, &devices),
+            windows.as_deref(),
+            examples.len(),
+        );
         let mut out = std::io::stdout().lock();
         for (logits, predicted) in predictions.logits.iter().zip(&predictions.predicted) {
             let probabilities = if logits.len() == 1 {

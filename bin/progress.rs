@@ -8,7 +8,6 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use anyhow::Context;
 use burnbert_eval::log::{EpochRecord, Record, RunLog, StepRecord, read_log};
@@ -32,9 +31,6 @@ pub struct Progress {
     terminal: Terminal,
     files: Option<RunFiles>,
     tensorboard: Option<EventWriter>,
-    /// Examples trained since the run (or its resumption) started, for the rate.
-    examples: usize,
-    started: Instant,
 }
 
 impl Progress {
@@ -64,8 +60,6 @@ impl Progress {
             terminal: Terminal::new(quiet),
             files,
             tensorboard,
-            examples: 0,
-            started: Instant::now(),
         })
     }
 
@@ -92,27 +86,10 @@ impl Observer for Progress {
             Event::Resumed { path, step } => self
                 .terminal
                 .note(&format!("resumed from {} at step {step}", path.display())),
-            Event::Started { total_steps, done } => {
-                self.started = Instant::now();
-                self.terminal.start(total_steps, done);
-            }
-            Event::Step {
-                epoch,
-                step,
-                loss,
-                lr,
-                examples,
-            } => {
-                self.examples += examples;
-                let rate = self.examples as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-                self.terminal.step(epoch, step, loss, lr, rate);
-                self.record(Record::Step(StepRecord {
-                    step,
-                    epoch,
-                    loss: loss as f64,
-                    lr,
-                    samples_per_second: rate,
-                }));
+            Event::Started { total_steps, done } => self.terminal.start(total_steps, done),
+            Event::Step(record) => {
+                self.terminal.step(record);
+                self.record(Record::Step(record.clone()));
             }
             Event::Epoch(result) => {
                 self.terminal.note(&epoch_table(result));
@@ -175,8 +152,14 @@ impl Terminal {
         }
     }
 
-    fn step(&mut self, epoch: usize, step: usize, loss: f32, lr: f64, rate: f64) {
-        let loss = loss as f64;
+    fn step(&mut self, record: &StepRecord) {
+        let StepRecord {
+            step,
+            epoch,
+            loss,
+            lr,
+            samples_per_second: rate,
+        } = *record;
         self.running_loss = if self.running_loss.is_finite() {
             0.98 * self.running_loss + 0.02 * loss
         } else {
@@ -263,7 +246,7 @@ impl RunFiles {
     }
 
     fn plot(&self) -> anyhow::Result<Vec<PathBuf>> {
-        Ok(burnbert_eval::plot::plot_run(&self.log, &self.dir)?)
+        Ok(crate::plot::plot_run(&self.log, &self.dir)?)
     }
 }
 

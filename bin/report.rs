@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use burnbert::plot::plot_run;
 use burnbert::run;
 use burnbert_eval::log::read_log;
-use burnbert_eval::plot::plot_run;
 use clap::Parser;
 
 #[derive(Parser)]

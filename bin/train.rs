@@ -2,13 +2,13 @@
 //! course's "full training" as one program. Defaults are the course's recipe.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::Device;
 use burnbert::progress::{Progress, ReportTo, interrupt_flag};
-use burnbert::{MixedPrecision, ModelArgs, run};
+use burnbert::{LoadedModel, MixedPrecision, ModelArgs, run};
 use burnbert_data::{
     Columns, Encoded, Example, Hub, LabelSpace, PaddingBatcher, Task, TokenizerFiles, label_names,
     padding_ratio, read_examples,
@@ -119,6 +119,26 @@ impl Splits {
 }
 
 impl Args {
+    /// The training and validation rows as the model's token ids; says how long it took.
+    fn tokenize(
+        &self,
+        loaded: &LoadedModel,
+        train: &[Example],
+        validation: &[Example],
+    ) -> anyhow::Result<(Vec<Encoded>, Vec<Encoded>)> {
+        let (train, took) = loaded.tokenizer.encode_all(train)?;
+        let (validation, _) = loaded.tokenizer.encode_all(validation)?;
+        if !self.quiet {
+            println!(
+                "tokenized {} training and {} validation examples in {:.2} s",
+                train.len(),
+                validation.len(),
+                took.as_secs_f64()
+            );
+        }
+        Ok((train, validation))
+    }
+
     /// The task's Hub splits, or the files given instead. Text labels in the training file
     /// make its sorted names the classes (`run_glue_no_trainer.py`'s label list).
     fn read_splits(&self, task: &Task, hub: &Hub) -> anyhow::Result<Splits> {
@@ -230,17 +250,30 @@ struct AllResults<'a> {
     options: &'a TrainOptions,
 }
 
-/// The fine-tuned model in Hugging Face layout (config, weights, the tokenizer's own files)
-/// and `all_results.json`, into `dir`.
+/// Says what the run reached and, with `--output-dir`, saves there the fine-tuned model in
+/// Hugging Face layout (config, weights, the tokenizer's own files) and `all_results.json`.
 fn save_outputs(
-    dir: &Path,
+    args: &Args,
     trained: &Trained,
     config: &ModelConfig,
     tokenizer: &TokenizerFiles,
-    last: &BTreeMap<String, f64>,
-    args: &Args,
     options: &TrainOptions,
 ) -> anyhow::Result<()> {
+    let last = trained
+        .state
+        .epochs
+        .last()
+        .map(|e| e.metrics.clone())
+        .unwrap_or_default();
+    println!(
+        "trained {} steps in {:.1} s; validation {}",
+        trained.state.step,
+        trained.seconds,
+        serde_json::to_string(&last)?
+    );
+    let Some(dir) = &args.output_dir else {
+        return Ok(());
+    };
     trained.model.save_pretrained(config, dir)?;
     for file in tokenizer.files() {
         let name = file.file_name().expect("tokenizer files are files");
@@ -248,7 +281,7 @@ fn save_outputs(
             .with_context(|| format!("cannot copy {} into {}", file.display(), dir.display()))?;
     }
     let results = AllResults {
-        eval: last,
+        eval: &last,
         epochs: &trained.state.epochs,
         train_seconds: trained.seconds,
         steps: trained.state.step,
@@ -260,6 +293,7 @@ fn save_outputs(
         dir.join("all_results.json"),
         serde_json::to_string_pretty(&results)?,
     )?;
+    println!("saved the model and results to {}", dir.display());
     Ok(())
 }
 
@@ -290,16 +324,7 @@ fn main() -> std::process::ExitCode {
         if !args.quiet {
             println!("model {}: {}", args.model.model, loaded.report);
         }
-        let (train, took) = loaded.tokenizer.encode_all(train_rows)?;
-        let (validation, _) = loaded.tokenizer.encode_all(validation_rows)?;
-        if !args.quiet {
-            println!(
-                "tokenized {} training and {} validation examples in {:.2} s",
-                train.len(),
-                validation.len(),
-                took.as_secs_f64()
-            );
-        }
+        let (train, validation) = args.tokenize(&loaded, train_rows, validation_rows)?;
         let batcher = PaddingBatcher {
             pad_id: loaded.tokenizer.pad_id(),
             pad_to_multiple_of: options.pad_to_multiple_of.unwrap_or(1),
@@ -331,35 +356,16 @@ fn main() -> std::process::ExitCode {
             &mut progress,
             &interrupt_flag(),
         )?;
-        let last = trained
-            .state
-            .epochs
-            .last()
-            .map(|e| e.metrics.clone())
-            .unwrap_or_default();
-        if !ranks.is_main() {
-            return Ok(());
-        }
-        println!(
-            "trained {} steps in {:.1} s; validation {}",
-            trained.state.step,
-            trained.seconds,
-            serde_json::to_string(&last)?
-        );
-        if let Some(dir) = &args.output_dir {
-            let tokenizer = &loaded.files.tokenizer;
-            save_outputs(
-                dir,
+        match ranks.is_main() {
+            true => save_outputs(
+                &args,
                 &trained,
                 &loaded.config,
-                tokenizer,
-                &last,
-                &args,
+                &loaded.files.tokenizer,
                 &options,
-            )?;
-            println!("saved the model and results to {}", dir.display());
+            ),
+            false => Ok(()),
         }
-        Ok(())
     })
 }
 

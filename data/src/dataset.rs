@@ -381,51 +381,92 @@ fn read_json_lines(
     columns: &Columns,
     label_of: &mut LabelOf,
 ) -> Result<Vec<Example>, DataError> {
+    let source = path.display().to_string();
+    json_lines(
+        BufReader::new(open(path)?),
+        &source,
+        columns,
+        Some(label_of),
+    )
+}
+
+/// JSON lines without labels, as `predict` takes them: `sentence1`, and `sentence2` where a
+/// line has one. `source` names the input in messages (a path, or standard input).
+pub fn read_unlabelled_json_lines(
+    reader: impl BufRead,
+    source: &str,
+) -> Result<Vec<Example>, DataError> {
+    let columns = Columns {
+        text_a: "sentence1".into(),
+        text_b: Some("sentence2".into()),
+        label: String::new(),
+    };
+    json_lines(reader, source, &columns, None)
+}
+
+/// Every line of `reader` that is not blank, one JSON object each. With `label_of`, every
+/// column is required; without, the rows have no label and the second text is optional.
+fn json_lines(
+    reader: impl BufRead,
+    source: &str,
+    columns: &Columns,
+    mut label_of: Option<&mut LabelOf>,
+) -> Result<Vec<Example>, DataError> {
     let mut examples = Vec::new();
-    for (row, line) in BufReader::new(open(path)?).lines().enumerate() {
-        let line =
-            line.map_err(|e| DataError::Io(format!("{}: line {}: {e}", path.display(), row + 1)))?;
+    for (row, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| DataError::Io(format!("{source}: line {}: {e}", row + 1)))?;
         if line.trim().is_empty() {
             continue;
         }
-        let at = |name: &str| format!("{}: line {}, field `{name}`", path.display(), row + 1);
+        let at = |name: &str| format!("{source}: line {}, field `{name}`", row + 1);
         let object: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
-            DataError::Invalid(format!(
-                "{}: line {}: not JSON: {e}",
-                path.display(),
-                row + 1
-            ))
+            DataError::Invalid(format!("{source}: line {}: not JSON: {e}", row + 1))
         })?;
         let text = |name: &str| match object.get(name) {
-            Some(serde_json::Value::String(s)) => Ok(s.clone()),
-            Some(serde_json::Value::Null) | None => {
-                Err(DataError::Invalid(format!("{}: missing or null", at(name))))
-            }
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(serde_json::Value::Null) | None => Ok(None),
             Some(other) => Err(DataError::Invalid(format!(
                 "{}: {other} is not text",
                 at(name)
             ))),
         };
-        let cell = match object.get(&columns.label) {
-            Some(serde_json::Value::Number(n)) => LabelCell::Number(n.as_f64().unwrap_or(f64::NAN)),
-            Some(serde_json::Value::String(text)) => LabelCell::Text(text),
-            Some(other) => {
-                return Err(DataError::Invalid(format!(
-                    "{}: {other} is not a label (a number or text)",
-                    at(&columns.label)
-                )));
+        let required = |name: &str| {
+            text(name)?.ok_or_else(|| DataError::Invalid(format!("{}: missing or null", at(name))))
+        };
+        let (text_b, label) = match label_of.as_deref_mut() {
+            Some(label_of) => {
+                let cell = match object.get(&columns.label) {
+                    Some(serde_json::Value::Number(n)) => {
+                        LabelCell::Number(n.as_f64().unwrap_or(f64::NAN))
+                    }
+                    Some(serde_json::Value::String(text)) => LabelCell::Text(text),
+                    Some(other) => {
+                        return Err(DataError::Invalid(format!(
+                            "{}: {other} is not a label (a number or text)",
+                            at(&columns.label)
+                        )));
+                    }
+                    None => {
+                        return Err(DataError::Invalid(format!(
+                            "{}: missing",
+                            at(&columns.label)
+                        )));
+                    }
+                };
+                (
+                    columns.text_b.as_deref().map(required).transpose()?,
+                    label_of(cell, &|| at(&columns.label))?,
+                )
             }
-            None => {
-                return Err(DataError::Invalid(format!(
-                    "{}: missing",
-                    at(&columns.label)
-                )));
-            }
+            None => (
+                columns.text_b.as_deref().map(text).transpose()?.flatten(),
+                None,
+            ),
         };
         examples.push(Example {
-            text_a: text(&columns.text_a)?,
-            text_b: columns.text_b.as_deref().map(text).transpose()?,
-            label: label_of(cell, &|| at(&columns.label))?,
+            text_a: required(&columns.text_a)?,
+            text_b,
+            label,
         });
     }
     Ok(examples)
@@ -685,6 +726,23 @@ mod tests {
                           are text (e.g. \"yes\")"
             ),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn unlabelled_json_lines_take_the_second_sentence_where_a_line_has_one() {
+        let lines = "{\"sentence1\": \"a\", \"sentence2\": \"b\"}\n\n{\"sentence1\": \"c\"}\n";
+        let examples = read_unlabelled_json_lines(lines.as_bytes(), "input").unwrap();
+        let texts: Vec<_> = examples
+            .iter()
+            .map(|e| (e.text_a.as_str(), e.text_b.as_deref(), e.label.is_none()))
+            .collect();
+        assert_eq!(texts, [("a", Some("b"), true), ("c", None, true)]);
+        let no_first = format!("{lines}{{\"sentence2\": \"d\"}}\n");
+        let error = read_unlabelled_json_lines(no_first.as_bytes(), "input").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "input: line 4, field `sentence1`: missing or null"
         );
     }
 

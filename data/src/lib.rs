@@ -11,7 +11,9 @@ pub mod tokenize;
 use std::path::Path;
 
 pub use batch::{Batch, BatchPlan, PaddingBatcher, padding_ratio};
-pub use dataset::{Columns, Example, Label, LabelSpace, label_names, read_examples};
+pub use dataset::{
+    Columns, Example, Label, LabelSpace, label_names, read_examples, read_unlabelled_json_lines,
+};
 pub use hub::{Hub, ModelFiles};
 pub use task::{GLUE_TASKS, MetricKind, Task};
 pub use tokenize::{Encoded, PairTokenizer, TokenizerFiles};

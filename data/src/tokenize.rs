@@ -225,6 +225,69 @@ impl PairTokenizer {
         Ok((encoded, start.elapsed()))
     }
 
+    /// Every example in windows of at most `max_length` tokens, as transformers'
+    /// `return_overflowing_tokens=True` with `stride` gives them: the text (of a pair, the
+    /// longer one, the other kept whole in every window, as `truncation="only_second"` or
+    /// `"only_first"`) cut into pieces that overlap by `stride` tokens, each with its special
+    /// tokens. An example that fits is one window, the row [`Self::encode_all`] gives. Returns
+    /// the windows in order and, for each, the index of its example.
+    pub fn encode_windows(
+        &self,
+        examples: &[Example],
+        stride: usize,
+    ) -> Result<(Vec<Encoded>, Vec<usize>), DataError> {
+        let failed = |e| DataError::Invalid(format!("tokenization failed: {e}"));
+        let (mut windows, mut owners) = (Vec::new(), Vec::new());
+        for (index, example) in examples.iter().enumerate() {
+            let encode = |text: &str| self.tokenizer.encode(text, false).map_err(failed);
+            let a = encode(&example.text_a)?;
+            let b = example.text_b.as_deref().map(encode).transpose()?;
+            let specials = self
+                .tokenizer
+                .get_post_processor()
+                .map_or(0, |p| p.added_tokens(b.is_some()));
+            let room = self.max_length - specials;
+            let kept = b.as_ref().map_or(0, |b| a.len().min(b.len()));
+            let fits = a.len() + b.as_ref().map_or(0, Encoding::len) <= room;
+            if !fits && room <= kept + stride {
+                return Err(DataError::Invalid(format!(
+                    "example {}: --stride {stride} leaves no room for a window: {} tokens of \
+                     --max-length {} are special tokens and the shorter sentence's; use a \
+                     larger --max-length or a smaller --stride",
+                    index + 1,
+                    specials + kept,
+                    self.max_length
+                )));
+            }
+            // The piece that is cut, and the sentence kept whole beside it (first or second).
+            let (mut cut, whole, cut_is_first) = match b {
+                Some(b) if b.len() >= a.len() => (b, Some(a), false),
+                Some(b) => (a, Some(b), true),
+                None => (a, None, true),
+            };
+            cut.truncate(room - kept, stride, TruncationDirection::Right);
+            let rest = cut.take_overflowing();
+            for piece in std::iter::once(cut).chain(rest) {
+                let (first, second) = match (&whole, cut_is_first) {
+                    (None, _) => (piece, None),
+                    (Some(whole), true) => (piece, Some(whole.clone())),
+                    (Some(whole), false) => (whole.clone(), Some(piece)),
+                };
+                let encoding = self
+                    .tokenizer
+                    .post_process(first, second, true)
+                    .map_err(failed)?;
+                windows.push(Encoded {
+                    input_ids: encoding.get_ids().to_vec(),
+                    token_type_ids: encoding.get_type_ids().to_vec(),
+                    label: example.label,
+                });
+                owners.push(index);
+            }
+        }
+        Ok((windows, owners))
+    }
+
     /// `a` and `b` cut to `max_length` with their special tokens, as transformers'
     /// `truncation=True` (longest first) does with the Python tokenizers 0.23.3: a sequence
     /// shorter than half the room keeps every token, otherwise each gets half and the longer one

@@ -1,9 +1,8 @@
-//! Evaluation: metrics like 🤗 Evaluate's, batched inference without autodiff, and
-//! pictures of a run.
+//! Evaluation: metrics like 🤗 Evaluate's, batched inference without autodiff, and the
+//! records of a run's log. Its pictures are the programs' (`bin/plot.rs`).
 
 pub mod log;
 pub mod metrics;
-pub mod plot;
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
@@ -91,11 +90,12 @@ impl Predictions {
     }
 }
 
-/// The references of `examples` as metric inputs, or `None` when some are unlabelled.
-pub fn references(examples: &[Encoded]) -> Option<Vec<f64>> {
-    examples
-        .iter()
-        .map(|e| match e.label? {
+/// The references of examples with these `labels` as metric inputs, or `None` when some are
+/// unlabelled.
+pub fn references(labels: impl IntoIterator<Item = Option<Label>>) -> Option<Vec<f64>> {
+    labels
+        .into_iter()
+        .map(|label| match label? {
             Label::Class(c) => Some(c as f64),
             Label::Score(s) => Some(s as f64),
         })

@@ -263,8 +263,13 @@ fn step_gradients(tiny: &Path, train_file: &str, group: &[Vec<usize>]) -> Vec<(S
     };
     let training = device.autodiff();
     let model = loaded.model.to_device(&training).train();
-    let (grads, _, _) =
-        burnbert_train::accumulate_gradients(&model, group, &train, &batcher, &[training]);
+    let (grads, _, _) = burnbert_train::accumulate_gradients(
+        &model,
+        group,
+        &train,
+        &batcher,
+        burnbert_train::World::new(&[training]),
+    );
     by_path(&model, Some(&grads))
 }
 

@@ -188,7 +188,7 @@ fn unsupported_and_mismatched_families_are_named() {
 fn every_family_runs_in_mixed_precision_and_on_two_devices() {
     use burn::tensor::FloatDType;
     use burnbert_data::{Encoded, Label, PaddingBatcher};
-    use burnbert_train::accumulate_gradients;
+    use burnbert_train::{World, accumulate_gradients};
 
     let mut mixed = vec![(
         burnbert_model::parse_device("flex").unwrap(),
@@ -250,15 +250,20 @@ fn every_family_runs_in_mixed_precision_and_on_two_devices() {
             SequenceClassifier::from_pretrained(&config, &dir.join("model.safetensors"), &device)
                 .unwrap();
         let one_device = [device.clone()];
-        let (one, one_loss, _) =
-            accumulate_gradients(&model, &[vec![0, 1, 2]], &rows, &batcher, &one_device);
+        let (one, one_loss, _) = accumulate_gradients(
+            &model,
+            &[vec![0, 1, 2]],
+            &rows,
+            &batcher,
+            World::new(&one_device),
+        );
         let two_devices = [device.clone(), device];
         let (two, two_loss, n) = accumulate_gradients(
             &model,
             &[vec![0, 1], vec![2]],
             &rows,
             &batcher,
-            &two_devices,
+            World::new(&two_devices),
         );
         assert_eq!(n, 3);
         assert!(

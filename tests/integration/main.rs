@@ -5,10 +5,10 @@ mod datasets;
 #[cfg(feature = "mpi")]
 mod distributed;
 mod errors;
+mod execution;
 mod families;
 mod fuzz;
 mod multi_device;
-mod padding_free;
 mod parity;
 mod programs;
 mod tokenization;

@@ -4,7 +4,7 @@
 //! back into file order).
 
 use burnbert_model::SequenceClassifier;
-use burnbert_train::{CheckpointDirs, TrainOptions, accumulate_gradients};
+use burnbert_train::{CheckpointDirs, TrainOptions, World, accumulate_gradients};
 
 use crate::common::*;
 use crate::training::{
@@ -22,15 +22,20 @@ fn devices_sharing_a_step_give_the_one_device_gradient() {
         std::slice::from_ref(&all),
         &data,
         &batcher(),
-        std::slice::from_ref(&device),
+        World::new(std::slice::from_ref(&device)),
     );
     // Five micro-batches of unequal size on two devices: the first takes three, the second two.
     let micro: Vec<Vec<usize>> = [0..3, 3..5, 5..8, 8..10, 10..12]
         .into_iter()
         .map(|r| all[r].to_vec())
         .collect();
-    let (two, two_loss, n) =
-        accumulate_gradients(&model, &micro, &data, &batcher(), &[device.clone(), device]);
+    let (two, two_loss, n) = accumulate_gradients(
+        &model,
+        &micro,
+        &data,
+        &batcher(),
+        World::new(&[device.clone(), device]),
+    );
     assert_eq!(n, 12);
     assert!(
         (one_loss - two_loss).abs() < 1e-5,

@@ -212,3 +212,73 @@ fn check_fixture_pairs(name: &str, files: &[TokenizerFiles], pad_id: u32) {
         }
     }
 }
+
+/// `eval --stride` and `predict --stride`: a long input's windows are transformers'
+/// `return_overflowing_tokens=True` windows with the same stride (of a pair, the longer sentence
+/// cut, the other whole in each), they cover every token, and an input that fits is one window,
+/// the row without `--stride`.
+#[test]
+fn windows_of_long_inputs_match_transformers() {
+    require_hf_home();
+    let reference = json("windows_reference.json");
+    let files = Hub::from_env("main", true)
+        .model_files(reference["tokenizer"].as_str().unwrap())
+        .unwrap();
+    let max_length = reference["max_length"].as_u64().unwrap() as usize;
+    let stride = reference["stride"].as_u64().unwrap() as usize;
+    let tokenizer = PairTokenizer::from_files(&files.tokenizer, max_length).unwrap();
+    let whole = PairTokenizer::from_files(&files.tokenizer, 512).unwrap();
+    let cases = reference["cases"].as_array().unwrap();
+    let examples: Vec<Example> = cases
+        .iter()
+        .map(|case| Example {
+            text_a: case["sentence1"].as_str().unwrap().into(),
+            text_b: case["sentence2"].as_str().map(Into::into),
+            label: None,
+        })
+        .collect();
+    let (windows, owners) = tokenizer.encode_windows(&examples, stride).unwrap();
+    let (rows, _) = tokenizer.encode_all(&examples).unwrap();
+    let (untruncated, _) = whole.encode_all(&examples).unwrap();
+    for (index, case) in cases.iter().enumerate() {
+        let what = case["what"].as_str().unwrap();
+        let mine: Vec<_> = windows
+            .iter()
+            .zip(&owners)
+            .filter(|(_, owner)| **owner == index)
+            .map(|(window, _)| window)
+            .collect();
+        let want = case["input_ids"].as_array().unwrap();
+        assert_eq!(mine.len(), want.len(), "{what}: windows");
+        for (w, (window, want)) in mine.iter().zip(want).enumerate() {
+            let ids: Vec<i64> = window.input_ids.iter().map(|&t| t as i64).collect();
+            assert_eq!(ids, ints(want), "{what}: input_ids of window {w}");
+            let types: Vec<i64> = window.token_type_ids.iter().map(|&t| t as i64).collect();
+            assert_eq!(
+                types,
+                ints(&case["token_type_ids"][w]),
+                "{what}: token types"
+            );
+        }
+        if mine.len() == 1 {
+            assert_eq!(
+                mine[0].input_ids, rows[index].input_ids,
+                "{what}: not the plain row"
+            );
+        }
+        if case["sentence2"].is_null() {
+            // [CLS] text [SEP]: the windows' texts, each after the first less the `stride`
+            // tokens it repeats, are the whole text.
+            let text = |ids: &[u32]| ids[1..ids.len() - 1].to_vec();
+            let mut covered = text(&mine[0].input_ids);
+            for window in &mine[1..] {
+                covered.extend_from_slice(&text(&window.input_ids)[stride..]);
+            }
+            assert_eq!(
+                covered,
+                text(&untruncated[index].input_ids),
+                "{what}: coverage"
+            );
+        }
+    }
+}

@@ -5,7 +5,9 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{DType, Device, FloatDType, Tensor};
 use burnbert_data::{Encoded, Label, MetricKind, PaddingBatcher};
 use burnbert_model::{ModelConfig, SequenceClassifier};
-use burnbert_train::{CheckpointDirs, Checkpointing, Data, TrainOptions, accumulate_gradients};
+use burnbert_train::{
+    CheckpointDirs, Checkpointing, Data, TrainOptions, World, accumulate_gradients,
+};
 use rand::{Rng, SeedableRng};
 
 use crate::common::*;
@@ -84,11 +86,12 @@ fn accumulated_micro_batches_give_the_large_batch_gradient() {
         std::slice::from_ref(&all),
         &data,
         &batcher(),
-        &devices,
+        World::new(&devices),
     );
     // Three micro-batches of unequal size (5, 4, 3), as a last partial group has.
     let micro = vec![all[..5].to_vec(), all[5..9].to_vec(), all[9..].to_vec()];
-    let (small, small_loss, m) = accumulate_gradients(&model, &micro, &data, &batcher(), &devices);
+    let (small, small_loss, m) =
+        accumulate_gradients(&model, &micro, &data, &batcher(), World::new(&devices));
     assert_eq!((n, m), (12, 12));
     assert!(
         (large_loss - small_loss).abs() < 1e-5,

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{DType, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use crate::TrainError;
 
@@ -77,6 +77,35 @@ pub fn init() -> Result<&'static Ranks, TrainError> {
 /// The ranks [`init`] joined, or this process alone where it was not called (the tests).
 pub fn ranks() -> &'static Ranks {
     RANKS.get_or_init(Ranks::single)
+}
+
+/// Where a run's work goes: the run's ranks, this process's place among them, and the
+/// devices this process trains on. Worker `w` of the run is device `w % devices` of rank
+/// `w / devices`.
+#[derive(Clone, Copy)]
+pub struct World<'a> {
+    pub ranks: &'a Ranks,
+    pub devices: &'a [Device],
+}
+
+impl<'a> World<'a> {
+    /// This process's ranks ([`ranks`]) and `devices`.
+    pub fn new(devices: &'a [Device]) -> Self {
+        Self {
+            ranks: ranks(),
+            devices,
+        }
+    }
+
+    /// Devices on every rank, each running its own share of a step's micro-batches.
+    pub fn workers(&self) -> usize {
+        self.devices.len() * self.ranks.world()
+    }
+
+    /// The run-wide number of this process's first device.
+    pub fn first_worker(&self) -> usize {
+        self.ranks.rank() * self.devices.len()
+    }
 }
 
 /// The world size an MPI launcher gives this process in its environment: Open MPI's, the PMI

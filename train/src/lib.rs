@@ -17,15 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::data::dataloader::batcher::Batcher;
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::Device;
+use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor};
 use burnbert_data::{Encoded, MetricKind, PaddingBatcher, padding_ratio};
-use burnbert_eval::log::EpochRecord;
+use burnbert_eval::log::{EpochRecord, StepRecord};
 use burnbert_eval::{Metrics, Predictions};
 use burnbert_model::{SequenceClassifier, on_each_device};
 use serde::{Deserialize, Serialize};
 
+pub use distributed::World;
 pub use options::{Checkpointing, TrainOptions};
 pub use schedule::{Schedule, ScheduleKind};
 
@@ -76,15 +77,8 @@ pub enum Event<'a> {
     Resumed { path: &'a Path, step: usize },
     /// The first step is about to run: `done` of `total_steps` are already done.
     Started { total_steps: usize, done: usize },
-    /// An optimizer step (1-based `step`, in 1-based `epoch`) on `examples` examples; a
-    /// non-finite `loss` means it was skipped.
-    Step {
-        epoch: usize,
-        step: usize,
-        loss: f32,
-        lr: f64,
-        examples: usize,
-    },
+    /// An optimizer step was taken; a non-finite loss means it was skipped.
+    Step(&'a StepRecord),
     /// An epoch ended and was evaluated.
     Epoch(&'a EpochRecord),
     /// A checkpoint was written here.
@@ -200,25 +194,27 @@ pub fn train(
     stop: &AtomicBool,
 ) -> Result<Trained, TrainError> {
     let started = Instant::now();
-    let references = check_run(data, options, devices)?;
-    let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
-    let (mut model, mut optimizer, mut state) =
-        start(model, data, options, &devices, dirs, observer)?;
+    let devices: Vec<Device> = devices.iter().map(|d| options.training_device(d)).collect();
+    let world = World::new(&devices);
+    let references = check_run(data, options, world)?;
+    let (mut model, mut optimizer, mut state) = start(model, data, options, world, dirs, observer)?;
     let schedule = options.schedule(data.train.len());
     let lengths: Vec<usize> = data.train.iter().map(Encoded::len).collect();
+    // The rate counts from the first step of this run or of its resumption.
+    let (steps_started, mut examples_done) = (Instant::now(), 0);
 
     while state.epoch < options.epochs {
         let batches = options.plan().epoch(&lengths, state.epoch);
         let groups: Vec<&[Vec<usize>]> = batches.chunks(options.micro_batches_per_step()).collect();
         for group in state.remaining(&groups)? {
-            seed_dropout(&devices, options.seed, state.step);
+            seed_dropout(world, options.seed, state.step);
             let lr = schedule.lr(state.step);
             let (stepped, loss, examples) = optimizer_step(
                 model,
                 &mut optimizer,
                 group,
                 data,
-                &devices,
+                world,
                 lr,
                 options.max_grad_norm,
             );
@@ -230,22 +226,24 @@ pub fn train(
                 });
             }
             state.step_done(loss);
-            let (epoch, step) = (state.epoch + 1, state.step);
-            observer.event(Event::Step {
-                epoch,
+            let step = state.step;
+            examples_done += examples;
+            observer.event(Event::Step(&StepRecord {
                 step,
-                loss,
+                epoch: state.epoch + 1,
+                loss: loss as f64,
                 lr,
-                examples,
-            });
+                samples_per_second: examples_done as f64
+                    / steps_started.elapsed().as_secs_f64().max(1e-9),
+            }));
 
             // Every rank stops at the same step, whichever was interrupted.
-            let interrupted = distributed::ranks().any(stop.load(Ordering::SeqCst));
+            let interrupted = world.ranks.any(stop.load(Ordering::SeqCst));
             if step % WEIGHTS_CHECK_STEPS == 0 {
-                distributed::ranks().check_same_weights(&model, step)?;
+                world.ranks.check_same_weights(&model, step)?;
             }
             if options.checkpoint_due(step) || interrupted {
-                let saved = save(dirs, &model, &optimizer, &state, observer)?;
+                let saved = save(dirs, world, &model, &optimizer, &state, observer)?;
                 if interrupted {
                     return Err(TrainError::Interrupted { step, saved });
                 }
@@ -253,22 +251,14 @@ pub fn train(
         }
 
         let padding = padding_ratio(&batches, &lengths, data.batcher);
-        let result = evaluate(
-            &model,
-            data,
-            options,
-            &devices,
-            &references,
-            &state,
-            padding,
-        );
+        let result = evaluate(&model, data, options, world, &references, &state, padding);
         observer.event(Event::Epoch(&result));
         state.epoch_done(result);
         if options.checkpointing == Some(Checkpointing::Epoch) {
-            save(dirs, &model, &optimizer, &state, observer)?;
+            save(dirs, world, &model, &optimizer, &state, observer)?;
         }
     }
-    distributed::ranks().check_same_weights(&model, state.step)?;
+    world.ranks.check_same_weights(&model, state.step)?;
     observer.event(Event::Finished);
     let seconds = started.elapsed().as_secs_f64();
     Ok(Trained {
@@ -279,7 +269,7 @@ pub fn train(
 }
 
 /// One optimizer step of [`train`]: the micro-batches of `group` forward and backward on
-/// `devices` (and on every rank), their gradients summed, clipped to `max_grad_norm`, and
+/// the `world`'s devices and ranks, their gradients summed, clipped to `max_grad_norm`, and
 /// applied at `lr`. A step whose loss is not finite leaves the model as it was. Returns the
 /// model, the mean loss and the number of examples.
 pub fn optimizer_step(
@@ -287,12 +277,12 @@ pub fn optimizer_step(
     optimizer: &mut ModuleOptimizer,
     group: &[Vec<usize>],
     data: &Data,
-    devices: &[Device],
+    world: World,
     lr: f64,
     max_grad_norm: Option<f64>,
 ) -> (SequenceClassifier, f32, usize) {
     let (grads, loss, examples) =
-        accumulate_gradients(&model, group, data.train, data.batcher, devices);
+        accumulate_gradients(&model, group, data.train, data.batcher, world);
     if !loss.is_finite() {
         return (model, loss, examples);
     }
@@ -303,24 +293,44 @@ pub fn optimizer_step(
     (optimizer.step(lr, model, grads), loss, examples)
 }
 
+/// `model`, on `device`, with every parameter tracked under `device`'s gradient-checkpointing
+/// strategy ([`TrainOptions::training_device`]). Burn 0.22's `to_device` and `fork` give the
+/// parameters the default strategy, and tensors of two strategies cannot meet in an operation.
+pub fn tracked_on(model: SequenceClassifier, device: &Device) -> SequenceClassifier {
+    struct Strategy(GradientCheckpointingStrategy);
+    impl ModuleMapper for Strategy {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let strategy = self.0;
+            param.map(|tensor| tensor.with_gradient_checkpointing_strategy(strategy))
+        }
+    }
+    match device.gradient_checkpointing_strategy() {
+        None | Some(GradientCheckpointingStrategy::Disabled) => model,
+        Some(strategy) => model.map(&mut Strategy(strategy)),
+    }
+}
+
 /// The model on the training device, a new optimizer and loop state, or those of the
 /// checkpoint the run resumes (which must be of this run, [`checkpoint::run_identity`]).
 fn start(
     model: SequenceClassifier,
     data: &Data,
     options: &TrainOptions,
-    devices: &[Device],
+    world: World,
     dirs: &CheckpointDirs,
     observer: &mut dyn Observer,
 ) -> Result<(SequenceClassifier, ModuleOptimizer, LoopState), TrainError> {
-    let model = model.to_device(&devices[0]).train();
+    let model = tracked_on(
+        model.to_device(&world.devices[0]).train(),
+        &world.devices[0],
+    );
     let optimizer = optim::adamw(options.weight_decay);
     let run = checkpoint::run_identity(options, data.train, &model);
-    let ranks = distributed::ranks();
-    if ranks.world() > 1 {
-        ranks.check_same_settings(&rank_settings(&run, options, data, &model))?;
+    if world.ranks.world() > 1 {
+        let settings = rank_settings(&run, options, data, &model);
+        world.ranks.check_same_settings(&settings)?;
     }
-    distributed::ranks().connect(&devices[0])?;
+    world.ranks.connect(&world.devices[0])?;
     let (model, optimizer, state) = match &dirs.resume_from {
         None => (model, optimizer, LoopState::default()),
         Some(path) => {
@@ -393,12 +403,12 @@ fn evaluate(
     model: &SequenceClassifier,
     data: &Data,
     options: &TrainOptions,
-    devices: &[Device],
+    world: World,
     references: &[f64],
     state: &LoopState,
     padding: f64,
 ) -> EpochRecord {
-    let predictions = predict_on_all_ranks(model, data, options.eval_batch_size, devices);
+    let predictions = predict_on_all_ranks(model, data, options.eval_batch_size, world);
     let mut metrics = Metrics::new(data.metrics, data.num_classes);
     metrics.add_batch(&predictions.predicted, references);
     EpochRecord {
@@ -415,9 +425,9 @@ fn predict_on_all_ranks(
     model: &SequenceClassifier,
     data: &Data,
     batch_size: usize,
-    devices: &[Device],
+    world: World,
 ) -> Predictions {
-    let ranks = distributed::ranks();
+    let (ranks, devices) = (world.ranks, world.devices);
     let examples = data.validation;
     if ranks.world() == 1 {
         return burnbert_eval::predict(model, examples, data.batcher, batch_size, devices);
@@ -447,27 +457,23 @@ fn predict_on_all_ranks(
 /// Checks a run before its first step: the options against the data, the devices against
 /// the options, and that every validation example has a label (returned as the metrics'
 /// references), so that no problem waits for the end of an epoch.
-fn check_run(
-    data: &Data,
-    options: &TrainOptions,
-    devices: &[Device],
-) -> Result<Vec<f64>, TrainError> {
+fn check_run(data: &Data, options: &TrainOptions, world: World) -> Result<Vec<f64>, TrainError> {
     options.validate(data.train.len())?;
-    if devices.len() != options.devices {
+    if world.devices.len() != options.devices {
         return Err(TrainError::Options(format!(
             "{} devices given for a run planned on {}",
-            devices.len(),
+            world.devices.len(),
             options.devices
         )));
     }
-    let world = distributed::ranks().world();
+    let world = world.ranks.world();
     if world != options.ranks {
         return Err(TrainError::Options(format!(
             "a run planned on {} ranks started in a world of {world}",
             options.ranks
         )));
     }
-    burnbert_eval::references(data.validation).ok_or_else(|| {
+    burnbert_eval::references(data.validation.iter().map(|e| e.label)).ok_or_else(|| {
         TrainError::Options(
             "the validation split has unlabelled rows; pick a labelled split".into(),
         )
@@ -479,9 +485,9 @@ fn check_run(
 /// `r × devices + d` of the run) gets its own seed, so that ranks draw other masks for their
 /// other examples. (The CPU backends have one generator for all their workers in a process,
 /// drawn in whatever order the threads run: several CPU workers are not reproducible.)
-fn seed_dropout(devices: &[Device], seed: u64, step: usize) {
-    let first_worker = distributed::ranks().rank() * devices.len();
-    for (d, device) in devices.iter().enumerate() {
+fn seed_dropout(world: World, seed: u64, step: usize) {
+    let first_worker = world.first_worker();
+    for (d, device) in world.devices.iter().enumerate() {
         device.seed(
             seed.wrapping_mul(1_000_003)
                 .wrapping_add(step as u64)
@@ -494,16 +500,13 @@ fn seed_dropout(devices: &[Device], seed: u64, step: usize) {
 /// its path.
 fn save(
     dirs: &CheckpointDirs,
+    world: World,
     model: &SequenceClassifier,
     optimizer: &ModuleOptimizer,
     state: &LoopState,
     observer: &mut dyn Observer,
 ) -> Result<Option<PathBuf>, TrainError> {
-    let Some(dir) = dirs
-        .save_to
-        .as_ref()
-        .filter(|_| distributed::ranks().is_main())
-    else {
+    let Some(dir) = dirs.save_to.as_ref().filter(|_| world.ranks.is_main()) else {
         return Ok(None);
     };
     let saved = checkpoint::save(dir, model, optimizer, state)?;
@@ -512,8 +515,8 @@ fn save(
 }
 
 /// Forward and backward over one optimizer step's micro-batches (`group`, lists of
-/// example indices) on `devices`: returns the summed gradients on the first device, the
-/// group's mean loss and its size.
+/// example indices) on the `world`'s devices and ranks: returns the summed gradients on the
+/// first device, the group's mean loss and its size.
 ///
 /// Each micro-batch's mean loss is weighted by its share of the group's examples, so the
 /// summed gradient is that of the mean loss over the whole group, as one batch of all its
@@ -528,17 +531,16 @@ pub fn accumulate_gradients(
     group: &[Vec<usize>],
     train: &[Encoded],
     batcher: &PaddingBatcher,
-    devices: &[Device],
+    world: World,
 ) -> (GradientsParams, f32, usize) {
     let group_examples: usize = group.iter().map(Vec::len).sum();
     // Micro-batch i goes to worker i % workers, and worker w is device w % D of rank w / D:
     // this rank's micro-batches, in order, go to its devices in turn.
-    let ranks = distributed::ranks();
-    let workers = devices.len() * ranks.world();
+    let (ranks, devices) = (world.ranks, world.devices);
     let group: Vec<Vec<usize>> = group
         .iter()
         .enumerate()
-        .filter(|(i, _)| i % workers / devices.len() == ranks.rank())
+        .filter(|(i, _)| i % world.workers() / devices.len() == ranks.rank())
         .map(|(_, micro_batch)| micro_batch.clone())
         .collect();
     let group = &group[..];
@@ -547,7 +549,7 @@ pub fn accumulate_gradients(
         // A replica has the model's parameter ids, so its gradients add up with the model's.
         let replica = match devices.len() {
             1 => model.clone(),
-            _ => model.clone().fork(device),
+            _ => tracked_on(model.clone().fork(device), device),
         };
         let mut accumulated = GradientsAccumulator::new();
         let mut shard_loss = 0.0;

@@ -1,5 +1,5 @@
 //! Pictures of a run as PNG files: training loss, learning rate and validation metrics
-//! from its log ([`crate::log::RunLog`]), and confusion matrices.
+//! from its log ([`burnbert_eval::log::RunLog`]), and confusion matrices.
 
 use std::collections::BTreeSet;
 use std::error::Error;
@@ -15,11 +15,11 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::log::{LogError, RunLog};
+use burnbert_eval::log::{LogError, RunLog};
 
 /// DejaVu Sans (see assets/fonts/README.md). plotters' ab_glyph text has no access to
 /// system fonts, and an embedded font makes the pictures the same on every machine.
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+static FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
 /// Width and height of the run pictures, in pixels.
 const SIZE: (u32, u32) = (900, 500);
@@ -260,7 +260,7 @@ fn plot_eval(log: &RunLog, path: &Path) -> Result<bool, PlotError> {
 
 /// Draws a confusion matrix as a grid of cells shaded by their count, with the count
 /// written in each; rows are the reference classes (the first at the top), columns the
-/// predicted ones, as [`crate::Metrics::confusion_matrix`] returns them. `labels` name the
+/// predicted ones, as [`burnbert_eval::Metrics::confusion_matrix`] returns them. `labels` name the
 /// classes in order. `path` must end in `.png`.
 pub fn plot_confusion_matrix(
     matrix: &[Vec<usize>],
@@ -517,7 +517,7 @@ fn smooth(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::read_log;
+    use burnbert_eval::log::read_log;
 
     /// A two-epoch run of 40 steps: noisy falling loss, linear decay, improving metrics.
     fn synthetic_log() -> String {
