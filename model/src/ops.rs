@@ -67,8 +67,9 @@ impl Layout {
         if real.len() == batch * seq {
             return Self::Padded;
         }
+        let tokens = real.len();
         let real = Tensor::from_data(
-            burn::tensor::TensorData::new(real.clone(), [real.len()]),
+            burn::tensor::TensorData::new(real, [tokens]),
             &attention_mask.device(),
         );
         Self::Packed { real, batch, seq }

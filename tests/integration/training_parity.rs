@@ -460,7 +460,7 @@ fn check_tiny(device: &Device) -> f32 {
 /// only the loss and the first gradients are: on the families' synthetic batches AdamW's
 /// normalised steps carry its difference far (measured on ndarray: tiny-roberta's loss 9e-3
 /// from PyTorch's before the third step, ELECTRA's 4e-2).
-const FAMILIES: [&str; 6] = [
+pub const FAMILIES: [&str; 6] = [
     "roberta",
     "xlm-roberta",
     "electra",
