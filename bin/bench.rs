@@ -29,6 +29,7 @@ use burn::tensor::{Device, DeviceConfig, DeviceError, FloatDType};
 use burnbert::{MixedPrecision, PaddingFree, run};
 use burnbert_data::{Encoded, Label, PaddingBatcher};
 use burnbert_model::{Family, ModelConfig, SequenceClassifier};
+use burnbert_train::memory::{BatchShape, MemoryEstimate};
 use burnbert_train::{Data, World, optimizer_step};
 use clap::{Parser, ValueEnum};
 use rand::rngs::StdRng;
@@ -196,6 +197,9 @@ struct Report {
     time_to_first_step_seconds: f64,
     /// The process's peak resident memory (VmHWM); `None` off Linux.
     peak_rss_bytes: Option<u64>,
+    /// What `train`'s memory guard estimates for the largest step (train mode on the CPU
+    /// backends; `burnbert_train::memory`).
+    peak_rss_estimate_bytes: Option<u64>,
     /// The largest device-allocator reservation seen after a step; `None` on backends that
     /// do not report one (the CPU backends).
     device_reserved_bytes: Option<u64>,
@@ -275,6 +279,12 @@ fn main() -> std::process::ExitCode {
             real_tokens_per_second: per_step(real) / seconds,
             time_to_first_step_seconds: timings.first_step_done.as_secs_f64(),
             peak_rss_bytes: peak_rss_bytes(),
+            peak_rss_estimate_bytes: burnbert_model::is_cpu_backend(&device)
+                .then(|| {
+                    let padding_free = args.padding_free.on(&device);
+                    peak_rss_estimate(&args, &config, parameters, &workload, padding_free)
+                })
+                .flatten(),
             device_reserved_bytes: timings.device_reserved_bytes,
             final_loss,
         };
@@ -333,6 +343,31 @@ impl Workload {
         let padded = longest.div_ceil(self.pad_to_multiple_of) * self.pad_to_multiple_of;
         padded * self.batch(step).len()
     }
+}
+
+/// The memory guard's estimate of the largest step in train mode.
+fn peak_rss_estimate(
+    args: &Args,
+    config: &ModelConfig,
+    parameters: usize,
+    workload: &Workload,
+    padding_free: bool,
+) -> Option<u64> {
+    if !matches!(args.mode, Mode::Train) {
+        return None;
+    }
+    (0..workload.batches.len())
+        .map(|step| {
+            let padded = workload.tokens(step, false);
+            let rows = workload.batch(step).len();
+            let shape = BatchShape {
+                rows,
+                seq: padded / rows,
+                tokens: workload.tokens(step, padding_free),
+            };
+            MemoryEstimate::step(config, parameters, shape, args.gradient_checkpointing).total()
+        })
+        .max()
 }
 
 /// The rows of `--lengths`: one batch of `--batch` rows of `--seq` less a quarter, or MRPC's
@@ -598,6 +633,9 @@ fn human_line(r: &Report) -> String {
     );
     if let Some(bytes) = r.peak_rss_bytes {
         line += &format!("; peak RSS {}", mib(bytes));
+    }
+    if let Some(bytes) = r.peak_rss_estimate_bytes {
+        line += &format!(" (the memory guard's estimate {})", mib(bytes));
     }
     if let Some(bytes) = r.device_reserved_bytes {
         line += &format!("; device memory reserved {}", mib(bytes));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use burn::data::dataloader::batcher::Batcher;
+use burn::module::Module;
 use burn::tensor::Device;
 use burnbert::progress::{Progress, ReportTo, interrupt_flag};
 use burnbert::{LoadedModel, MixedPrecision, ModelArgs, run};
@@ -16,6 +17,7 @@ use burnbert_data::{
 use burnbert_eval::log::EpochRecord;
 use burnbert_model::ModelConfig;
 use burnbert_train::distributed::Ranks;
+use burnbert_train::memory::{self, MemoryCheck, MemoryEstimate};
 use burnbert_train::{CheckpointDirs, Data, TrainOptions, Trained};
 use clap::Parser;
 
@@ -329,8 +331,12 @@ fn main() -> std::process::ExitCode {
             pad_id: loaded.tokenizer.pad_id(),
             pad_to_multiple_of: options.pad_to_multiple_of.unwrap_or(1),
         };
+        // The memory guard, on the CPU backends, where the step's memory is the process's.
+        let memory = (!gpu)
+            .then(|| check_memory(&loaded, &train, &options))
+            .transpose()?;
         if args.dry_run {
-            return dry_run(&train, &validation, &options, &batcher, device);
+            return dry_run(&train, &validation, &options, &batcher, device, memory);
         }
 
         let dirs = args.checkpoint_dirs(&options)?;
@@ -369,12 +375,36 @@ fn main() -> std::process::ExitCode {
     })
 }
 
+/// The step's estimated peak and the memory it may take, or an error that says which flags
+/// would fit (`burnbert_train::memory`).
+fn check_memory(
+    loaded: &LoadedModel,
+    train: &[Encoded],
+    options: &TrainOptions,
+) -> anyhow::Result<(MemoryEstimate, u64)> {
+    let multiple = options.pad_to_multiple_of.unwrap_or(1);
+    let longest = train.iter().map(Encoded::len).max().unwrap_or(1);
+    let check = MemoryCheck {
+        config: &loaded.config,
+        parameters: loaded.model.num_params(),
+        options,
+        longest_row: longest.div_ceil(multiple) * multiple,
+    };
+    // `inf` GiB is u64::MAX bytes: the cast saturates.
+    let limit = match options.memory_limit {
+        Some(gib) => (gib * (1u64 << 30) as f64) as u64,
+        None => memory::available_bytes().unwrap_or(u64::MAX),
+    };
+    Ok((check.check(limit)?, limit))
+}
+
 fn dry_run(
     train: &[Encoded],
     validation: &[Encoded],
     options: &TrainOptions,
     batcher: &PaddingBatcher,
     device: &burn::tensor::Device,
+    memory: Option<(MemoryEstimate, u64)>,
 ) -> anyhow::Result<()> {
     let lengths: Vec<usize> = train.iter().map(Encoded::len).collect();
     let batches = options.plan().epoch(&lengths, 0);
@@ -404,6 +434,19 @@ fn dry_run(
         options.total_steps(train.len()),
         effective_batch(options)
     );
+    if let Some((estimate, limit)) = memory {
+        let of = match limit {
+            u64::MAX => String::new(),
+            limit => format!(" of {} available", memory::gib(limit)),
+        };
+        println!(
+            "peak memory (estimate): {}{of} (weights, gradients and AdamW state {}, \
+             activations {})",
+            memory::gib(estimate.total()),
+            memory::gib(estimate.weights),
+            memory::gib(estimate.activations)
+        );
+    }
     Ok(())
 }
 

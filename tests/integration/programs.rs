@@ -734,6 +734,95 @@ fn dry_run_shows_splits_a_batch_padding_and_steps() {
     );
 }
 
+/// The memory guard (`burnbert_train::memory`): a run whose step will not fit in the memory
+/// it may take says so before anything runs, and writes nothing; the dry run shows the
+/// estimate. Its suggestions are tested beside it; what the estimate is worth against a
+/// measured peak, by `the_memory_guard_estimates_the_peak_that_bench_measures`.
+#[test]
+fn a_run_that_will_not_fit_in_memory_is_refused_before_it_starts() {
+    require_hf_home();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let model = ["--model", "sentence-transformers/all-MiniLM-L6-v2"];
+    let refused = run_program(
+        "train",
+        &[
+            &model[..],
+            &[
+                "--output-dir",
+                out.to_str().unwrap(),
+                "--memory-limit",
+                "0.3",
+            ],
+        ]
+        .concat(),
+    );
+    let err = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    // MRPC's longest training pair is 103 tokens with this tokenizer.
+    assert!(
+        err.starts_with("error: a training step at --batch-size 8 on rows of up to 103 tokens"),
+        "{err}"
+    );
+    assert!(err.contains("but 0.30 GiB is available"), "{err}");
+    assert!(err.contains("alone need"), "{err}");
+    assert!(!out.exists(), "the refused run wrote {}", out.display());
+
+    let dry = run_program("train", &[&model[..], &["--dry-run"]].concat());
+    let text = stdout(&dry);
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("peak memory (estimate): "))
+        .expect(&text);
+    assert!(
+        line.contains(" available (weights, gradients and AdamW state "),
+        "{line}"
+    );
+}
+
+/// The memory guard's estimate of a training step against the peak resident memory that the
+/// kernel records for the same step in `bench` (VmHWM), on the default CPU backend: within the
+/// 15 % that the guard is held to, on the padded and the padding-free path.
+#[test]
+fn the_memory_guard_estimates_the_peak_that_bench_measures() {
+    for (shape, batch, seq, padding_free) in [
+        ("minilm-l6", "8", "256", "false"),
+        ("minilm-l6", "4", "512", "true"),
+    ] {
+        let output = run_program(
+            "bench",
+            &[
+                "--model-shape",
+                shape,
+                "--batch",
+                batch,
+                "--seq",
+                seq,
+                "--steps",
+                "1",
+                "--warmup",
+                "1",
+                "--device",
+                "flex",
+                "--padding-free",
+                padding_free,
+                "--json",
+            ],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        let report: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+        let measured = report["peak_rss_bytes"].as_f64().unwrap();
+        let estimated = report["peak_rss_estimate_bytes"].as_f64().unwrap();
+        let ratio = estimated / measured;
+        assert!(
+            (0.85..=1.15).contains(&ratio),
+            "{shape} {batch} × {seq}, padding-free {padding_free}: estimated {estimated} \
+             bytes, measured {measured} ({ratio:.3})"
+        );
+    }
+}
+
 /// `--config FILE` sets flags like `accelerate config`; the command line overrides it.
 #[test]
 fn a_config_file_sets_flags_that_the_command_line_overrides() {

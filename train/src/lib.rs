@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod distributed;
+pub mod memory;
 pub mod optim;
 pub mod options;
 pub mod schedule;
@@ -49,6 +50,8 @@ pub enum TrainError {
     Options(String),
     #[error("{0}")]
     Checkpoint(String),
+    #[error("{0}")]
+    Memory(String),
     #[error(
         "the loss is {loss} at optimizer step {step}; lower --learning-rate, add --max-grad-norm 1.0, \
          use f32 instead of half precision, or pass --skip-nonfinite to skip such steps"

@@ -80,6 +80,12 @@ pub struct TrainOptions {
     /// products kept. The result is the same.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Refuse to start a run whose training step is estimated to need more than this many GiB
+    /// (on the CPU backends, before the first step; `--dry-run` prints the estimate) [default:
+    /// the memory available when the run starts]. `inf` turns the check off.
+    #[arg(long = "memory-limit", value_name = "GIB")]
+    #[serde(default)]
+    pub memory_limit: Option<f64>,
 }
 
 /// When checkpoints are saved (`--checkpointing-steps`).
@@ -173,6 +179,13 @@ impl TrainOptions {
         {
             return bad(format!(
                 "--warmup-ratio must be between 0 and 1, not {ratio}"
+            ));
+        }
+        if let Some(gib) = self.memory_limit
+            && !(gib > 0.0)
+        {
+            return bad(format!(
+                "--memory-limit must be a positive number of GiB (or inf), not {gib}"
             ));
         }
         if self.checkpointing == Some(Checkpointing::Steps(0)) {
