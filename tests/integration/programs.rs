@@ -675,6 +675,10 @@ fn bad_input_gets_one_clear_line_and_exit_code_1() {
             vec!["--model", "x", "--checkpointing-steps", "often"],
             "--checkpointing-steps takes a number",
         ),
+        (
+            vec!["--model", "x", "--memory-limit", "0"],
+            "--memory-limit must be a positive number of GiB (or inf), not 0",
+        ),
     ];
     // Without the cuda feature, or with it on a machine without an NVIDIA GPU (as CI is).
     if let Err(expected) = burnbert_model::parse_device("cuda") {

@@ -163,7 +163,7 @@ impl MemoryCheck<'_> {
             |batch: usize| options.gradient_accumulation_steps * options.batch_size / batch;
         let smaller = (1..options.batch_size)
             .rev()
-            .filter(|b| options.batch_size % b == 0);
+            .filter(|&b| options.batch_size.is_multiple_of(b));
         for flag in [checkpointing, true] {
             for batch in smaller.clone() {
                 if self.estimate(batch, self.longest_row, flag).total() <= limit {

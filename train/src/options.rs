@@ -182,7 +182,7 @@ impl TrainOptions {
             ));
         }
         if let Some(gib) = self.memory_limit
-            && !(gib > 0.0)
+            && (gib.is_nan() || gib <= 0.0)
         {
             return bad(format!(
                 "--memory-limit must be a positive number of GiB (or inf), not {gib}"
