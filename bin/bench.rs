@@ -210,18 +210,7 @@ struct Report {
 fn main() -> std::process::ExitCode {
     run(|| {
         let args = Args::parse();
-        anyhow::ensure!(
-            args.batch > 0 && args.seq > 0 && args.steps > 0,
-            "--batch, --seq and --steps must be at least 1"
-        );
-        let config = model_config(&args.model_shape)?;
-        let max_seq = max_sequence_length(&config);
-        anyhow::ensure!(
-            args.seq <= max_seq,
-            "--seq {} exceeds the model's longest sequence, {max_seq} (max_position_embeddings {})",
-            args.seq,
-            config.max_position_embeddings
-        );
+        let config = checked_config(&args)?;
         let started = Instant::now();
         let device = device(&args)?;
         anyhow::ensure!(
@@ -236,7 +225,55 @@ fn main() -> std::process::ExitCode {
 
         let workload = workload(&config, &args)?;
         let (timings, final_loss) = measure(&args, &config, &workload, model, &device, started)?;
+        let measured = Measured {
+            parameters,
+            workload: &workload,
+            timings,
+            final_loss,
+        };
+        let report = Report::new(&args, &config, &device, measured);
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}", human_line(&report));
+        }
+        Ok(())
+    })
+}
 
+/// The model shape `--model-shape` names, once the flags are checked against it.
+fn checked_config(args: &Args) -> anyhow::Result<ModelConfig> {
+    anyhow::ensure!(
+        args.batch > 0 && args.seq > 0 && args.steps > 0,
+        "--batch, --seq and --steps must be at least 1"
+    );
+    let config = model_config(&args.model_shape)?;
+    let max_seq = max_sequence_length(&config);
+    anyhow::ensure!(
+        args.seq <= max_seq,
+        "--seq {} exceeds the model's longest sequence, {max_seq} (max_position_embeddings {})",
+        args.seq,
+        config.max_position_embeddings
+    );
+    Ok(config)
+}
+
+/// What the steps measured, for [`Report::new`].
+struct Measured<'a> {
+    parameters: usize,
+    workload: &'a Workload,
+    timings: Timings,
+    final_loss: Option<f32>,
+}
+
+impl Report {
+    fn new(args: &Args, config: &ModelConfig, device: &Device, measured: Measured) -> Self {
+        let Measured {
+            parameters,
+            workload,
+            timings,
+            final_loss,
+        } = measured;
         let timed = &timings.step_seconds[args.warmup..];
         let median = median(timed);
         let timed_steps = args.warmup..args.warmup + args.steps;
@@ -252,7 +289,7 @@ fn main() -> std::process::ExitCode {
             Lengths::Mrpc => timed.iter().sum::<f64>() / args.steps as f64,
         };
         let per_step = |tokens: f64| tokens / args.steps as f64;
-        let report = Report {
+        Report {
             program: "burnbert",
             model_shape: args.model_shape.clone(),
             num_hidden_layers: config.num_hidden_layers,
@@ -264,7 +301,7 @@ fn main() -> std::process::ExitCode {
             mode: args.mode,
             dtype: args.dtype,
             mixed_precision: args.mixed_precision,
-            padding_free: args.padding_free.on(&device),
+            padding_free: args.padding_free.on(device),
             gradient_checkpointing: args.gradient_checkpointing,
             device: format!("{device:?}"),
             batch: args.batch,
@@ -279,22 +316,16 @@ fn main() -> std::process::ExitCode {
             real_tokens_per_second: per_step(real) / seconds,
             time_to_first_step_seconds: timings.first_step_done.as_secs_f64(),
             peak_rss_bytes: peak_rss_bytes(),
-            peak_rss_estimate_bytes: burnbert_model::is_cpu_backend(&device)
+            peak_rss_estimate_bytes: burnbert_model::is_cpu_backend(device)
                 .then(|| {
-                    let padding_free = args.padding_free.on(&device);
-                    peak_rss_estimate(&args, &config, parameters, &workload, padding_free)
+                    let padding_free = args.padding_free.on(device);
+                    peak_rss_estimate(args, config, parameters, workload, padding_free)
                 })
                 .flatten(),
             device_reserved_bytes: timings.device_reserved_bytes,
             final_loss,
-        };
-        if args.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            println!("{}", human_line(&report));
         }
-        Ok(())
-    })
+    }
 }
 
 /// A preset by name, else a `config.json` read from the path given.

@@ -69,6 +69,18 @@ struct Args {
 }
 
 impl Args {
+    /// The flags, on the command line and in `--config`'s file. With several ranks, each
+    /// process takes the GPU of its rank on its machine, and rank 0 alone shows progress (it
+    /// alone writes files).
+    fn for_rank(ranks: &Ranks) -> anyhow::Result<Self> {
+        let mut args: Args = burnbert::parse_with_config()?;
+        if ranks.world() > 1 {
+            args.model.for_rank(ranks.local_rank());
+            args.quiet |= !ranks.is_main();
+        }
+        Ok(args)
+    }
+
     /// The options with what the devices decide: their number, and on GPUs batches padded to
     /// a multiple of 16 unless `--pad-to-multiple-of` says otherwise.
     fn options(
@@ -302,14 +314,8 @@ fn save_outputs(
 fn main() -> std::process::ExitCode {
     run(|| {
         let ranks = burnbert_train::distributed::init()?;
-        let mut args: Args = burnbert::parse_with_config()?;
+        let args = Args::for_rank(ranks)?;
         let task = Task::by_name(&args.task).map_err(anyhow::Error::msg)?;
-        // One process per GPU: each rank takes the GPU of its rank on its machine. Only rank 0
-        // writes files and shows progress.
-        if ranks.world() > 1 {
-            args.model.for_rank(ranks.local_rank());
-            args.quiet |= !ranks.is_main();
-        }
         let devices = args.model.devices()?;
         let device = &devices[0];
         let gpu = !burnbert_model::is_cpu_backend(device);
@@ -317,8 +323,7 @@ fn main() -> std::process::ExitCode {
 
         // Data first: a bad file fails in a second, not after the model has loaded.
         let splits = args.read_splits(task, &hub)?;
-        let (train_rows, validation_rows) = (&splits.train, &splits.validation);
-        let mut options = args.options(train_rows.len(), devices.len(), gpu)?;
+        let mut options = args.options(splits.train.len(), devices.len(), gpu)?;
         options.ranks = ranks.world();
 
         device.seed(options.seed);
@@ -326,7 +331,7 @@ fn main() -> std::process::ExitCode {
         if !args.quiet {
             println!("model {}: {}", args.model.model, loaded.report);
         }
-        let (train, validation) = args.tokenize(&loaded, train_rows, validation_rows)?;
+        let (train, validation) = args.tokenize(&loaded, &splits.train, &splits.validation)?;
         let batcher = PaddingBatcher {
             pad_id: loaded.tokenizer.pad_id(),
             pad_to_multiple_of: options.pad_to_multiple_of.unwrap_or(1),
@@ -362,16 +367,11 @@ fn main() -> std::process::ExitCode {
             &mut progress,
             &interrupt_flag(),
         )?;
-        match ranks.is_main() {
-            true => save_outputs(
-                &args,
-                &trained,
-                &loaded.config,
-                &loaded.files.tokenizer,
-                &options,
-            ),
-            false => Ok(()),
+        if ranks.is_main() {
+            let tokenizer = &loaded.files.tokenizer;
+            save_outputs(&args, &trained, &loaded.config, tokenizer, &options)?;
         }
+        Ok(())
     })
 }
 
