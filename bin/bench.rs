@@ -274,6 +274,7 @@ impl Report {
             timings,
             final_loss,
         } = measured;
+        let padding_free = args.padding_free.on(device);
         let timed = &timings.step_seconds[args.warmup..];
         let median = median(timed);
         let timed_steps = args.warmup..args.warmup + args.steps;
@@ -301,7 +302,7 @@ impl Report {
             mode: args.mode,
             dtype: args.dtype,
             mixed_precision: args.mixed_precision,
-            padding_free: args.padding_free.on(device),
+            padding_free,
             gradient_checkpointing: args.gradient_checkpointing,
             device: format!("{device:?}"),
             batch: args.batch,
@@ -317,10 +318,7 @@ impl Report {
             time_to_first_step_seconds: timings.first_step_done.as_secs_f64(),
             peak_rss_bytes: peak_rss_bytes(),
             peak_rss_estimate_bytes: burnbert_model::is_cpu_backend(device)
-                .then(|| {
-                    let padding_free = args.padding_free.on(device);
-                    peak_rss_estimate(args, config, parameters, workload, padding_free)
-                })
+                .then(|| peak_rss_estimate(args, config, parameters, workload, padding_free))
                 .flatten(),
             device_reserved_bytes: timings.device_reserved_bytes,
             final_loss,

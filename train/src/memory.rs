@@ -7,8 +7,8 @@
 //! and the activations that autodiff keeps for the backward pass: per layer and token a
 //! multiple of the hidden and intermediate widths, and per layer, row and head the `seq²`
 //! attention scores. The multiples are fitted to the peak RSS that `bench` measures on the
-//! CPU backend (BENCHMARKS.md, "Long sequences and activation checkpointing"); they hold for
-//! the CPU backends only, where the step's memory is the process's.
+//! CPU backend (BENCHMARKS.md, "The memory guard's estimate"); they hold for the CPU backends
+//! only, where the step's memory is the process's.
 
 use burnbert_model::ModelConfig;
 
@@ -56,8 +56,6 @@ pub struct MemoryEstimate {
     pub weights: u64,
     /// What the forward pass keeps for the backward pass.
     pub activations: u64,
-    /// The process without the model.
-    pub runtime: u64,
 }
 
 impl MemoryEstimate {
@@ -83,12 +81,12 @@ impl MemoryEstimate {
         Self {
             weights: 16 * parameters as u64,
             activations: (per_layer * config.num_hidden_layers as f64 * kept) as u64,
-            runtime: RUNTIME_BYTES,
         }
     }
 
+    /// With the rest of the process.
     pub fn total(&self) -> u64 {
-        self.weights + self.activations + self.runtime
+        self.weights + self.activations + RUNTIME_BYTES
     }
 }
 
@@ -164,7 +162,12 @@ impl MemoryCheck<'_> {
         let smaller = (1..options.batch_size)
             .rev()
             .filter(|&b| options.batch_size.is_multiple_of(b));
-        for flag in [checkpointing, true] {
+        let flags: &[bool] = if checkpointing {
+            &[true]
+        } else {
+            &[false, true]
+        };
+        for &flag in flags {
             for batch in smaller.clone() {
                 if self.estimate(batch, self.longest_row, flag).total() <= limit {
                     let checkpoint = if flag && !checkpointing {
@@ -220,9 +223,18 @@ mod tests {
         }
     }
 
-    fn at(config: &ModelConfig, batch: usize, seq: usize, checkpointing: bool) -> u64 {
+    /// The guard's message for bert-base with `options` and `limit` bytes, which must refuse.
+    fn refusal(options: &TrainOptions, limit: u64) -> String {
+        check(&bert_base(), options)
+            .check(limit)
+            .unwrap_err()
+            .to_string()
+    }
+
+    /// bert-base's estimate at `batch` rows of `seq` tokens.
+    fn at(batch: usize, seq: usize, checkpointing: bool) -> u64 {
         let shape = BatchShape::padded(batch, seq);
-        MemoryEstimate::step(config, BERT_BASE_PARAMETERS, shape, checkpointing).total()
+        MemoryEstimate::step(&bert_base(), BERT_BASE_PARAMETERS, shape, checkpointing).total()
     }
 
     #[test]
@@ -247,20 +259,17 @@ mod tests {
     #[test]
     fn a_run_that_fits_passes_with_its_estimate() {
         let (config, options) = (bert_base(), TrainOptions::default());
-        let limit = at(&config, 8, 512, false);
+        let limit = at(8, 512, false);
         let estimate = check(&config, &options).check(limit).unwrap();
         assert_eq!(estimate.total(), limit);
     }
 
     #[test]
     fn too_large_a_batch_is_split_into_accumulation_steps() {
-        let (config, options) = (bert_base(), TrainOptions::default());
+        let options = TrainOptions::default();
         // Room for 4 rows of 512 but not 8.
-        let limit = at(&config, 4, 512, false) + 1;
-        let error = check(&config, &options)
-            .check(limit)
-            .unwrap_err()
-            .to_string();
+        let limit = at(4, 512, false) + 1;
+        let error = refusal(&options, limit);
         assert!(
             error.contains("--batch-size 8 on rows of up to 512 tokens"),
             "{error}"
@@ -277,16 +286,12 @@ mod tests {
 
     #[test]
     fn accumulation_already_asked_for_is_kept_in_the_effective_batch() {
-        let config = bert_base();
         let options = TrainOptions {
             gradient_accumulation_steps: 3,
             ..TrainOptions::default()
         };
-        let limit = at(&config, 2, 512, false) + 1;
-        let error = check(&config, &options)
-            .check(limit)
-            .unwrap_err()
-            .to_string();
+        let limit = at(2, 512, false) + 1;
+        let error = refusal(&options, limit);
         assert!(
             error.contains(
                 "--batch-size 2 --gradient-accumulation-steps 12 (the same effective batch, 24)"
@@ -297,12 +302,9 @@ mod tests {
 
     #[test]
     fn a_row_too_long_for_one_row_is_cut_with_max_length() {
-        let (config, options) = (bert_base(), TrainOptions::default());
-        let limit = at(&config, 1, 300, true) + 1;
-        let error = check(&config, &options)
-            .check(limit)
-            .unwrap_err()
-            .to_string();
+        let options = TrainOptions::default();
+        let limit = at(1, 300, true) + 1;
+        let error = refusal(&options, limit);
         assert!(
             error.contains("--batch-size 1 --gradient-accumulation-steps 8 --gradient-checkpointing --max-length 300 "),
             "{error}"
@@ -311,11 +313,8 @@ mod tests {
 
     #[test]
     fn a_model_too_large_for_the_machine_says_so() {
-        let (config, options) = (bert_base(), TrainOptions::default());
-        let error = check(&config, &options)
-            .check(1 << 30)
-            .unwrap_err()
-            .to_string();
+        let options = TrainOptions::default();
+        let error = refusal(&options, 1 << 30);
         assert!(error.contains("alone need 1.69 GiB"), "{error}");
     }
 
