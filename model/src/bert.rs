@@ -102,7 +102,7 @@ impl BertEmbeddings {
             + self
                 .token_type_embeddings
                 .forward(layout.pack_ids(token_type_ids));
-        dropout(&self.dropout, self.layer_norm.forward(x))
+        ops::token_dropout(&self.dropout, self.layer_norm.forward(x), layout)
     }
 }
 
@@ -171,14 +171,15 @@ impl BertAddNorm {
         }
     }
 
-    /// `layer_norm(dropout(dense(hidden)) + residual)`.
-    pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+    /// `layer_norm(dropout(dense(hidden)) + residual)`, both in `layout`.
+    pub fn forward(&self, hidden: Tensor<3>, residual: Tensor<3>, layout: &Layout) -> Tensor<3> {
         ops::add_norm(
             &self.dense,
             &self.dropout,
             &self.layer_norm,
             hidden,
             residual,
+            layout,
         )
     }
 }
@@ -206,7 +207,7 @@ impl BertAttention {
         layout: &Layout,
     ) -> Tensor<3> {
         let attended = self.self_attention.forward(hidden.clone(), padding, layout);
-        self.output.forward(attended, hidden)
+        self.output.forward(attended, hidden, layout)
     }
 }
 
@@ -256,8 +257,11 @@ impl BertLayer {
         layout: &Layout,
     ) -> Tensor<3> {
         let attended = self.attention.forward(hidden, padding, layout);
-        self.output
-            .forward(self.intermediate.forward(attended.clone()), attended)
+        self.output.forward(
+            self.intermediate.forward(attended.clone()),
+            attended,
+            layout,
+        )
     }
 }
 

@@ -135,7 +135,7 @@ impl DebertaV2Embeddings {
             .float()
             .cast(x.dtype())
             .reshape([batch, seq, 1]);
-        dropout(&self.dropout, self.layer_norm.forward(x) * real)
+        ops::token_dropout(&self.dropout, self.layer_norm.forward(x) * real, layout)
     }
 }
 
@@ -245,9 +245,12 @@ impl DebertaV2Layer {
             indices,
             layout,
         );
-        let attended = self.attention.output.forward(attended, hidden);
-        self.output
-            .forward(self.intermediate.forward(attended.clone()), attended)
+        let attended = self.attention.output.forward(attended, hidden, layout);
+        self.output.forward(
+            self.intermediate.forward(attended.clone()),
+            attended,
+            layout,
+        )
     }
 }
 

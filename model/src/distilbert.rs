@@ -51,7 +51,7 @@ impl DistilBertEmbeddings {
         let positions = layout.pack_ids(absolute_positions(&input_ids));
         let x = self.word_embeddings.forward(layout.pack_ids(input_ids))
             + self.position_embeddings.forward(positions);
-        dropout(&self.dropout, self.layer_norm.forward(x))
+        ops::token_dropout(&self.dropout, self.layer_norm.forward(x), layout)
     }
 }
 
@@ -149,6 +149,7 @@ impl TransformerBlock {
             &self.sa_layer_norm,
             context,
             hidden,
+            layout,
         );
         let expanded = ops::dense_activation(&self.ffn.lin1, self.ffn.activation, attended.clone());
         ops::add_norm(
@@ -157,6 +158,7 @@ impl TransformerBlock {
             &self.output_layer_norm,
             expanded,
             attended,
+            layout,
         )
     }
 }

@@ -4,7 +4,9 @@
 //! freshly built `Bernoulli` sampler (`TensorData::random`), a noticeable part of a train step,
 //! most of it for the attention-probability masks. There the mask is filled here from ChaCha8
 //! instead, which is faster (BENCHMARKS.md has the measurements). Its seed is drawn from Burn's
-//! generator, so `Device::seed` keeps runs reproducible as before. On the GPU backends dropout
+//! generator, so `Device::seed` keeps runs reproducible as before. Each element's value is a
+//! fixed word of the stream, so a padding-free batch's tokens can draw the values of their
+//! places in the padded batch (`crate::ops::token_dropout`). On the GPU backends dropout
 //! is one kernel each way (`burnbert_kernels::dropout`), its mask drawn on the device from a
 //! seed that Burn's generator draws there too.
 
@@ -22,24 +24,39 @@ pub fn dropout_applies(layer: &Dropout, device: &Device) -> bool {
 }
 
 /// A mask of `1 / keep` with probability `keep` and 0 otherwise, made on the host.
-pub(crate) fn cpu_mask<const D: usize>(shape: Shape, keep: f64, device: &Device) -> Tensor<D> {
+///
+/// `rows` places the rows of `shape`'s last axis in a larger grid: row `r` takes the mask
+/// values that row `rows[r]` of the whole grid would take. Packed tokens
+/// ([`crate::ops::Layout`]) pass their places in `[batch × seq]`, so that they are dropped
+/// exactly as the same tokens of the padded batch. `None` is the tensor in order.
+pub(crate) fn cpu_mask<const D: usize>(
+    shape: Shape,
+    keep: f64,
+    rows: Option<&[usize]>,
+    device: &Device,
+) -> Tensor<D> {
     // Two uniform f32 from Burn's generator carry 24 random bits each.
     let draws = Tensor::<1>::random([2], Distribution::Default, device).into_data();
     let seed = draws
         .iter::<f32>()
         .fold(0u64, |seed, u| (seed << 24) | (u * (1 << 24) as f32) as u64);
-    let values = mask_values(shape.num_elements(), seed, keep);
+    let len = shape.num_elements();
+    let values = match rows {
+        Some(rows) => mask_values(len, shape[D - 1], rows, seed, keep),
+        None => mask_values(len, len.max(1), &[0], seed, keep),
+    };
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// `len` mask values from the ChaCha8 stream of `seed`: `1 / keep` where its u32 word falls
-/// below `keep` of the range, 0 otherwise.
-fn mask_values(len: usize, seed: u64, keep: f64) -> Vec<f32> {
+/// `len` mask values from the ChaCha8 stream of `seed`, in rows of `width`: element `c` of row
+/// `r` takes word `rows[r] × width + c`, and is `1 / keep` where that u32 word falls below
+/// `keep` of the range, 0 otherwise.
+fn mask_values(len: usize, width: usize, rows: &[usize], seed: u64, keep: f64) -> Vec<f32> {
     // P(u32 < threshold) = keep.
     let threshold = (keep * 2f64.powi(32)) as u64;
     let scale = (1.0 / keep) as f32;
-    // Element i takes word i of one ChaCha stream, so the mask is the same however the
-    // chunks fall on the cores: each chunk starts its own copy of the stream at its offset.
+    // Each chunk starts its own copy of the stream at its words, so the mask is the same
+    // however the chunks fall on the cores.
     const CHUNK: usize = 1 << 15;
     let mut values = vec![0.0f32; len];
     values
@@ -47,11 +64,19 @@ fn mask_values(len: usize, seed: u64, keep: f64) -> Vec<f32> {
         .enumerate()
         .for_each(|(index, chunk)| {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            rng.set_word_pos((index * CHUNK) as u128);
-            for value in chunk {
-                if (rng.next_u32() as u64) < threshold {
-                    *value = scale;
+            let mut element = index * CHUNK;
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let (row, column) = (element / width, element % width);
+                let (run, tail) = rest.split_at_mut((width - column).min(rest.len()));
+                rng.set_word_pos((rows[row] * width + column) as u128);
+                for value in run.iter_mut() {
+                    if (rng.next_u32() as u64) < threshold {
+                        *value = scale;
+                    }
                 }
+                element += run.len();
+                rest = tail;
             }
         });
     values
@@ -131,7 +156,24 @@ mod tests {
                 }
             })
             .collect();
-        assert_eq!(mask_values(len, 42, 0.9), serial);
+        assert_eq!(mask_values(len, len, &[0], 42, 0.9), serial);
+    }
+
+    /// Rows placed in a grid take the grid's mask values at their places, across chunks.
+    #[test]
+    fn placed_rows_take_the_grid_rows_at_their_places() {
+        let width = 10_007;
+        let grid = mask_values(6 * width, width, &[0, 1, 2, 3, 4, 5], 9, 0.9);
+        let places = [4, 1, 5];
+        let placed = mask_values(places.len() * width, width, &places, 9, 0.9);
+        for (row, &place) in places.iter().enumerate() {
+            assert_eq!(
+                placed[row * width..(row + 1) * width],
+                grid[place * width..(place + 1) * width],
+                "row {row}"
+            );
+        }
+        assert_eq!(grid, mask_values(6 * width, 6 * width, &[0], 9, 0.9));
     }
 
     #[test]

@@ -57,10 +57,12 @@ impl ModernBertEmbeddings {
         }
     }
 
-    pub fn forward(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
-        dropout(
+    /// `input_ids` in `layout`, `[batch, seq]` or `[1, tokens]` packed; so is the output.
+    pub fn forward(&self, input_ids: Tensor<2, Int>, layout: &Layout) -> Tensor<3> {
+        ops::token_dropout(
             &self.drop,
             self.norm.forward(self.tok_embeddings.forward(input_ids)),
+            layout,
         )
     }
 }
@@ -114,7 +116,7 @@ impl ModernBertAttention {
         let q = ops::rotary(part(0), cos, sin);
         let k = ops::rotary(part(1), cos, sin);
         let context = ops::self_attention(q, k, part(2), mask, &self.dropout, layout);
-        dropout(&self.dropout, ops::per_token(&self.wo, context))
+        ops::token_dropout(&self.dropout, ops::per_token(&self.wo, context), layout)
     }
 }
 
@@ -146,9 +148,10 @@ impl ModernBertMlp {
         }
     }
 
-    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<3> {
+    /// `hidden` in `layout`, and the output too.
+    pub fn forward(&self, hidden: Tensor<3>, layout: &Layout) -> Tensor<3> {
         let gated = ops::gated_activation(&self.wi, self.activation, hidden);
-        ops::per_token(&self.wo, dropout(&self.drop, gated))
+        ops::per_token(&self.wo, ops::token_dropout(&self.drop, gated, layout))
     }
 }
 
@@ -187,7 +190,7 @@ impl ModernBertEncoderLayer {
             None => hidden.clone(),
         };
         let hidden = hidden + self.attn.forward(normed, mask, rotary, layout);
-        hidden.clone() + self.mlp.forward(self.mlp_norm.forward(hidden))
+        hidden.clone() + self.mlp.forward(self.mlp_norm.forward(hidden), layout)
     }
 }
 
@@ -252,7 +255,9 @@ impl ModernBertModel {
             .rope_theta
             .map(|theta| ops::rotary_tables(seq, self.head_dim, theta, &device));
 
-        let embedded = self.embeddings.forward(layout.pack_ids(input.input_ids));
+        let embedded = self
+            .embeddings
+            .forward(layout.pack_ids(input.input_ids), &layout);
         let param_dtype = embedded.dtype();
         let mut hidden = self.execution.compute_in(embedded);
         for layer in &self.layers {

@@ -44,6 +44,8 @@ pub enum Layout {
     Packed {
         /// Each real token's index in the flattened `[batch × seq]`, `[tokens]`.
         real: Tensor<1, Int>,
+        /// `real` on the host, where the CPU's dropout masks are drawn ([`token_dropout`]).
+        places: Vec<usize>,
         batch: usize,
         seq: usize,
     },
@@ -57,22 +59,27 @@ impl Layout {
         if !padding_free {
             return Self::Padded;
         }
-        let real: Vec<i64> = attention_mask
+        let places: Vec<usize> = attention_mask
             .to_data()
             .iter::<i64>()
             .enumerate()
             .filter(|&(_, mask)| mask != 0)
-            .map(|(index, _)| index as i64)
+            .map(|(index, _)| index)
             .collect();
-        if real.len() == batch * seq {
+        if places.len() == batch * seq {
             return Self::Padded;
         }
-        let tokens = real.len();
+        let real = places.iter().map(|&index| index as i64).collect();
         let real = Tensor::from_data(
-            burn::tensor::TensorData::new(real, [tokens]),
+            burn::tensor::TensorData::new(real, [places.len()]),
             &attention_mask.device(),
         );
-        Self::Packed { real, batch, seq }
+        Self::Packed {
+            real,
+            places,
+            batch,
+            seq,
+        }
     }
 
     /// Ids or positions of the batch, `[batch, seq]`, in this layout's rows: `[1, tokens]`
@@ -80,7 +87,9 @@ impl Layout {
     pub fn pack_ids(&self, ids: Tensor<2, Int>) -> Tensor<2, Int> {
         match self {
             Self::Padded => ids,
-            Self::Packed { real, batch, seq } => {
+            Self::Packed {
+                real, batch, seq, ..
+            } => {
                 let tokens = real.dims()[0];
                 ids.reshape([batch * seq])
                     .select(0, real.clone())
@@ -93,7 +102,9 @@ impl Layout {
     pub fn pack(&self, x: Tensor<3>) -> Tensor<3> {
         match self {
             Self::Padded => x,
-            Self::Packed { real, batch, seq } => {
+            Self::Packed {
+                real, batch, seq, ..
+            } => {
                 let ([_, _, width], tokens) = (x.dims(), real.dims()[0]);
                 x.reshape([batch * seq, width])
                     .select(0, real.clone())
@@ -106,7 +117,9 @@ impl Layout {
     pub fn unpack(&self, x: Tensor<3>) -> Tensor<3> {
         match self {
             Self::Padded => x,
-            Self::Packed { real, batch, seq } => {
+            Self::Packed {
+                real, batch, seq, ..
+            } => {
                 let [_, tokens, width] = x.dims();
                 let zeros = Tensor::zeros([batch * seq, width], (&x.device(), x.dtype()));
                 zeros
@@ -194,6 +207,31 @@ pub fn layer_norm<const D: usize>(
 /// from [`crate::dropout`]'s ChaCha8 stream, faster than Burn's; elsewhere from Burn's
 /// Bernoulli tensor.
 pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
+    dropout_in_rows(layer, x, None)
+}
+
+/// [`dropout`] of per-token activations in `layout`. On the CPU backends a packed token's mask
+/// is the one its place in `[batch, seq]` draws, so the padding-free path drops exactly what
+/// the padded path drops at the real tokens, and with the same seed the two train alike.
+/// Elsewhere (kernels, Burn's Bernoulli) the packed masks are other draws of the same
+/// distribution.
+///
+/// # Shapes
+///
+/// `x` `[batch, seq, width]`, or `[1, tokens, width]` packed.
+pub fn token_dropout(layer: &Dropout, x: Tensor<3>, layout: &Layout) -> Tensor<3> {
+    match layout {
+        Layout::Padded => dropout(layer, x),
+        Layout::Packed { places, .. } => dropout_in_rows(layer, x, Some(places.as_slice())),
+    }
+}
+
+/// [`dropout`], the CPU's mask drawn for rows at `rows` ([`cpu_mask`]).
+fn dropout_in_rows<const D: usize>(
+    layer: &Dropout,
+    x: Tensor<D>,
+    rows: Option<&[usize]>,
+) -> Tensor<D> {
     let device = x.device();
     if !dropout_applies(layer, &device) {
         return x;
@@ -203,7 +241,7 @@ pub fn dropout<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
         return kernels::dropout(x, keep);
     }
     let mask = if is_cpu_backend(&device) {
-        cpu_mask(x.shape(), keep, &device).cast(x.dtype())
+        cpu_mask(x.shape(), keep, rows, &device).cast(x.dtype())
     } else {
         x.random_like(Distribution::Bernoulli(keep))
             .mul_scalar(1.0 / keep)
@@ -516,14 +554,15 @@ pub fn dense_gelu(dense: &Linear, hidden: Tensor<3>) -> Tensor<3> {
 ///
 /// # Shapes
 ///
-/// `hidden` `[batch, seq, d_in]`, `residual` `[batch, seq, d_out]`; the output is
-/// `residual`'s shape.
+/// `hidden` `[batch, seq, d_in]`, `residual` `[batch, seq, d_out]`, both in `layout` (their
+/// dropout is [`token_dropout`]); the output is `residual`'s shape.
 pub fn add_norm(
     dense: &Linear,
     dropout_layer: &Dropout,
     norm: &LayerNorm,
     hidden: Tensor<3>,
     residual: Tensor<3>,
+    layout: &Layout,
 ) -> Tensor<3> {
     if let Some(bias) = &dense.bias
         && kernels::applies(Kernel::AddNorm, &hidden.device())
@@ -539,6 +578,6 @@ pub fn add_norm(
             keep,
         );
     }
-    let x = dropout(dropout_layer, per_token(dense, hidden));
+    let x = token_dropout(dropout_layer, per_token(dense, hidden), layout);
     norm.forward(x + residual)
 }

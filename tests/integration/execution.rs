@@ -2,7 +2,8 @@
 //! matches transformers: `families.rs`, `parity.rs`), for every family:
 //! - padding-free execution (`SequenceClassifier::with_padding_free`): with dropout off, the
 //!   same logits, loss and gradients on batches of very different lengths, and the same
-//!   weights after three AdamW steps, up to float summation order;
+//!   weights after three AdamW steps, up to float summation order; with dropout on, a packed
+//!   token draws its padded place's mask, and the two agree as well;
 //! - gradient checkpointing (`TrainOptions::gradient_checkpointing`): with dropout on, the
 //!   same masks and so the same logits, loss, gradients and AdamW steps.
 
@@ -290,30 +291,69 @@ fn every_family_takes_the_padded_paths_adamw_steps() {
     }
 }
 
-/// With gradient checkpointing, as `train --gradient-checkpointing` trains, on the CPU backends
-/// and with dropout on: the same masks are drawn and applied again, so the logits, loss,
-/// gradients and three AdamW steps are the plain run's. Dropout draws from Burn's process-wide
+/// With dropout on, on the CPU backends: a packed token draws the mask its place in the padded
+/// batch draws (`ops::token_dropout`), so the padding-free path computes the padded path's
+/// function with the same randomness: the same logits, loss and gradients, and the same three
+/// AdamW steps, up to float summation order. Dropout draws from Burn's process-wide
 /// generators, which other tests draw from too, so the comparison runs alone, in a process of
-/// its own. (On GPUs checkpointing turns burnbert's kernels off, whose autodiff nodes are
-/// written for Burn's autodiff without checkpointing: a checkpointed run there is Burn's
-/// operations, with Burn's dropout masks.)
+/// its own.
 #[test]
-fn every_family_trains_alike_with_gradient_checkpointing() {
+fn every_family_trains_padding_free_as_padded_with_dropout() {
+    run_alone("execution::padding_free_with_dropout_alone");
+}
+
+#[test]
+#[ignore = "run alone in its own process by every_family_trains_padding_free_as_padded_with_dropout"]
+fn padding_free_with_dropout_alone() {
+    for device in devices().into_iter().filter(burnbert_model::is_cpu_backend) {
+        let device = device.autodiff();
+        for name in fixtures() {
+            let (config, padded) = (config(name), model(name, true, &device));
+            for (seed, lengths) in BATCHES.iter().enumerate() {
+                let what = format!("{name} on {device:?}, lengths {lengths:?}");
+                let (input, labels) = batch(&config, &rows(&config, lengths, seed as u64), &device);
+                let run = |model: &SequenceClassifier| {
+                    device.seed(7);
+                    forward_backward(model, &input, &labels)
+                };
+                let (logits, loss, grads) = run(&padded.clone().with_padding_free(true));
+                let (want_logits, want_loss, want_grads) = run(&padded);
+                let what = |part: &str| format!("{what}: {part}");
+                assert_relative(&logits, &want_logits, TOLERANCE, &what("logits"));
+                assert_relative(&loss, &want_loss, TOLERANCE, &what("loss"));
+                assert_same_gradients(&grads, &want_grads, TOLERANCE, &what("gradient"));
+            }
+            let (losses, weights) =
+                adamw_steps(padded.clone().with_padding_free(true), &config, &device);
+            let (want_losses, want_weights) = adamw_steps(padded, &config, &device);
+            let what = format!("{name} on {device:?}");
+            assert_relative(&losses, &want_losses, TOLERANCE, &format!("{what}: losses"));
+            let what = format!("{what}: weights");
+            assert_same_weights(&weights, &want_weights, LR, BATCHES.len(), &what);
+        }
+    }
+}
+
+/// `test`, an ignored test of this binary, alone in a process of its own, where no other test
+/// draws from Burn's generators; it must run and pass.
+fn run_alone(test: &str) {
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "execution::gradient_checkpointing_alone",
-            "--ignored",
-            "--test-threads=1",
-        ])
+        .args(["--exact", test, "--ignored", "--test-threads=1"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{text}");
-    assert!(
-        text.contains("1 passed"),
-        "the comparison did not run: {text}"
-    );
+    assert!(text.contains("1 passed"), "{test} did not run: {text}");
+}
+
+/// With gradient checkpointing, as `train --gradient-checkpointing` trains, on the CPU backends
+/// and with dropout on: the same masks are drawn and applied again, so the logits, loss,
+/// gradients and three AdamW steps are the plain run's. (On GPUs checkpointing turns
+/// burnbert's kernels off, whose autodiff nodes are written for Burn's autodiff without
+/// checkpointing: a checkpointed run there is Burn's operations, with Burn's dropout masks.)
+#[test]
+fn every_family_trains_alike_with_gradient_checkpointing() {
+    run_alone("execution::gradient_checkpointing_alone");
 }
 
 #[test]
