@@ -386,30 +386,12 @@ pub fn single_process(program: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a program's body, with the allocator set up for tensors (`keep_freed_memory`), on
-/// rayon's pool (`on_the_thread_pool`): an error is printed as one line (with its causes) on
-/// stderr and the exit code is 1; panics are not the way errors leave burnbert.
-pub fn run(body: impl FnOnce() -> anyhow::Result<()> + Send) -> ExitCode {
+/// Runs a program's body, with the allocator set up for tensors (`keep_freed_memory`): an
+/// error is printed as one line (with its causes) on stderr and the exit code is 1; panics
+/// are not the way errors leave burnbert.
+pub fn run(body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     keep_freed_memory();
-    on_the_thread_pool(|| finish(body()))
-}
-
-/// Runs `work` on one of rayon's worker threads, with the main thread's 8 MiB of stack. The
-/// CPU backends' element-wise loops and matrix products fork on rayon's pool: forked from a
-/// thread outside it, each operation hands its job to the pool and puts the caller to sleep
-/// until a worker is done, a wake-up each way per operation; forked from a worker, it runs
-/// one half itself while the other worker takes the rest (BENCHMARKS.md, Intel Xeon).
-fn on_the_thread_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
-    // An error means the pool exists already, which then serves as it is.
-    let _ = rayon::ThreadPoolBuilder::new()
-        .stack_size(8 << 20)
-        .build_global();
-    rayon::scope(|_| work())
-}
-
-/// The exit code of a program's `result`, after it leaves MPI. It runs on the thread of the
-/// body, which started MPI: only that thread may call it.
-fn finish(result: anyhow::Result<()>) -> ExitCode {
+    let result = body();
     // After the body, which joins the MPI world first thing where it trains.
     let ranks = burnbert_train::distributed::ranks();
     match result {
