@@ -56,20 +56,45 @@ fn model(fixture_name: &str, dropout: bool, device: &Device) -> SequenceClassifi
         .0
 }
 
+/// What one forward and backward pass gives.
+struct Pass {
+    logits: Vec<f32>,
+    loss: Vec<f32>,
+    grads: Vec<Named>,
+}
+
 /// The logits, loss and gradients of one forward and backward pass.
-fn forward_backward(
-    model: &SequenceClassifier,
-    input: &BertInput,
-    labels: &Labels,
-) -> (Vec<f32>, Vec<f32>, Vec<Named>) {
+fn forward_backward(model: &SequenceClassifier, input: &BertInput, labels: &Labels) -> Pass {
     let output = model.forward(input.clone(), Some(labels.clone()));
     let loss = output.loss.unwrap();
     let grads = GradientsParams::from_grads(loss.backward(), model);
-    (
-        values(output.logits),
-        values(loss),
-        named(model, Some(&grads)),
-    )
+    Pass {
+        logits: values(output.logits),
+        loss: values(loss),
+        grads: named(model, Some(&grads)),
+    }
+}
+
+/// Two passes' logits, loss and every gradient, to `tolerance` of each one's scale.
+fn assert_same_pass(actual: &Pass, expected: &Pass, tolerance: f32, what: &str) {
+    let part = |part: &str| format!("{what}: {part}");
+    assert_relative(&actual.logits, &expected.logits, tolerance, &part("logits"));
+    assert_relative(&actual.loss, &expected.loss, tolerance, &part("loss"));
+    assert_same_gradients(&actual.grads, &expected.grads, tolerance, &part("gradient"));
+}
+
+/// Three AdamW steps of `padded` padding-free and padded: the same losses and weights.
+fn assert_padding_free_steps_alike(
+    padded: SequenceClassifier,
+    config: &ModelConfig,
+    device: &Device,
+    what: &str,
+) {
+    let (losses, weights) = adamw_steps(padded.clone().with_padding_free(true), config, device);
+    let (want_losses, want_weights) = adamw_steps(padded, config, device);
+    assert_relative(&losses, &want_losses, TOLERANCE, &format!("{what}: losses"));
+    let what = format!("{what}: weights");
+    assert_same_weights(&weights, &want_weights, LR, BATCHES.len(), &what);
 }
 
 /// Every fixture's rows of [`BATCHES`], one after another.
@@ -231,14 +256,10 @@ fn every_family_gives_the_padded_paths_logits_loss_and_gradients() {
                 let what = format!("{name} on {device:?}, lengths {lengths:?}");
                 let (input, labels) = batch(&config, &rows(&config, lengths, seed as u64), &device);
                 let free = padded.clone().with_padding_free(true);
-                let (logits, loss, grads) = forward_backward(&free, &input, &labels);
-                let (want_logits, want_loss, want_grads) =
-                    forward_backward(&padded, &input, &labels);
-                let what = |part: &str| format!("{what}: {part}");
-                assert_relative(&logits, &want_logits, TOLERANCE, &what("logits"));
-                assert_relative(&loss, &want_loss, TOLERANCE, &what("loss"));
-                assert_same_gradients(&grads, &want_grads, TOLERANCE, &what("gradient"));
-                let what = what("");
+                let pass = forward_backward(&free, &input, &labels);
+                let want = forward_backward(&padded, &input, &labels);
+                assert_same_pass(&pass, &want, TOLERANCE, &what);
+                let what = format!("{what}: ");
 
                 let plain = device.clone().without_autodiff();
                 let (plain_input, _) = batch(&config, &rows(&config, lengths, seed as u64), &plain);
@@ -282,12 +303,7 @@ fn every_family_takes_the_padded_paths_adamw_steps() {
     let device = cpu().autodiff();
     for name in fixtures() {
         let (config, padded) = (config(name), model(name, false, &device));
-        let (losses, weights) =
-            adamw_steps(padded.clone().with_padding_free(true), &config, &device);
-        let (want_losses, want_weights) = adamw_steps(padded, &config, &device);
-        assert_relative(&losses, &want_losses, TOLERANCE, &format!("{name}: losses"));
-        let what = format!("{name}: weights");
-        assert_same_weights(&weights, &want_weights, LR, BATCHES.len(), &what);
+        assert_padding_free_steps_alike(padded, &config, &device, name);
     }
 }
 
@@ -316,20 +332,11 @@ fn padding_free_with_dropout_alone() {
                     device.seed(7);
                     forward_backward(model, &input, &labels)
                 };
-                let (logits, loss, grads) = run(&padded.clone().with_padding_free(true));
-                let (want_logits, want_loss, want_grads) = run(&padded);
-                let what = |part: &str| format!("{what}: {part}");
-                assert_relative(&logits, &want_logits, TOLERANCE, &what("logits"));
-                assert_relative(&loss, &want_loss, TOLERANCE, &what("loss"));
-                assert_same_gradients(&grads, &want_grads, TOLERANCE, &what("gradient"));
+                let pass = run(&padded.clone().with_padding_free(true));
+                assert_same_pass(&pass, &run(&padded), TOLERANCE, &what);
             }
-            let (losses, weights) =
-                adamw_steps(padded.clone().with_padding_free(true), &config, &device);
-            let (want_losses, want_weights) = adamw_steps(padded, &config, &device);
             let what = format!("{name} on {device:?}");
-            assert_relative(&losses, &want_losses, TOLERANCE, &format!("{what}: losses"));
-            let what = format!("{what}: weights");
-            assert_same_weights(&weights, &want_weights, LR, BATCHES.len(), &what);
+            assert_padding_free_steps_alike(padded, &config, &device, &what);
         }
     }
 }
@@ -400,22 +407,13 @@ fn gradient_checkpointing_alone() {
                 let (input, labels) = batch(&config, &rows(&config, BATCHES[0], 0), device);
                 forward_backward(&model, &input, &labels)
             };
-            let (logits, loss, grads) = run(&recomputing);
-            let (want_logits, want_loss, want_grads) = run(&device);
+            assert_same_pass(
+                &run(&recomputing),
+                &run(&device),
+                CHECKPOINTED_TOLERANCE,
+                &what,
+            );
             let part = |part: &str| format!("{what}: {part}");
-            assert_relative(
-                &logits,
-                &want_logits,
-                CHECKPOINTED_TOLERANCE,
-                &part("logits"),
-            );
-            assert_relative(&loss, &want_loss, CHECKPOINTED_TOLERANCE, &part("loss"));
-            assert_same_gradients(
-                &grads,
-                &want_grads,
-                CHECKPOINTED_TOLERANCE,
-                &part("gradient"),
-            );
 
             let (losses, weights) =
                 adamw_steps(model(name, true, &recomputing), &config, &recomputing);
