@@ -449,11 +449,7 @@ fn measure(
     let measured = match args.mode {
         // The step `train` takes.
         Mode::Train => {
-            let options = burnbert_train::TrainOptions {
-                gradient_checkpointing: args.gradient_checkpointing,
-                ..Default::default()
-            };
-            let devices = [options.training_device(device)];
+            let devices = [device.clone().autodiff()];
             let data = Data {
                 train: &workload.rows,
                 validation: &[],
@@ -462,8 +458,10 @@ fn measure(
                 batcher: &batcher,
             };
             let mut optimizer = burnbert_train::optim::adamw(WEIGHT_DECAY);
-            let model =
-                burnbert_train::tracked_on(model.to_device(&devices[0]).train(), &devices[0]);
+            let model = model
+                .to_device(&devices[0])
+                .train()
+                .with_gradient_checkpointing(args.gradient_checkpointing);
             let (timings, loss) = run_steps(device, total_steps, started, model, |model| {
                 let group = [workload.batch(step.next().unwrap()).to_vec()];
                 let (model, loss, _) = optimizer_step(

@@ -119,9 +119,9 @@ pub fn add_norm<const D: usize>(
     residual: Tensor<D>,
     [gamma, beta]: [Tensor<1>; 2],
     epsilon: f64,
-    keep: Option<f64>,
+    dropout: Option<(Tensor<1>, f64)>,
 ) -> Tensor<D> {
-    let mask = keep.map(|keep| Mask::draw(&hidden.device(), keep));
+    let mask = dropout.map(|(seed, keep)| Mask::with_seed(seed, keep));
     add_norm_with(hidden, bias, residual, [gamma, beta], epsilon, mask)
 }
 
@@ -354,12 +354,12 @@ mod tests {
                 residual.clone(),
                 [gamma.clone(), beta.clone()],
                 1e-12,
-                keep,
+                keep.map(|keep| (crate::dropout_seed(&device), keep)),
             )
         } else {
             let biased = hidden.clone() + bias.clone().unsqueeze();
             let dropped = match keep {
-                Some(keep) => crate::dropout(biased, keep),
+                Some(keep) => crate::dropout(biased, crate::dropout_seed(&device), keep),
                 None => biased,
             };
             let sum = dropped + residual.clone();

@@ -59,7 +59,7 @@ pub(crate) mod kernel {
     /// the counter never repeats within a mask, so no two masks or elements share a draw.
     #[cube]
     pub fn kept(seed: &Tensor<f32>, index: usize, threshold: u32) -> bool {
-        // The seed's three floats carry 24 random bits each (see `Mask::draw`).
+        // The seed's three floats carry 24 random bits each (see `seed`).
         let (s0, s1, s2) = (
             u32::cast_from(seed[0]),
             u32::cast_from(seed[1]),
@@ -103,9 +103,18 @@ pub(crate) mod kernel {
 }
 
 /// [`crate::dropout`].
-pub fn dropout<const D: usize>(x: Tensor<D>, keep: f64) -> Tensor<D> {
-    let mask = Mask::draw(&x.device(), keep);
-    dropout_with(x, mask)
+pub fn dropout<const D: usize>(x: Tensor<D>, seed: Tensor<1>, keep: f64) -> Tensor<D> {
+    dropout_with(x, Mask::with_seed(seed, keep))
+}
+
+/// [`crate::dropout_seed`]: three floats of 24 random bits each, exact in f32; the kernels
+/// take 64 of the 72.
+pub fn seed(device: &Device) -> Tensor<1> {
+    Tensor::<1>::random(
+        [3],
+        Distribution::Uniform(0.0, (1 << 24) as f64),
+        (device, DType::F32),
+    )
 }
 
 /// [`dropout`] with the given mask.
@@ -124,19 +133,6 @@ pub(crate) struct Mask {
 }
 
 impl Mask {
-    /// A mask keeping each element with probability `keep`, its 64-bit seed drawn from
-    /// Burn's generator on `device` (a CubeCL device), where it stays: nothing waits for the
-    /// host.
-    pub fn draw(device: &Device, keep: f64) -> Self {
-        // Three floats of 24 random bits each, exact in f32; the kernels take 64 of the 72.
-        let seed = Tensor::<1>::random(
-            [3],
-            Distribution::Uniform(0.0, (1 << 24) as f64),
-            (device, DType::F32),
-        );
-        Self::with_seed(seed, keep)
-    }
-
     /// The mask of `seed`, three integers below 2^24 as f32 on a CubeCL device.
     pub fn with_seed(seed: Tensor<1>, keep: f64) -> Self {
         Self {
@@ -330,7 +326,7 @@ mod tests {
         let high_seed = kept_with_seed([1000.0, 2000.0, 3000.0 + (1 << 15) as f32]);
         let device = crate::testing::wgpu();
         let _turn = crate::testing::seeding();
-        let draw = || kept(Mask::draw(&device, 0.5), &device);
+        let draw = || kept(Mask::with_seed(seed(&device), 0.5), &device);
         device.seed(41);
         let (layer_1, layer_2) = (draw(), draw());
         device.seed(42);

@@ -142,8 +142,9 @@ impl Kernel {
 }
 
 /// Whether `kernel` takes the place of Burn's operations on `device`: where the kernels run
-/// ([`runs_own_kernels`]), without gradient checkpointing (whose autodiff type the kernels'
-/// nodes are not written for), and where the kernel agreed with Burn's operations when the
+/// ([`runs_own_kernels`]), on Burn's autodiff without its checkpointing strategies (the
+/// kernels' nodes are written for that autodiff type; burnbert's own checkpointing,
+/// `burnbert-model`'s `recompute`, uses none), and where the kernel agreed with Burn's operations when the
 /// process first used the device (the self-check, `src/self_check.rs`). Always false in a
 /// CPU-only build. Callers check it before the operation below.
 pub fn applies(kernel: Kernel, device: &Device) -> bool {
@@ -180,9 +181,9 @@ pub fn layer_norm<const D: usize>(
 }
 
 /// "Add & Norm": `LayerNorm(dropout(hidden + bias) + residual)` over the last axis, with
-/// gamma, beta and epsilon, dropout keeping each element with probability `keep` (`None`: no
-/// dropout; dropout needs a device that tracks gradients); in `hidden`'s float type, to which
-/// the others are cast. The dropout mask is [`dropout`]'s.
+/// gamma, beta and epsilon, and `dropout`'s `(seed, keep)` keeping each element with
+/// probability `keep` (`None`: no dropout; dropout needs a device that tracks gradients); in
+/// `hidden`'s float type, to which the others are cast. The dropout mask is [`dropout`]'s.
 ///
 /// # Shapes
 ///
@@ -194,10 +195,10 @@ pub fn add_norm<const D: usize>(
     residual: Tensor<D>,
     gamma_beta: [Tensor<1>; 2],
     epsilon: f64,
-    keep: Option<f64>,
+    dropout: Option<(Tensor<1>, f64)>,
 ) -> Tensor<D> {
     gpu_only!(add_norm::add_norm(
-        hidden, bias, residual, gamma_beta, epsilon, keep
+        hidden, bias, residual, gamma_beta, epsilon, dropout
     ))
 }
 
@@ -250,10 +251,16 @@ pub fn masked_softmax(scores: Tensor<4>, padding: Tensor<4, Bool>, divisor: f64)
 
 /// `x` with each element zeroed with probability `1 - keep` and the others scaled by
 /// `1 / keep`. The mask is Philox4x32-10's stream for a 64-bit seed, one draw per element,
-/// drawn again in the backward pass instead of kept; the seed comes from Burn's generator on
-/// the device, so `Device::seed` reproduces runs and nothing waits for the host.
-pub fn dropout<const D: usize>(x: Tensor<D>, keep: f64) -> Tensor<D> {
-    gpu_only!(dropout::dropout(x, keep))
+/// drawn again in the backward pass instead of kept; `seed` is one [`dropout_seed`] drew.
+pub fn dropout<const D: usize>(x: Tensor<D>, seed: Tensor<1>, keep: f64) -> Tensor<D> {
+    gpu_only!(dropout::dropout(x, seed, keep))
+}
+
+/// A seed for [`dropout`] and [`add_norm`]'s masks, drawn from Burn's generator on `device` (a
+/// GPU), where it stays: `Device::seed` reproduces runs and nothing waits for the host. The
+/// same seed gives the same mask, so a layer run again drops what it dropped.
+pub fn dropout_seed(device: &Device) -> Tensor<1> {
+    gpu_only!(dropout::seed(device))
 }
 
 /// The scalars of one AdamW step, computed once on the host for every element: `correction_1`

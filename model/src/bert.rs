@@ -23,6 +23,7 @@ use crate::config::{Activation, ModelConfig};
 use crate::init;
 use crate::layer_norm::LayerNorm;
 use crate::ops::{self, Layout, dense, dropout};
+use crate::recompute;
 
 /// One batch of tokenized text, as the tokenizer gives it.
 #[derive(Debug, Clone)]
@@ -280,15 +281,20 @@ impl BertEncoder {
         }
     }
 
-    /// `hidden` in `layout`, and the output too.
+    /// `hidden` in `layout`, and the output too; with `checkpointing`, each layer is
+    /// recomputed in the backward pass ([`recompute::layer`]).
     pub fn forward(
         &self,
         mut hidden: Tensor<3>,
         padding: Tensor<4, Bool>,
         layout: &Layout,
+        checkpointing: bool,
     ) -> Tensor<3> {
         for layer in &self.layer {
-            hidden = layer.forward(hidden, padding.clone(), layout);
+            let (padding, layout) = (padding.clone(), layout.clone());
+            hidden = recompute::layer(checkpointing, layer, [hidden], move |layer, [hidden]| {
+                layer.forward(hidden, padding.clone(), &layout)
+            });
         }
         hidden
     }
@@ -344,9 +350,12 @@ impl BertModel {
             .embeddings
             .forward(input.input_ids, input.token_type_ids, &layout);
         let param_dtype = embedded.dtype();
-        let hidden = self
-            .encoder
-            .forward(self.execution.compute_in(embedded), padding, &layout);
+        let hidden = self.encoder.forward(
+            self.execution.compute_in(embedded),
+            padding,
+            &layout,
+            self.execution.gradient_checkpointing,
+        );
         let last_hidden_state = layout.unpack(hidden);
         let pooler_output = self
             .pooler

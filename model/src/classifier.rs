@@ -120,6 +120,20 @@ impl SequenceClassifier {
         self.execution().padding_free
     }
 
+    /// Activation checkpointing, as transformers' `gradient_checkpointing_enable()`: in
+    /// training, each encoder layer keeps only its input for the backward pass and runs again
+    /// there ([`crate::recompute`]), with the same dropout masks, so the loss and gradients are
+    /// the same for about a third more compute. `false` (the default) keeps every activation.
+    pub fn with_gradient_checkpointing(mut self, checkpointing: bool) -> Self {
+        self.execution_mut().gradient_checkpointing = checkpointing;
+        self
+    }
+
+    /// Whether the encoder layers are checkpointed ([`Self::with_gradient_checkpointing`]).
+    pub fn gradient_checkpointing(&self) -> bool {
+        self.execution().gradient_checkpointing
+    }
+
     fn execution(&self) -> &Execution {
         match self {
             Self::Bert(model) => &model.bert.execution,
@@ -178,6 +192,9 @@ pub(crate) struct Execution {
     pub compute_dtype: Option<FloatDType>,
     /// Real tokens only, in a [`Layout::Packed`] row ([`SequenceClassifier::with_padding_free`]).
     pub padding_free: bool,
+    /// Each encoder layer recomputed in the backward pass
+    /// ([`SequenceClassifier::with_gradient_checkpointing`]).
+    pub gradient_checkpointing: bool,
 }
 
 impl Execution {

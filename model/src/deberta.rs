@@ -21,6 +21,7 @@ use crate::config::{Activation, DebertaV2Options, ModelConfig};
 use crate::init;
 use crate::layer_norm::LayerNorm;
 use crate::ops::{self, Layout, dense, dropout};
+use crate::recompute;
 
 fn options(config: &ModelConfig) -> &DebertaV2Options {
     config
@@ -329,8 +330,20 @@ impl DebertaV2Model {
             None => relative,
         };
         let mut hidden = self.execution.compute_in(embedded);
+        // The relative embeddings carry gradients into every layer: an input of each.
+        let relative = relative.unsqueeze::<3>();
         for layer in &self.encoder.layer {
-            hidden = layer.forward(hidden, mask.clone(), relative.clone(), &indices, &layout);
+            let (mask, indices, layout) = (mask.clone(), indices.clone(), layout.clone());
+            let checkpointing = self.execution.gradient_checkpointing;
+            hidden = recompute::layer(
+                checkpointing,
+                layer,
+                [hidden, relative.clone()],
+                move |layer, [hidden, relative]| {
+                    let relative = relative.squeeze_dim::<2>(0);
+                    layer.forward(hidden, mask.clone(), relative, &indices, &layout)
+                },
+            );
         }
         layout.unpack(hidden).cast(param_dtype)
     }

@@ -20,6 +20,7 @@ use crate::config::{Activation, ModelConfig};
 use crate::init;
 use crate::layer_norm::LayerNorm;
 use crate::ops::{self, Layout, dense, dropout};
+use crate::recompute;
 
 /// Word and position embeddings, summed, normalised and dropped out (transformers'
 /// `Embeddings`).
@@ -201,7 +202,11 @@ impl DistilBertModel {
         let param_dtype = embedded.dtype();
         let mut hidden = self.execution.compute_in(embedded);
         for layer in &self.transformer.layer {
-            hidden = layer.forward(hidden, padding.clone(), &layout);
+            let (padding, layout) = (padding.clone(), layout.clone());
+            let checkpointing = self.execution.gradient_checkpointing;
+            hidden = recompute::layer(checkpointing, layer, [hidden], move |layer, [hidden]| {
+                layer.forward(hidden, padding.clone(), &layout)
+            });
         }
         layout.unpack(hidden).cast(param_dtype)
     }

@@ -9,6 +9,13 @@
 //! places in the padded batch (`crate::ops::token_dropout`). On the GPU backends dropout
 //! is one kernel each way (`burnbert_kernels::dropout`), its mask drawn on the device from a
 //! seed that Burn's generator draws there too.
+//!
+//! Every mask starts from a draw of Burn's generator ([`draw`]), which a checkpointed layer
+//! records as it runs and replays when it runs again in the backward pass
+//! ([`recorded`], [`replayed`]; `crate::recompute`), so that it drops the same elements.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
 
 use burn::nn::Dropout;
 use burn::tensor::{Device, Distribution, Shape, Tensor, TensorData};
@@ -36,7 +43,7 @@ pub(crate) fn cpu_mask<const D: usize>(
     device: &Device,
 ) -> Tensor<D> {
     // Two uniform f32 from Burn's generator carry 24 random bits each.
-    let draws = Tensor::<1>::random([2], Distribution::Default, device).into_data();
+    let draws = draw(|| Tensor::<1>::random([2], Distribution::Default, device)).into_data();
     let seed = draws
         .iter::<f32>()
         .fold(0u64, |seed, u| (seed << 24) | (u * (1 << 24) as f32) as u64);
@@ -46,6 +53,62 @@ pub(crate) fn cpu_mask<const D: usize>(
         None => mask_values(len, len.max(1), &[0], seed, keep),
     };
     Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// The draws this thread's masks start from, while a checkpointed layer records or replays
+/// them.
+enum Tape {
+    Recording(Vec<Tensor<1>>),
+    Replaying(VecDeque<Tensor<1>>),
+}
+
+thread_local! {
+    static TAPE: RefCell<Option<Tape>> = const { RefCell::new(None) };
+}
+
+/// The random draw a mask starts from: `random()`, Burn's generator's next draw, kept when a
+/// layer is [`recorded`]; the recorded draw, in order, when it is [`replayed`].
+pub(crate) fn draw(random: impl FnOnce() -> Tensor<1>) -> Tensor<1> {
+    TAPE.with_borrow_mut(|tape| match tape {
+        None => random(),
+        Some(Tape::Recording(draws)) => {
+            let drawn = random();
+            draws.push(drawn.clone());
+            drawn
+        }
+        Some(Tape::Replaying(draws)) => draws
+            .pop_front()
+            .expect("a replayed layer draws no more masks than when it was recorded"),
+    })
+}
+
+/// Whether masks are being recorded or replayed on this thread: then every mask must start
+/// from [`draw`].
+pub(crate) fn taping() -> bool {
+    TAPE.with_borrow(Option::is_some)
+}
+
+/// `run()`, and the draws its masks started from, in order.
+pub(crate) fn recorded<R>(run: impl FnOnce() -> R) -> (R, Vec<Tensor<1>>) {
+    let outer = TAPE.replace(Some(Tape::Recording(Vec::new())));
+    let result = run();
+    match TAPE.replace(outer) {
+        Some(Tape::Recording(draws)) => (result, draws),
+        _ => unreachable!("the tape recorded here is restored here"),
+    }
+}
+
+/// `run()` with its masks starting from `draws`, as [`recorded`] gave them: the same masks
+/// where `run` is the same computation.
+pub(crate) fn replayed<R>(draws: Vec<Tensor<1>>, run: impl FnOnce() -> R) -> R {
+    let outer = TAPE.replace(Some(Tape::Replaying(draws.into())));
+    let result = run();
+    let rest = TAPE.replace(outer);
+    assert!(
+        matches!(&rest, Some(Tape::Replaying(left)) if left.is_empty()),
+        "a replayed layer draws as many masks as when it was recorded"
+    );
+    result
 }
 
 /// `len` mask values from the ChaCha8 stream of `seed`, in rows of `width`: element `c` of row

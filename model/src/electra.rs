@@ -53,9 +53,12 @@ impl ElectraModel {
             None => embedded,
         };
         let param_dtype = embedded.dtype();
-        let hidden = self
-            .encoder
-            .forward(self.execution.compute_in(embedded), padding, &layout);
+        let hidden = self.encoder.forward(
+            self.execution.compute_in(embedded),
+            padding,
+            &layout,
+            self.execution.gradient_checkpointing,
+        );
         layout.unpack(hidden).cast(param_dtype)
     }
 }

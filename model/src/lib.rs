@@ -7,7 +7,8 @@
 //! `classifier.rs` picks the family a `config.json` names, as transformers'
 //! `AutoModelForSequenceClassification` does. The operations the families share, with their
 //! GPU kernels (`burnbert-kernels`), are in `ops.rs`, each with Burn's reference body beside
-//! the kernel's dispatch. `device.rs` parses and selects devices; `parallel.rs` runs work on
+//! the kernel's dispatch. `recompute.rs` checkpoints each encoder layer for
+//! `--gradient-checkpointing`. `device.rs` parses and selects devices; `parallel.rs` runs work on
 //! several devices at once.
 //!
 //! ```no_run
@@ -35,6 +36,7 @@ mod layer_norm;
 mod modernbert;
 mod ops;
 mod parallel;
+mod recompute;
 mod roberta;
 
 use std::path::PathBuf;

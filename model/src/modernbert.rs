@@ -22,6 +22,7 @@ use crate::config::{Activation, AttentionType, ModelConfig, ModernBertOptions, P
 use crate::init;
 use crate::layer_norm::LayerNorm;
 use crate::ops::{self, Layout, dense, dropout};
+use crate::recompute;
 
 fn options(config: &ModelConfig) -> &ModernBertOptions {
     config
@@ -265,7 +266,11 @@ impl ModernBertModel {
                 AttentionType::FullAttention => (padding.clone(), &full_rope),
                 AttentionType::SlidingAttention => (sliding.clone(), &sliding_rope),
             };
-            hidden = layer.forward(hidden, mask, rope, &layout);
+            let (rope, layout) = (rope.clone(), layout.clone());
+            let checkpointing = self.execution.gradient_checkpointing;
+            hidden = recompute::layer(checkpointing, layer, [hidden], move |layer, [hidden]| {
+                layer.forward(hidden, mask.clone(), &rope, &layout)
+            });
         }
         layout
             .unpack(self.final_norm.forward(hidden))

@@ -238,9 +238,11 @@ fn dropout_in_rows<const D: usize>(
     }
     let keep = 1.0 - layer.prob;
     if kernels::applies(Kernel::Dropout, &device) {
-        return kernels::dropout(x, keep);
+        let seed = crate::dropout::draw(|| kernels::dropout_seed(&device));
+        return kernels::dropout(x, seed, keep);
     }
-    let mask = if is_cpu_backend(&device) {
+    // Burn's Bernoulli tensor cannot be drawn again, which a checkpointed layer needs.
+    let mask = if is_cpu_backend(&device) || crate::dropout::taping() {
         cpu_mask(x.shape(), keep, rows, &device).cast(x.dtype())
     } else {
         x.random_like(Distribution::Bernoulli(keep))
@@ -567,15 +569,18 @@ pub fn add_norm(
     if let Some(bias) = &dense.bias
         && kernels::applies(Kernel::AddNorm, &hidden.device())
     {
-        let keep =
-            dropout_applies(dropout_layer, &hidden.device()).then_some(1.0 - dropout_layer.prob);
+        let device = hidden.device();
+        let dropout = dropout_applies(dropout_layer, &device).then(|| {
+            let seed = crate::dropout::draw(|| kernels::dropout_seed(&device));
+            (seed, 1.0 - dropout_layer.prob)
+        });
         return kernels::add_norm(
             per_token_unbiased(dense, hidden),
             bias.val(),
             residual,
             [norm.gamma.val(), norm.beta_or_zeros()],
             norm.epsilon,
-            keep,
+            dropout,
         );
     }
     let x = token_dropout(dropout_layer, per_token(dense, hidden), layout);

@@ -51,9 +51,12 @@ impl RobertaModel {
             .embeddings
             .forward_at(input.input_ids, token_types, positions, &layout);
         let param_dtype = embedded.dtype();
-        let hidden = self
-            .encoder
-            .forward(self.execution.compute_in(embedded), padding, &layout);
+        let hidden = self.encoder.forward(
+            self.execution.compute_in(embedded),
+            padding,
+            &layout,
+            self.execution.gradient_checkpointing,
+        );
         layout.unpack(hidden).cast(param_dtype)
     }
 }

@@ -4,8 +4,9 @@
 //!   same logits, loss and gradients on batches of very different lengths, and the same
 //!   weights after three AdamW steps, up to float summation order; with dropout on, a packed
 //!   token draws its padded place's mask, and the two agree as well;
-//! - gradient checkpointing (`TrainOptions::gradient_checkpointing`): with dropout on, the
-//!   same masks and so the same logits, loss, gradients and AdamW steps.
+//! - gradient checkpointing (`SequenceClassifier::with_gradient_checkpointing`): each layer
+//!   runs again in the backward pass with the same dropout masks, so the same logits, loss,
+//!   gradients and AdamW steps.
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
@@ -353,11 +354,11 @@ fn run_alone(test: &str) {
     assert!(text.contains("1 passed"), "{test} did not run: {text}");
 }
 
-/// With gradient checkpointing, as `train --gradient-checkpointing` trains, on the CPU backends
-/// and with dropout on: the same masks are drawn and applied again, so the logits, loss,
-/// gradients and three AdamW steps are the plain run's. (On GPUs checkpointing turns
-/// burnbert's kernels off, whose autodiff nodes are written for Burn's autodiff without
-/// checkpointing: a checkpointed run there is Burn's operations, with Burn's dropout masks.)
+/// With gradient checkpointing (`SequenceClassifier::with_gradient_checkpointing`, which `train
+/// --gradient-checkpointing` sets), with dropout on, on every backend (wgpu with burnbert's
+/// kernels), on both paths and with pretrained or lazily initialised weights: each layer runs
+/// again in the backward pass and draws the masks it drew forward, so the logits, loss, every
+/// gradient and three AdamW steps are the plain run's.
 #[test]
 fn every_family_trains_alike_with_gradient_checkpointing() {
     run_alone("execution::gradient_checkpointing_alone");
@@ -366,7 +367,7 @@ fn every_family_trains_alike_with_gradient_checkpointing() {
 #[test]
 #[ignore = "run alone in its own process by every_family_trains_alike_with_gradient_checkpointing"]
 fn gradient_checkpointing_alone() {
-    // `train` itself, with dropout, from a model on the plain device.
+    // `train` itself, with dropout.
     let run = |gradient_checkpointing| {
         let options = burnbert_train::TrainOptions {
             gradient_checkpointing,
@@ -385,50 +386,47 @@ fn gradient_checkpointing_alone() {
     );
     assert_eq!(epochs, want_epochs);
 
-    let checkpointed = burnbert_train::TrainOptions {
-        gradient_checkpointing: true,
-        ..Default::default()
-    };
-    for plain in devices().into_iter().filter(burnbert_model::is_cpu_backend) {
-        let (device, recomputing) = (
-            plain.clone().autodiff(),
-            checkpointed.training_device(&plain),
-        );
-        assert_eq!(
-            recomputing.gradient_checkpointing_strategy(),
-            Some(burn::tensor::GradientCheckpointingStrategy::Balanced)
-        );
+    for plain_device in devices() {
+        let device = plain_device.clone().autodiff();
         for name in fixtures() {
             let config = config(name);
-            let what = format!("{name} on {recomputing:?}");
-            let run = |device: &Device| {
-                let model = model(name, true, device);
-                device.seed(7);
-                let (input, labels) = batch(&config, &rows(&config, BATCHES[0], 0), device);
-                forward_backward(&model, &input, &labels)
-            };
-            assert_same_pass(
-                &run(&recomputing),
-                &run(&device),
-                CHECKPOINTED_TOLERANCE,
-                &what,
-            );
-            let part = |part: &str| format!("{what}: {part}");
-
-            let (losses, weights) =
-                adamw_steps(model(name, true, &recomputing), &config, &recomputing);
-            let (want_losses, want_weights) =
-                adamw_steps(model(name, true, &device), &config, &device);
-            assert_relative(
-                &losses,
-                &want_losses,
-                CHECKPOINTED_TOLERANCE,
-                &part("losses"),
-            );
-            let tensors = weights.iter().zip(&want_weights);
-            for (tensor, want) in tensors {
-                let what = part(&tensor.name);
-                assert_relative(&tensor.values, &want.values, CHECKPOINTED_TOLERANCE, &what);
+            for (weights, padding_free) in [(false, false), (false, true), (true, false)] {
+                let what = format!("{name} on {device:?}, padding-free {padding_free}");
+                // Random weights are initialised lazily, at their first use: as `bench` makes them.
+                let (what, model) = match weights {
+                    false => (what, model(name, true, &device)),
+                    true => {
+                        let random = SequenceClassifier::new(&config, &plain_device);
+                        (what + ", random", random.to_device(&device).train())
+                    }
+                };
+                let plain = model.with_padding_free(padding_free);
+                let checkpointed = plain.clone().with_gradient_checkpointing(true);
+                let run = |model: &SequenceClassifier| {
+                    device.seed(7);
+                    let (input, labels) = batch(&config, &rows(&config, BATCHES[0], 0), &device);
+                    forward_backward(model, &input, &labels)
+                };
+                assert_same_pass(
+                    &run(&checkpointed),
+                    &run(&plain),
+                    CHECKPOINTED_TOLERANCE,
+                    &what,
+                );
+                let part = |part: &str| format!("{what}: {part}");
+                let (losses, weights) = adamw_steps(checkpointed, &config, &device);
+                let (want_losses, want_weights) = adamw_steps(plain, &config, &device);
+                assert_relative(
+                    &losses,
+                    &want_losses,
+                    CHECKPOINTED_TOLERANCE,
+                    &part("losses"),
+                );
+                let tensors = weights.iter().zip(&want_weights);
+                for (tensor, want) in tensors {
+                    let what = part(&tensor.name);
+                    assert_relative(&tensor.values, &want.values, CHECKPOINTED_TOLERANCE, &what);
+                }
             }
         }
     }

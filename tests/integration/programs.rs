@@ -787,13 +787,16 @@ fn a_run_that_will_not_fit_in_memory_is_refused_before_it_starts() {
 
 /// The memory guard's estimate of a training step against the peak resident memory that the
 /// kernel records for the same step in `bench` (VmHWM), on the default CPU backend: within the
-/// 15 % that the guard is held to, on the padded and the padding-free path.
+/// 15 % that the guard is held to, on the padded and the padding-free path, and with
+/// gradient checkpointing.
 #[test]
 fn the_memory_guard_estimates_the_peak_that_bench_measures() {
-    for (shape, batch, seq, padding_free) in [
-        ("minilm-l6", "8", "256", "false"),
-        ("minilm-l6", "4", "512", "true"),
+    for (shape, batch, seq, padding_free, checkpointing) in [
+        ("minilm-l6", "8", "256", "false", false),
+        ("minilm-l6", "4", "512", "true", false),
+        ("minilm-l6", "4", "512", "true", true),
     ] {
+        let checkpointing = checkpointing.then_some("--gradient-checkpointing");
         let output = run_program(
             "bench",
             &[
@@ -812,7 +815,10 @@ fn the_memory_guard_estimates_the_peak_that_bench_measures() {
                 "--padding-free",
                 padding_free,
                 "--json",
-            ],
+            ]
+            .into_iter()
+            .chain(checkpointing)
+            .collect::<Vec<_>>(),
         );
         assert!(output.status.success(), "{}", stderr(&output));
         let report: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
@@ -821,8 +827,8 @@ fn the_memory_guard_estimates_the_peak_that_bench_measures() {
         let ratio = estimated / measured;
         assert!(
             (0.85..=1.15).contains(&ratio),
-            "{shape} {batch} × {seq}, padding-free {padding_free}: estimated {estimated} \
-             bytes, measured {measured} ({ratio:.3})"
+            "{shape} {batch} × {seq}, padding-free {padding_free}, {checkpointing:?}: estimated \
+             {estimated} bytes, measured {measured} ({ratio:.3})"
         );
     }
 }

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::data::dataloader::batcher::Batcher;
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor};
+use burn::tensor::Device;
 use burnbert_data::{Encoded, MetricKind, PaddingBatcher, padding_ratio};
 use burnbert_eval::log::{EpochRecord, StepRecord};
 use burnbert_eval::{Metrics, Predictions};
@@ -197,7 +197,7 @@ pub fn train(
     stop: &AtomicBool,
 ) -> Result<Trained, TrainError> {
     let started = Instant::now();
-    let devices: Vec<Device> = devices.iter().map(|d| options.training_device(d)).collect();
+    let devices: Vec<Device> = devices.iter().map(|d| d.clone().autodiff()).collect();
     let world = World::new(&devices);
     let references = check_run(data, options, world)?;
     let (mut model, mut optimizer, mut state) = start(model, data, options, world, dirs, observer)?;
@@ -296,23 +296,6 @@ pub fn optimizer_step(
     (optimizer.step(lr, model, grads), loss, examples)
 }
 
-/// `model`, on `device`, with every parameter tracked under `device`'s gradient-checkpointing
-/// strategy ([`TrainOptions::training_device`]). Burn 0.22's `to_device` and `fork` give the
-/// parameters the default strategy, and tensors of two strategies cannot meet in an operation.
-pub fn tracked_on(model: SequenceClassifier, device: &Device) -> SequenceClassifier {
-    struct Strategy(GradientCheckpointingStrategy);
-    impl ModuleMapper for Strategy {
-        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            let strategy = self.0;
-            param.map(|tensor| tensor.with_gradient_checkpointing_strategy(strategy))
-        }
-    }
-    match device.gradient_checkpointing_strategy() {
-        None | Some(GradientCheckpointingStrategy::Disabled) => model,
-        Some(strategy) => model.map(&mut Strategy(strategy)),
-    }
-}
-
 /// The model on the training device, a new optimizer and loop state, or those of the
 /// checkpoint the run resumes (which must be of this run, [`checkpoint::run_identity`]).
 fn start(
@@ -323,10 +306,10 @@ fn start(
     dirs: &CheckpointDirs,
     observer: &mut dyn Observer,
 ) -> Result<(SequenceClassifier, ModuleOptimizer, LoopState), TrainError> {
-    let model = tracked_on(
-        model.to_device(&world.devices[0]).train(),
-        &world.devices[0],
-    );
+    let model = model
+        .to_device(&world.devices[0])
+        .train()
+        .with_gradient_checkpointing(options.gradient_checkpointing);
     let optimizer = optim::adamw(options.weight_decay);
     let run = checkpoint::run_identity(options, data.train, &model);
     if world.ranks.world() > 1 {
@@ -552,7 +535,7 @@ pub fn accumulate_gradients(
         // A replica has the model's parameter ids, so its gradients add up with the model's.
         let replica = match devices.len() {
             1 => model.clone(),
-            _ => tracked_on(model.clone().fork(device), device),
+            _ => model.clone().fork(device),
         };
         let mut accumulated = GradientsAccumulator::new();
         let mut shard_loss = 0.0;

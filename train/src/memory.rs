@@ -24,8 +24,9 @@ const BYTES_PER_HIDDEN: f64 = 32.5;
 const BYTES_PER_INTERMEDIATE: f64 = 3.0;
 /// Bytes kept per layer for each attention score (`batch × heads × seq²` of them).
 const BYTES_PER_SCORE: f64 = 18.5;
-/// The share of the activations that Burn's balanced checkpointing strategy keeps.
-const CHECKPOINTED_SHARE: f64 = 0.89;
+/// With `--gradient-checkpointing`, bytes kept per layer and token, per unit of the hidden
+/// width: the layer's input, in f32 (`burnbert_model`'s `recompute`).
+const CHECKPOINTED_BYTES_PER_HIDDEN: f64 = 4.0;
 
 /// The shape of a training step's batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,14 +74,17 @@ impl MemoryEstimate {
             * (BYTES_PER_HIDDEN * config.hidden_size as f64
                 + BYTES_PER_INTERMEDIATE * config.intermediate_size as f64)
             + BYTES_PER_SCORE * scores;
-        let kept = if checkpointing {
-            CHECKPOINTED_SHARE
+        let layers = config.num_hidden_layers as f64;
+        let activations = if checkpointing {
+            // Every layer's input, and one layer's activations at a time, as it runs again.
+            let inputs = tokens * CHECKPOINTED_BYTES_PER_HIDDEN * config.hidden_size as f64;
+            per_layer + layers * inputs
         } else {
-            1.0
+            per_layer * layers
         };
         Self {
             weights: 16 * parameters as u64,
-            activations: (per_layer * config.num_hidden_layers as f64 * kept) as u64,
+            activations: activations as u64,
         }
     }
 
