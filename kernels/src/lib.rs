@@ -144,9 +144,9 @@ impl Kernel {
 /// Whether `kernel` takes the place of Burn's operations on `device`: where the kernels run
 /// ([`runs_own_kernels`]), on Burn's autodiff without its checkpointing strategies (the
 /// kernels' nodes are written for that autodiff type; burnbert's own checkpointing,
-/// `burnbert-model`'s `recompute`, uses none), and where the kernel agreed with Burn's operations when the
-/// process first used the device (the self-check, `src/self_check.rs`). Always false in a
-/// CPU-only build. Callers check it before the operation below.
+/// `burnbert-model`'s `recompute`, uses none), and where the kernel agreed with Burn's
+/// operations when the process first used the device (the self-check, `src/self_check.rs`).
+/// Always false in a CPU-only build. Callers check it before the operation below.
 pub fn applies(kernel: Kernel, device: &Device) -> bool {
     #[cfg(feature = "gpu")]
     {

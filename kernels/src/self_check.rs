@@ -619,7 +619,8 @@ impl Check<'_> {
     }
 }
 
-/// The seed of the checks' dropout mask: three integers below 2^24, as [`crate::dropout_seed`] draws.
+/// The seed of the checks' dropout mask: three integers below 2^24, as
+/// [`crate::dropout_seed`] draws.
 const MASK_SEED: [u32; 3] = [1234, 5678, 9012];
 
 /// Whether the dropout mask of `seed` keeps each of `n` elements, drawn on the host: the

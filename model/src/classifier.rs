@@ -129,11 +129,6 @@ impl SequenceClassifier {
         self
     }
 
-    /// Whether the encoder layers are checkpointed ([`Self::with_gradient_checkpointing`]).
-    pub fn gradient_checkpointing(&self) -> bool {
-        self.execution().gradient_checkpointing
-    }
-
     fn execution(&self) -> &Execution {
         match self {
             Self::Bert(model) => &model.bert.execution,

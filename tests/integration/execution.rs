@@ -390,10 +390,10 @@ fn gradient_checkpointing_alone() {
         let device = plain_device.clone().autodiff();
         for name in fixtures() {
             let config = config(name);
-            for (weights, padding_free) in [(false, false), (false, true), (true, false)] {
+            for (random, padding_free) in [(false, false), (false, true), (true, false)] {
                 let what = format!("{name} on {device:?}, padding-free {padding_free}");
                 // Random weights are initialised lazily, at their first use: as `bench` makes them.
-                let (what, model) = match weights {
+                let (what, model) = match random {
                     false => (what, model(name, true, &device)),
                     true => {
                         let random = SequenceClassifier::new(&config, &plain_device);
