@@ -42,17 +42,22 @@ pub(crate) fn cpu_mask<const D: usize>(
     rows: Option<&[usize]>,
     device: &Device,
 ) -> Tensor<D> {
-    // Two uniform f32 from Burn's generator carry 24 random bits each.
-    let draws = draw(|| Tensor::<1>::random([2], Distribution::Default, device)).into_data();
-    let seed = draws
-        .iter::<f32>()
-        .fold(0u64, |seed, u| (seed << 24) | (u * (1 << 24) as f32) as u64);
+    let seed = mask_seed(device);
     let len = shape.num_elements();
     let values = match rows {
         Some(rows) => mask_values(len, shape[D - 1], rows, seed, keep),
         None => mask_values(len, len.max(1), &[0], seed, keep),
     };
     Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// The seed of a CPU mask's ChaCha8 stream, from a [`draw`] of Burn's generator on `device`.
+pub(crate) fn mask_seed(device: &Device) -> u64 {
+    // Two uniform f32 from Burn's generator carry 24 random bits each.
+    let draws = draw(|| Tensor::<1>::random([2], Distribution::Default, device)).into_data();
+    draws
+        .iter::<f32>()
+        .fold(0u64, |seed, u| (seed << 24) | (u * (1 << 24) as f32) as u64)
 }
 
 /// The draws this thread's masks start from, while a checkpointed layer records or replays
@@ -115,9 +120,6 @@ pub(crate) fn replayed<R>(draws: Vec<Tensor<1>>, run: impl FnOnce() -> R) -> R {
 /// `r` takes word `rows[r] × width + c`, and is `1 / keep` where that u32 word falls below
 /// `keep` of the range, 0 otherwise.
 fn mask_values(len: usize, width: usize, rows: &[usize], seed: u64, keep: f64) -> Vec<f32> {
-    // P(u32 < threshold) = keep.
-    let threshold = (keep * 2f64.powi(32)) as u64;
-    let scale = (1.0 / keep) as f32;
     // Each chunk starts its own copy of the stream at its words, so the mask is the same
     // however the chunks fall on the cores.
     const CHUNK: usize = 1 << 15;
@@ -126,23 +128,35 @@ fn mask_values(len: usize, width: usize, rows: &[usize], seed: u64, keep: f64) -
         .par_chunks_mut(CHUNK)
         .enumerate()
         .for_each(|(index, chunk)| {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let mut element = index * CHUNK;
             let mut rest = chunk;
             while !rest.is_empty() {
                 let (row, column) = (element / width, element % width);
                 let (run, tail) = rest.split_at_mut((width - column).min(rest.len()));
-                rng.set_word_pos((rows[row] * width + column) as u128);
-                for value in run.iter_mut() {
-                    if (rng.next_u32() as u64) < threshold {
-                        *value = scale;
-                    }
-                }
+                fill_mask(run, seed, keep, rows[row] * width + column);
                 element += run.len();
                 rest = tail;
             }
         });
     values
+}
+
+/// `mask` from words `first_word..` of the ChaCha8 stream of `seed`: `1 / keep` where a word
+/// falls below `keep` of the u32 range, 0 otherwise. A mask's element `i` takes word `i`, so any
+/// part of it can be drawn again on its own (`crate::attention` draws its blocks' this way).
+pub(crate) fn fill_mask(mask: &mut [f32], seed: u64, keep: f64, first_word: usize) {
+    // P(u32 < threshold) = keep.
+    let threshold = (keep * 2f64.powi(32)) as u64;
+    let scale = (1.0 / keep) as f32;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_word_pos(first_word as u128);
+    for value in mask.iter_mut() {
+        *value = if (rng.next_u32() as u64) < threshold {
+            scale
+        } else {
+            0.0
+        };
+    }
 }
 
 /// Burn's generators are one per backend and process; tests that seed them and draw take

@@ -7,9 +7,9 @@
 //! `classifier.rs` picks the family a `config.json` names, as transformers'
 //! `AutoModelForSequenceClassification` does. The operations the families share, with their
 //! GPU kernels (`burnbert-kernels`), are in `ops.rs`, each with Burn's reference body beside
-//! the kernel's dispatch. `recompute.rs` checkpoints each encoder layer for
-//! `--gradient-checkpointing`. `device.rs` parses and selects devices; `parallel.rs` runs work on
-//! several devices at once.
+//! the kernel's dispatch; `attention.rs` is the CPU's attention for long sequences in training.
+//! `recompute.rs` checkpoints each encoder layer for `--gradient-checkpointing`. `device.rs`
+//! parses and selects devices; `parallel.rs` runs work on several devices at once.
 //!
 //! ```no_run
 //! use burnbert_model::{ModelConfig, SequenceClassifier, parse_device};
@@ -22,6 +22,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "flex")]
+mod attention;
 mod bert;
 mod checkpoint;
 mod classifier;
@@ -58,6 +60,16 @@ pub use layer_norm::LayerNorm;
 pub use modernbert::*;
 pub use parallel::on_each_device;
 pub use roberta::*;
+
+/// Whether a training step on the CPU keeps each layer's `seq × seq` attention probabilities
+/// for the backward pass at rows of `seq` positions: below the length from which it computes
+/// the attention in blocks of queries (`attention.rs`), and in builds without flex.
+pub fn cpu_attention_keeps_scores(seq: usize) -> bool {
+    #[cfg(feature = "flex")]
+    return !attention::is_blocked(seq);
+    #[cfg(not(feature = "flex"))]
+    true
+}
 /// What can go wrong reading a model; every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

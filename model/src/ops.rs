@@ -385,7 +385,9 @@ pub fn disentangled_scores(
 
 /// Multi-head scaled dot-product attention of heads split by [`split_heads`], merged back:
 /// `softmax(QKᵀ/√head_dim)·V` with masked keys weighing 0, and `dropout_layer` on the
-/// probabilities in training (transformers' `eager_attention_forward`).
+/// probabilities in training (transformers' `eager_attention_forward`). Training on the CPU
+/// takes long sequences in blocks of queries, keeping no `seq × seq` buffer
+/// (`crate::attention`).
 ///
 /// # Shapes
 ///
@@ -403,7 +405,15 @@ pub fn self_attention(
 ) -> Tensor<3> {
     let [batch, heads, seq, head_dim] = q.dims();
     let per_query = mask.dims()[2] > 1;
-    let context = if dropout_applies(dropout_layer, &q.device()) || per_query {
+    let device = q.device();
+    #[cfg(feature = "flex")]
+    if crate::attention::applies(&device, seq) {
+        let keep = dropout_applies(dropout_layer, &device).then(|| 1.0 - dropout_layer.prob);
+        let divisor = (head_dim as f64).sqrt();
+        let context = crate::attention::attention(q, k, v, mask, divisor, keep);
+        return merge_heads(context, layout);
+    }
+    let context = if dropout_applies(dropout_layer, &device) || per_query {
         // A query whose keys are all masked (padding outside a sliding window) weighs them all
         // equally in transformers, which adds the most negative float; Burn's fused attention
         // masks with -inf and would give NaN there.

@@ -6,7 +6,7 @@
 //! The estimate counts, in f32, the parameters with their gradients and AdamW's two moments,
 //! and the activations that autodiff keeps for the backward pass: per layer and token a
 //! multiple of the hidden and intermediate widths, and per layer, row and head the `seq²`
-//! attention scores. The multiples are fitted to the peak RSS that `bench` measures on the
+//! attention scores where the attention keeps them (short rows). The multiples are fitted to the peak RSS that `bench` measures on the
 //! CPU backend (BENCHMARKS.md, "The memory guard's estimate"); they hold for the CPU backends
 //! only, where the step's memory is the process's.
 
@@ -24,6 +24,10 @@ const BYTES_PER_HIDDEN: f64 = 32.5;
 const BYTES_PER_INTERMEDIATE: f64 = 3.0;
 /// Bytes kept per layer for each attention score (`batch × heads × seq²` of them).
 const BYTES_PER_SCORE: f64 = 18.5;
+/// Where the attention runs in blocks and keeps no scores (long rows on the CPU), bytes kept
+/// per layer and token, per unit of the hidden width, on top of `BYTES_PER_HIDDEN`: its own
+/// f32 copies of the queries, keys, values and output, and its backward pass's buffers.
+const BLOCKED_BYTES_PER_HIDDEN: f64 = 27.0;
 /// With `--gradient-checkpointing`, bytes kept per layer and token, per unit of the hidden
 /// width: the layer's input, in f32 (`burnbert_model`'s `recompute`).
 const CHECKPOINTED_BYTES_PER_HIDDEN: f64 = 4.0;
@@ -69,9 +73,15 @@ impl MemoryEstimate {
         checkpointing: bool,
     ) -> Self {
         let tokens = shape.tokens as f64;
-        let scores = (shape.rows * config.num_attention_heads * shape.seq * shape.seq) as f64;
+        let (per_hidden, scores) = match burnbert_model::cpu_attention_keeps_scores(shape.seq) {
+            true => (
+                BYTES_PER_HIDDEN,
+                (shape.rows * config.num_attention_heads * shape.seq * shape.seq) as f64,
+            ),
+            false => (BYTES_PER_HIDDEN + BLOCKED_BYTES_PER_HIDDEN, 0.0),
+        };
         let per_layer = tokens
-            * (BYTES_PER_HIDDEN * config.hidden_size as f64
+            * (per_hidden * config.hidden_size as f64
                 + BYTES_PER_INTERMEDIATE * config.intermediate_size as f64)
             + BYTES_PER_SCORE * scores;
         let layers = config.num_hidden_layers as f64;

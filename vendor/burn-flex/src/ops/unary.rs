@@ -170,9 +170,9 @@ pub fn exp(tensor: FlexTensor) -> FlexTensor {
 /// (libm's `expf` is a call per element): Cephes' `expf` range reduction and polynomial,
 /// within 2 ulp of libm where the result is normal; below that the scale 2^n is applied in
 /// two steps, so subnormal results round once, as libm's do; underflow to 0, overflow, ±inf
-/// and NaN as libm.
+/// and NaN as libm. Public for burnbert's own CPU attention in training.
 #[inline(always)]
-pub(crate) fn exp_f32(x: f32) -> f32 {
+pub fn exp_f32(x: f32) -> f32 {
     const LOG2_E: f32 = core::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
