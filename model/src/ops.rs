@@ -408,7 +408,7 @@ pub fn self_attention(
     let device = q.device();
     #[cfg(feature = "flex")]
     if crate::attention::applies(&device, seq) {
-        let keep = dropout_applies(dropout_layer, &device).then(|| 1.0 - dropout_layer.prob);
+        let keep = dropout_applies(dropout_layer, &device).then_some(1.0 - dropout_layer.prob);
         let divisor = (head_dim as f64).sqrt();
         let context = crate::attention::attention(q, k, v, mask, divisor, keep);
         return merge_heads(context, layout);

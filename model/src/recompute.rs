@@ -53,16 +53,16 @@ where
         return forward(layer, inputs);
     }
     #[cfg(feature = "flex")]
-    if is_on::<burn::backend::Flex, N>(&inputs) {
+    if is_on::<burn::backend::Flex, 3, N>(&inputs) {
         return checkpointed::<burn::backend::Flex, M, F, N>(layer, forward, inputs);
     }
     #[cfg(feature = "ndarray")]
     #[allow(deprecated)] // still the unit tests' backend, as the project intends
-    if is_on::<burn::backend::NdArray, N>(&inputs) {
+    if is_on::<burn::backend::NdArray, 3, N>(&inputs) {
         return checkpointed::<burn::backend::NdArray, M, F, N>(layer, forward, inputs);
     }
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if is_on::<burn::backend::Cube, N>(&inputs) {
+    if is_on::<burn::backend::Cube, 3, N>(&inputs) {
         return checkpointed::<burn::backend::Cube, M, F, N>(layer, forward, inputs);
     }
     unreachable!(
@@ -79,7 +79,7 @@ struct Recompute<M, F> {
 }
 
 /// Whether `inputs` are tensors of `Autodiff<B>` without Burn's own checkpointing.
-fn is_on<B, const N: usize>(inputs: &[Tensor<3>; N]) -> bool
+pub(crate) fn is_on<B, const D: usize, const N: usize>(inputs: &[Tensor<D>; N]) -> bool
 where
     B: Backend,
     DispatchTensor: DispatchKindConversion<Autodiff<B>>,
