@@ -206,28 +206,30 @@ impl Saved {
             .zip(max.par_chunks_mut(seq))
             .zip(sum.par_chunks_mut(seq))
             .enumerate()
-            .for_each(|(head, ((output, max), sum))| {
-                let mut probabilities = vec![0.0; BLOCK * seq];
-                let mut drop_mask = vec![0.0; BLOCK * seq];
-                for start in (0..seq).step_by(BLOCK) {
-                    let rows = BLOCK.min(seq - start);
-                    let probabilities = &mut probabilities[..rows * seq];
-                    self.scores(head, start, probabilities);
-                    for (row, scores) in probabilities.chunks_mut(seq).enumerate() {
-                        (max[start + row], sum[start + row]) = softmax(scores);
+            // The blocks' buffers, once per piece of work rayon hands a thread.
+            .for_each_init(
+                || [vec![0.0; BLOCK * seq], vec![0.0; BLOCK * seq]],
+                |[probabilities, drop_mask], (head, ((output, max), sum))| {
+                    for start in (0..seq).step_by(BLOCK) {
+                        let rows = BLOCK.min(seq - start);
+                        let probabilities = &mut probabilities[..rows * seq];
+                        self.scores(head, start, probabilities);
+                        for (row, scores) in probabilities.chunks_mut(seq).enumerate() {
+                            (max[start + row], sum[start + row]) = softmax(scores);
+                        }
+                        if let Some(drop_mask) = self.drop_mask(head, start, drop_mask) {
+                            multiply(probabilities, drop_mask);
+                        }
+                        matmul(
+                            &mut output[start * dim..(start + rows) * dim],
+                            Matrix::rows(probabilities, seq),
+                            Matrix::rows(self.head(&self.v, head), dim),
+                            [rows, seq, dim],
+                            false,
+                        );
                     }
-                    if let Some(drop_mask) = self.drop_mask(head, start, &mut drop_mask) {
-                        multiply(probabilities, drop_mask);
-                    }
-                    matmul(
-                        &mut output[start * dim..(start + rows) * dim],
-                        Matrix::rows(probabilities, seq),
-                        Matrix::rows(self.head(&self.v, head), dim),
-                        [rows, seq, dim],
-                        false,
-                    );
-                }
-            });
+                },
+            );
         (self.output, self.max, self.sum) = (output, max, sum);
     }
 
@@ -242,102 +244,102 @@ impl Saved {
             .zip(k_grad.par_chunks_mut(seq * dim))
             .zip(v_grad.par_chunks_mut(seq * dim))
             .enumerate()
-            .for_each(|(head, ((q_grad, k_grad), v_grad))| {
-                let mut probabilities = vec![0.0; BLOCK * seq];
-                let mut dropped = vec![0.0; BLOCK * seq];
-                let mut drop_mask = vec![0.0; BLOCK * seq];
-                let mut grad = vec![0.0; BLOCK * seq];
-                let (q, k, v) = (
-                    self.head(&self.q, head),
-                    self.head(&self.k, head),
-                    self.head(&self.v, head),
-                );
-                let (output, output_grad) =
-                    (self.head(&self.output, head), self.head(output_grad, head));
-                for start in (0..seq).step_by(BLOCK) {
-                    let rows = BLOCK.min(seq - start);
-                    let block = start * dim..(start + rows) * dim;
-                    let probabilities = &mut probabilities[..rows * seq];
-                    let grad = &mut grad[..rows * seq];
-                    self.scores(head, start, probabilities);
-                    for (row, scores) in probabilities.chunks_mut(seq).enumerate() {
-                        let index = head * seq + start + row;
-                        let (max, inverse) = (self.max[index], 1.0 / self.sum[index]);
-                        scores
-                            .iter_mut()
-                            .for_each(|x| *x = exp_f32(*x - max) * inverse);
-                    }
-                    let drop_mask = self.drop_mask(head, start, &mut drop_mask);
-                    let dropped: &[f32] = match drop_mask {
-                        Some(drop_mask) => {
-                            let dropped = &mut dropped[..rows * seq];
-                            dropped.copy_from_slice(probabilities);
-                            multiply(dropped, drop_mask);
-                            dropped
+            .for_each_init(
+                || std::array::from_fn(|_| vec![0.0; BLOCK * seq]),
+                |[probabilities, dropped, drop_mask, grad]: &mut [Vec<f32>; 4],
+                 (head, ((q_grad, k_grad), v_grad))| {
+                    let (q, k, v) = (
+                        self.head(&self.q, head),
+                        self.head(&self.k, head),
+                        self.head(&self.v, head),
+                    );
+                    let (output, output_grad) =
+                        (self.head(&self.output, head), self.head(output_grad, head));
+                    for start in (0..seq).step_by(BLOCK) {
+                        let rows = BLOCK.min(seq - start);
+                        let block = start * dim..(start + rows) * dim;
+                        let probabilities = &mut probabilities[..rows * seq];
+                        let grad = &mut grad[..rows * seq];
+                        self.scores(head, start, probabilities);
+                        for (row, scores) in probabilities.chunks_mut(seq).enumerate() {
+                            let index = head * seq + start + row;
+                            let (max, inverse) = (self.max[index], 1.0 / self.sum[index]);
+                            scores
+                                .iter_mut()
+                                .for_each(|x| *x = exp_f32(*x - max) * inverse);
                         }
-                        None => probabilities,
-                    };
-                    // v_grad += droppedᵀ · output_grad
-                    matmul(
-                        v_grad,
-                        Matrix::rows(dropped, seq).transposed(),
-                        Matrix::rows(&output_grad[block.clone()], dim),
-                        [seq, rows, dim],
-                        true,
-                    );
-                    // The dropped probabilities' gradient, output_grad · vᵀ, then the scores'.
-                    matmul(
-                        grad,
-                        Matrix::rows(&output_grad[block.clone()], dim),
-                        Matrix::rows(v, dim).transposed(),
-                        [rows, dim, seq],
-                        false,
-                    );
-                    if let Some(drop_mask) = drop_mask {
-                        multiply(grad, drop_mask);
-                    }
-                    for row in 0..rows {
-                        let token = (start + row) * dim..(start + row + 1) * dim;
-                        // Σ_j P·dP over the row, which is output·output_grad (dropout's
-                        // scale included).
-                        let dot: f32 = output[token.clone()]
-                            .iter()
-                            .zip(&output_grad[token])
-                            .map(|(o, g)| o * g)
-                            .sum();
-                        let masked = self.mask_row(head, start + row);
-                        let probabilities = &probabilities[row * seq..(row + 1) * seq];
-                        for ((g, &p), &masked) in grad[row * seq..(row + 1) * seq]
-                            .iter_mut()
-                            .zip(probabilities)
-                            .zip(masked)
-                        {
-                            // Masked scores were filled in, so their gradient is 0 (a query
-                            // that sees no key weighs every key, and would give them one).
-                            *g = if masked {
-                                0.0
-                            } else {
-                                p * (*g - dot) / self.divisor
-                            };
+                        let drop_mask = self.drop_mask(head, start, drop_mask);
+                        let dropped: &[f32] = match drop_mask {
+                            Some(drop_mask) => {
+                                let dropped = &mut dropped[..rows * seq];
+                                dropped.copy_from_slice(probabilities);
+                                multiply(dropped, drop_mask);
+                                dropped
+                            }
+                            None => probabilities,
+                        };
+                        // v_grad += droppedᵀ · output_grad
+                        matmul(
+                            v_grad,
+                            Matrix::rows(dropped, seq).transposed(),
+                            Matrix::rows(&output_grad[block.clone()], dim),
+                            [seq, rows, dim],
+                            true,
+                        );
+                        // The dropped probabilities' gradient, output_grad · vᵀ, then the scores'.
+                        matmul(
+                            grad,
+                            Matrix::rows(&output_grad[block.clone()], dim),
+                            Matrix::rows(v, dim).transposed(),
+                            [rows, dim, seq],
+                            false,
+                        );
+                        if let Some(drop_mask) = drop_mask {
+                            multiply(grad, drop_mask);
                         }
+                        for row in 0..rows {
+                            let token = (start + row) * dim..(start + row + 1) * dim;
+                            // Σ_j P·dP over the row, which is output·output_grad (dropout's
+                            // scale included).
+                            let dot: f32 = output[token.clone()]
+                                .iter()
+                                .zip(&output_grad[token])
+                                .map(|(o, g)| o * g)
+                                .sum();
+                            let masked = self.mask_row(head, start + row);
+                            let probabilities = &probabilities[row * seq..(row + 1) * seq];
+                            for ((g, &p), &masked) in grad[row * seq..(row + 1) * seq]
+                                .iter_mut()
+                                .zip(probabilities)
+                                .zip(masked)
+                            {
+                                // Masked scores were filled in, so their gradient is 0 (a query
+                                // that sees no key weighs every key, and would give them one).
+                                *g = if masked {
+                                    0.0
+                                } else {
+                                    p * (*g - dot) / self.divisor
+                                };
+                            }
+                        }
+                        // q_grad = grad · k, k_grad += gradᵀ · q
+                        matmul(
+                            &mut q_grad[block.clone()],
+                            Matrix::rows(grad, seq),
+                            Matrix::rows(k, dim),
+                            [rows, seq, dim],
+                            false,
+                        );
+                        matmul(
+                            k_grad,
+                            Matrix::rows(grad, seq).transposed(),
+                            Matrix::rows(&q[block], dim),
+                            [seq, rows, dim],
+                            true,
+                        );
                     }
-                    // q_grad = grad · k, k_grad += gradᵀ · q
-                    matmul(
-                        &mut q_grad[block.clone()],
-                        Matrix::rows(grad, seq),
-                        Matrix::rows(k, dim),
-                        [rows, seq, dim],
-                        false,
-                    );
-                    matmul(
-                        k_grad,
-                        Matrix::rows(grad, seq).transposed(),
-                        Matrix::rows(&q[block], dim),
-                        [seq, rows, dim],
-                        true,
-                    );
-                }
-            });
+                },
+            );
         [q_grad, k_grad, v_grad]
     }
 

@@ -70,6 +70,7 @@ pub fn cpu_attention_keeps_scores(seq: usize) -> bool {
     #[cfg(not(feature = "flex"))]
     true
 }
+
 /// What can go wrong reading a model; every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

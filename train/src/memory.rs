@@ -6,9 +6,9 @@
 //! The estimate counts, in f32, the parameters with their gradients and AdamW's two moments,
 //! and the activations that autodiff keeps for the backward pass: per layer and token a
 //! multiple of the hidden and intermediate widths, and per layer, row and head the `seq²`
-//! attention scores where the attention keeps them (short rows). The multiples are fitted to the peak RSS that `bench` measures on the
-//! CPU backend (BENCHMARKS.md, "The memory guard's estimate"); they hold for the CPU backends
-//! only, where the step's memory is the process's.
+//! attention scores where the attention keeps them (short rows). The multiples are fitted to
+//! the peak RSS that `bench` measures on the CPU backend (BENCHMARKS.md, "The memory guard's
+//! estimate"); they hold for the CPU backends only, where the step's memory is the process's.
 
 use burnbert_model::ModelConfig;
 
